@@ -1,0 +1,1 @@
+"""mambazoo envs."""

@@ -1,0 +1,152 @@
+"""Mamba1 (selective scan) in pure PyTorch, with carried state and per-step resets.
+
+The recurrence per channel d and state index n:
+    h_t = exp(delta_t[d] * A[d, n]) * h_{t-1} + delta_t[d] * B_t[n] * u_t[d]
+    y_t[d] = sum_n C_t[n] h_t[d, n] + D[d] * u_t[d]
+A reset at step t means h_{t-1} is taken as zero, i.e. the decay of step t is zero.
+
+``selective_scan_reference`` is the plain loop and the test oracle.
+``selective_scan_chunked`` is the fast CPU path. Mamba1's decay differs per (d, n),
+so there is no matrix (SSD) form: any parallel scan must write the full
+``[B, T, d_inner, d_state]`` state several times, which on a CPU is bound by memory
+bandwidth and loses to a loop (measured: one pass over that tensor at B=8, T=1024,
+d_inner=256 costs about as much as the whole 1024-step loop's dispatch overhead).
+So it computes decays, inputs and read-outs for a chunk of steps at once, in
+tensors that stay in cache, and leaves only the multiply-add ``h = a*h + b`` in the
+loop: one op per step instead of about ten.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .causal_conv import causal_conv1d, causal_conv1d_step
+from . import kernels
+
+
+def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
+    """u, delta [Bt, T, Di]; A [Di, N]; B, C [Bt, T, N]; D [Di]; h0 [Bt, Di, N]; is_init [Bt, T].
+
+    Returns y [Bt, T, Di] and the final state [Bt, Di, N]. One step at a time.
+    """
+    h = h0
+    ys = []
+    for t in range(u.shape[1]):
+        keep = (~is_init[:, t]).to(u.dtype)[:, None, None]
+        a = torch.exp(delta[:, t, :, None] * A)
+        h = keep * a * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * u[:, t])
+    return torch.stack(ys, dim=1), h
+
+
+def selective_scan_chunked(u, delta, A, B, C, D, h0, is_init, chunk_size: int = 16):
+    """Same contract as ``selective_scan_reference``; see the module docstring for why."""
+    Bt, T, Di = u.shape
+    h = h0
+    ys = []
+    keep = (~is_init).to(u.dtype)
+    for start in range(0, T, chunk_size):
+        sl = slice(start, min(start + chunk_size, T))
+        # [Bt, L, Di, N] for the chunk: decays (zero at resets) and inputs.
+        a = torch.exp(delta[:, sl, :, None] * A) * keep[:, sl, None, None]
+        b = (delta[:, sl] * u[:, sl]).unsqueeze(-1) * B[:, sl, None, :]
+        hs = []
+        for i in range(a.shape[1]):
+            h = torch.addcmul(b[:, i], a[:, i], h)
+            hs.append(h)
+        ys.append(torch.einsum("bldn,bln->bld", torch.stack(hs, dim=1), C[:, sl]))
+    y = torch.cat(ys, dim=1) + D * u
+    return y, h
+
+
+def selective_state_step(u, delta, A, B, C, D, h):
+    """One step: u, delta [Bt, Di]; B, C [Bt, N]; h [Bt, Di, N] (already zeroed on reset)."""
+    h = torch.exp(delta[..., None] * A) * h + (delta * u)[..., None] * B[:, None, :]
+    y = (h * C[:, None, :]).sum(-1) + D * u
+    return y, h
+
+
+class Mamba1Mixer(nn.Module):
+    """The Mamba1 block of mamba-ssm's ``Mamba`` (same parameters and initialisation).
+
+    x [B, T, d_model] -> in_proj -> (x [B, T, d_inner], z) -> causal conv + SiLU ->
+    x_proj -> (dt [dt_rank], B [d_state], C [d_state]) -> selective scan -> * SiLU(z)
+    -> out_proj [B, T, d_model].
+    State: conv ``[B, d_inner, d_conv-1]``, ssm ``[B, d_inner, d_state]``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        chunk_size: int = 16,
+        use_kernels: bool | str = "auto",
+    ):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.chunk_size = chunk_size
+        self.use_kernels = use_kernels
+        Di = self.d_inner
+        self.in_proj = nn.Linear(d_model, 2 * Di, bias=False)
+        self.conv_weight = nn.Parameter(torch.empty(Di, d_conv))
+        self.conv_bias = nn.Parameter(torch.empty(Di))
+        bound = 1 / math.sqrt(d_conv)  # nn.Conv1d's default init for a depthwise conv
+        nn.init.uniform_(self.conv_weight, -bound, bound)
+        nn.init.uniform_(self.conv_bias, -bound, bound)
+        self.x_proj = nn.Linear(Di, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, Di, bias=True)
+        std = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        dt = torch.exp(torch.rand(Di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=1e-4)
+        with torch.no_grad():  # inverse softplus, so that softplus(bias) = dt at init
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(Di, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(Di))
+        self.out_proj = nn.Linear(Di, d_model, bias=False)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {"conv": (self.d_inner, self.d_conv - 1), "ssm": (self.d_inner, self.d_state)}
+
+    def _ssm_inputs(self, xc: Tensor):
+        dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))
+        return delta, Bm, Cm
+
+    def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
+        """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
+        if kernels.wanted(self.use_kernels, x):
+            return kernels.mamba1_forward(self, x, is_init, conv_state, ssm_state)
+        xz = self.in_proj(x)
+        xi, z = xz.chunk(2, dim=-1)
+        xc, conv_state = causal_conv1d(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
+        xc = F.silu(xc)
+        delta, Bm, Cm = self._ssm_inputs(xc)
+        A = -torch.exp(self.A_log.to(x.dtype))
+        scan_fn = selective_scan_reference if scan == "reference" else selective_scan_chunked
+        kwargs = {} if scan == "reference" else {"chunk_size": self.chunk_size}
+        y, ssm_state = scan_fn(xc, delta, A, Bm, Cm, self.D, ssm_state, is_init, **kwargs)
+        return self.out_proj(y * F.silu(z)), conv_state, ssm_state
+
+    def step(self, x, conv_state, ssm_state):
+        """x [B, d_model]; states already zeroed where an episode starts."""
+        if kernels.wanted(self.use_kernels, x):
+            return kernels.mamba1_step(self, x, conv_state, ssm_state)
+        xi, z = self.in_proj(x).chunk(2, dim=-1)
+        xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
+        xc = F.silu(xc)
+        delta, Bm, Cm = self._ssm_inputs(xc)
+        A = -torch.exp(self.A_log.to(x.dtype))
+        y, ssm_state = selective_state_step(xc, delta, A, Bm, Cm, self.D, ssm_state)
+        return self.out_proj(y * F.silu(z)), conv_state, ssm_state

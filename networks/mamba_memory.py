@@ -1,0 +1,50 @@
+"""Residual stack of Mamba1/Mamba2 mixers: the core behind kinds ``mamba1``/``mamba2``.
+
+x [B, T, input_size] -> Linear (if input_size != hidden) -> L x (h + mixer(RMSNorm(h)))
+-> RMSNorm -> [B, T, hidden]. State per layer is (conv, ssm), stacked on a layer dim:
+conv ``[L, conv_dim, d_conv-1]``, ssm ``[L, *mixer ssm shape]``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mamba1 import Mamba1Mixer
+from .mamba2 import Mamba2Mixer
+
+MIXERS = {"mamba1": Mamba1Mixer, "mamba2": Mamba2Mixer}
+
+
+class MambaStack(nn.Module):
+    def __init__(self, kind: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 scan: str = "chunked", **mixer_options):
+        super().__init__()
+        self.scan = scan  # "chunked" (fast) or "reference" (the step loop, for tests/benchmarks)
+        self.in_proj = nn.Linear(input_size, hidden_size) if input_size != hidden_size else nn.Identity()
+        self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-5) for _ in range(num_layers))
+        self.mixers = nn.ModuleList(MIXERS[kind](hidden_size, **mixer_options) for _ in range(num_layers))
+        self.out_norm = nn.RMSNorm(hidden_size, eps=1e-5)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        L = len(self.mixers)
+        return {name: (L, *shape) for name, shape in self.mixers[0].state_shapes().items()}
+
+    def sequence(self, x, is_init, states):
+        h = self.in_proj(x)
+        convs, ssms = [], []
+        for l, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            y, c, s = mixer(norm(h), is_init, states["conv"][:, l], states["ssm"][:, l], scan=self.scan)
+            h = h + y
+            convs.append(c)
+            ssms.append(s)
+        return self.out_norm(h), {"conv": torch.stack(convs, 1), "ssm": torch.stack(ssms, 1)}
+
+    def step(self, x, states):
+        h = self.in_proj(x)
+        convs, ssms = [], []
+        for l, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
+            y, c, s = mixer.step(norm(h), states["conv"][:, l], states["ssm"][:, l])
+            h = h + y
+            convs.append(c)
+            ssms.append(s)
+        return self.out_norm(h), {"conv": torch.stack(convs, 1), "ssm": torch.stack(ssms, 1)}

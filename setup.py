@@ -1,0 +1,42 @@
+"""mambazoo: memory-based robot learning on TorchRL + TensorDict, with Mamba memory.
+
+CPU-only users: install ``torch`` first from a CPU wheel (see README), otherwise pip
+resolves ``torch`` to the newest CUDA build and downloads several GB.
+"""
+from setuptools import setup
+
+# Versions known to work together (torchrl 0.14 needs tensordict 0.14.x).
+CORE = [
+    "torch>=2.6",
+    "torchrl==0.14.1",
+    "tensordict>=0.14.1,<0.15",
+    "gymnasium>=1.0,<1.5",
+    "pybullet>=3.2.6",
+    "numpy>=1.26",
+    "pyyaml>=6.0",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+]
+
+EXTRAS = {
+    # Compiled on a CUDA machine from sdists; see DESIGN.md section 7 / README "GPU".
+    "cuda": ["mamba-ssm==2.3.2.post1", "causal-conv1d==1.7.0"],
+    # Cosys-AirSim client: same MultirotorClient API as `airsim`, installs on py3.11+.
+    "airsim": ["cosysairsim"],
+    "wandb": ["wandb>=0.17"],
+    "ray": ["ray>=2.9"],
+    "dev": ["pytest>=8.0", "pytest-xdist>=3.5"],
+}
+
+setup(
+    name="mambazoo",
+    version="0.1.0",
+    description="A TorchRL agent zoo whose memory is Mamba (selective state-space models)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["agents", "envs", "networks", "benchmarks"],
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    license="MIT",
+)
