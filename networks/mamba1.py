@@ -34,31 +34,34 @@ def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
     """
     h = h0
     ys = []
-    for t in range(u.shape[1]):
-        keep = (~is_init[:, t]).to(u.dtype)[:, None, None]
-        a = torch.exp(delta[:, t, :, None] * A)
-        h = keep * a * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
-        ys.append((h * C[:, t, None, :]).sum(-1) + D * u[:, t])
+    # unbind, not x[:, t]: indexing in a loop makes autograd write a full-size zero
+    # gradient per step (quadratic in T), which would make the baseline unfairly slow.
+    keeps = (~is_init).to(u.dtype).unbind(1)
+    for u_t, d_t, B_t, C_t, keep in zip(u.unbind(1), delta.unbind(1), B.unbind(1), C.unbind(1), keeps):
+        a = torch.exp(d_t[:, :, None] * A)
+        h = keep[:, None, None] * a * h + (d_t * u_t)[:, :, None] * B_t[:, None, :]
+        ys.append((h * C_t[:, None, :]).sum(-1) + D * u_t)
     return torch.stack(ys, dim=1), h
 
 
 def selective_scan_chunked(u, delta, A, B, C, D, h0, is_init, chunk_size: int = 16):
     """Same contract as ``selective_scan_reference``; see the module docstring for why."""
-    Bt, T, Di = u.shape
+    # Time-major, so that each step's slice of a chunk is contiguous.
+    u_t, d_t, B_t, C_t = (t.transpose(0, 1) for t in (u, delta, B, C))
+    keep = (~is_init).to(u.dtype).transpose(0, 1)
     h = h0
     ys = []
-    keep = (~is_init).to(u.dtype)
-    for start in range(0, T, chunk_size):
-        sl = slice(start, min(start + chunk_size, T))
-        # [Bt, L, Di, N] for the chunk: decays (zero at resets) and inputs.
-        a = torch.exp(delta[:, sl, :, None] * A) * keep[:, sl, None, None]
-        b = (delta[:, sl] * u[:, sl]).unsqueeze(-1) * B[:, sl, None, :]
+    for start in range(0, u.shape[1], chunk_size):
+        sl = slice(start, start + chunk_size)
+        # [L, Bt, Di, N] for the chunk: decays (zero at resets) and inputs.
+        a = torch.exp(d_t[sl, :, :, None] * A) * keep[sl, :, None, None]
+        b = (d_t[sl] * u_t[sl]).unsqueeze(-1) * B_t[sl, :, None, :]
         hs = []
-        for i in range(a.shape[1]):
-            h = torch.addcmul(b[:, i], a[:, i], h)
+        for a_i, b_i in zip(a.unbind(0), b.unbind(0)):  # unbind: see selective_scan_reference
+            h = torch.addcmul(b_i, a_i, h)
             hs.append(h)
-        ys.append(torch.einsum("bldn,bln->bld", torch.stack(hs, dim=1), C[:, sl]))
-    y = torch.cat(ys, dim=1) + D * u
+        ys.append(torch.einsum("lbdn,lbn->lbd", torch.stack(hs), C_t[sl]))
+    y = torch.cat(ys, dim=0).transpose(0, 1) + D * u
     return y, h
 
 

@@ -29,11 +29,11 @@ def ssd_reference(x, dt, A, B, C, D, h0, is_init):
     B, C = B.repeat_interleave(rep, dim=2), C.repeat_interleave(rep, dim=2)
     h = h0
     ys = []
-    for t in range(x.shape[1]):
-        keep = (~is_init[:, t]).to(x.dtype)[:, None, None, None]
-        a = torch.exp(dt[:, t] * A)[:, :, None, None]
-        h = keep * a * h + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, :, None, :]
-        ys.append(torch.einsum("bhpn,bhn->bhp", h, C[:, t]) + D[:, None] * x[:, t])
+    keeps = (~is_init).to(x.dtype).unbind(1)  # unbind: see mamba1.selective_scan_reference
+    for x_t, dt_t, B_t, C_t, keep in zip(x.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1), keeps):
+        a = torch.exp(dt_t * A)[:, :, None, None]
+        h = keep[:, None, None, None] * a * h + (dt_t[..., None] * x_t)[..., None] * B_t[:, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", h, C_t) + D[:, None] * x_t)
     return torch.stack(ys, dim=1), h
 
 
@@ -52,10 +52,12 @@ def segsum(a: Tensor) -> Tensor:
 
 
 def ssd_chunked(x, dt, A, B, C, D, h0, is_init, chunk_size: int = 64):
-    """Same contract as ``ssd_reference``."""
+    """Same contract as ``ssd_reference``. Heads are split as (group g, head-in-group r), so
+    B and C are never repeated per head; einsums have two operands so their cost is known.
+    """
     Bt, T, H, P = x.shape
-    rep = H // B.shape[2]
-    B, C = B.repeat_interleave(rep, dim=2), C.repeat_interleave(rep, dim=2)
+    G, N = B.shape[2], B.shape[3]
+    R = H // G
     seg = segment_ids(is_init)
     L = min(chunk_size, T)
     pad = (-T) % L
@@ -63,38 +65,41 @@ def ssd_chunked(x, dt, A, B, C, D, h0, is_init, chunk_size: int = 64):
         x, dt, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, dt, B, C))
         seg = F.pad(seg, (0, pad), mode="replicate")
     nc = (T + pad) // L
-    x, B, C = (t.reshape(Bt, nc, L, H, -1) for t in (x, B, C))  # [Bt, c, L, H, *]
-    xdt = x * dt.reshape(Bt, nc, L, H, 1)
-    dA = (dt * A).reshape(Bt, nc, L, H).permute(0, 3, 1, 2)  # [Bt, H, c, L]
+    B, C = B.reshape(Bt, nc, L, G, N), C.reshape(Bt, nc, L, G, N)
+    xdt = (x * dt[..., None]).reshape(Bt, nc, L, G, R, P)
+    dA = (dt * A).reshape(Bt, nc, L, G, R).permute(0, 3, 4, 1, 2)  # [Bt, G, R, c, L]
     cum = torch.cumsum(dA, dim=-1)
     seg = seg.reshape(Bt, nc, L)
     same_seg = seg[:, :, :, None] == seg[:, :, None, :]  # [Bt, c, L(t), L(s)]
 
-    # 1. within each chunk: masked "attention" C_t.B_s exp(sum dA_{s+1..t})
-    decay = torch.exp(segsum(dA).masked_fill(~same_seg[:, None], -torch.inf))
-    y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B, decay, xdt)
+    # 1. within each chunk: masked "attention" (C_t . B_s) exp(sum dA_{s+1..t}) x_s dt_s
+    decay = torch.exp(segsum(dA).masked_fill(~same_seg[:, None, None], -torch.inf))
+    scores = torch.einsum("bclgn,bcsgn->bgcls", C, B)[:, :, None] * decay  # [Bt,G,R,c,L,L]
+    y_diag = torch.einsum("bgrcls,bcsgrp->bclgrp", scores, xdt)
 
     # 2. state at the end of each chunk, from that chunk's own inputs (last segment only)
     end_seg = seg[:, :, -1]  # [Bt, c]
     in_last = (seg == end_seg[..., None]).to(x.dtype)  # [Bt, c, L]
-    decay_to_end = torch.exp(cum[..., -1:] - cum) * in_last[:, None]
-    states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_to_end, xdt)
+    decay_to_end = torch.exp(cum[..., -1:] - cum) * in_last[:, None, None]  # [Bt,G,R,c,L]
+    weighted = xdt * decay_to_end.permute(0, 3, 4, 1, 2)[..., None]  # [Bt,c,L,G,R,P]
+    states = torch.einsum("bclgn,bclgrp->bcgrpn", B, weighted).reshape(Bt, nc, H, P, N)
 
     # 3. carry states across chunks; a reset anywhere in between cuts the carry
     states = torch.cat([h0[:, None], states], dim=1)  # [Bt, c+1, H, P, N]
     seg_at = F.pad(end_seg, (1, 0))  # segment of each carried state; h0 is segment 0
-    chunk_decay = segsum(F.pad(cum[..., -1], (1, 0)))  # [Bt, H, c+1, c+1]
+    chunk_decay = segsum(F.pad(cum[..., -1], (1, 0))).reshape(Bt, H, nc + 1, nc + 1)
     carry_ok = seg_at[:, :, None] == seg_at[:, None, :]
     carry = torch.exp(chunk_decay.masked_fill(~carry_ok[:, None], -torch.inf))
     states = torch.einsum("bhzc,bchpn->bzhpn", carry, states)
     states_in, final = states[:, :-1], states[:, -1]
 
     # 4. contribution of the state entering each chunk, for steps still in its segment
-    reach = (seg == seg_at[:, :-1, None]).to(x.dtype)[:, None] * torch.exp(cum)  # [Bt,H,c,L]
-    y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states_in, reach)
+    reach = (seg == seg_at[:, :-1, None]).to(x.dtype)[:, None, None] * torch.exp(cum)  # [Bt,G,R,c,L]
+    y_off = torch.einsum("bclgn,bcgrpn->bclgrp", C, states_in.reshape(Bt, nc, G, R, P, N))
+    y_off = y_off * reach.permute(0, 3, 4, 1, 2)[..., None]
 
     y = (y_diag + y_off).reshape(Bt, nc * L, H, P)[:, :T]
-    return y + D[:, None] * x.reshape(Bt, nc * L, H, P)[:, :T], final
+    return y + D[:, None] * x[:, :T], final
 
 
 def ssd_step(x, dt, A, B, C, D, h):
