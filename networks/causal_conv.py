@@ -11,8 +11,10 @@ conv_state ``[B, C, K-1]`` (oldest first), is_init ``[B, T]`` bool.
 """
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def segment_ids(is_init: Tensor) -> Tensor:
@@ -50,3 +52,11 @@ def causal_conv1d_step(
     if bias is not None:
         out = out + bias
     return out, window[..., 1:]
+
+
+def depthwise_conv_parameters(channels: int, d_conv: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """(weight [C, K], bias [C]) initialised as nn.Conv1d(C, C, K, groups=C) would be."""
+    bound = 1 / math.sqrt(d_conv)
+    weight = nn.Parameter(torch.empty(channels, d_conv).uniform_(-bound, bound))
+    bias = nn.Parameter(torch.empty(channels).uniform_(-bound, bound))
+    return weight, bias

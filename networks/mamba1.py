@@ -11,9 +11,10 @@ so there is no matrix (SSD) form: any parallel scan must write the full
 ``[B, T, d_inner, d_state]`` state several times, which on a CPU is bound by memory
 bandwidth and loses to a loop (measured: one pass over that tensor at B=8, T=1024,
 d_inner=256 costs about as much as the whole 1024-step loop's dispatch overhead).
-So it computes decays, inputs and read-outs for a chunk of steps at once, in
-tensors that stay in cache, and leaves only the multiply-add ``h = a*h + b`` in the
-loop: one op per step instead of about ten.
+So it computes decays, inputs and read-outs for a chunk of steps at once, leaves only
+the multiply-add ``h = a*h + b`` in the loop (one op per step instead of about ten),
+and has a hand-written backward (``_ChunkedSelectiveScan``) so autograd does not build
+a graph node per step.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .causal_conv import causal_conv1d, causal_conv1d_step
+from .causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters
 from . import kernels
 
 
@@ -47,22 +48,84 @@ def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
 def selective_scan_chunked(u, delta, A, B, C, D, h0, is_init, chunk_size: int = 16):
     """Same contract as ``selective_scan_reference``; see the module docstring for why."""
     # Time-major, so that each step's slice of a chunk is contiguous.
-    u_t, d_t, B_t, C_t = (t.transpose(0, 1) for t in (u, delta, B, C))
-    keep = (~is_init).to(u.dtype).transpose(0, 1)
-    h = h0
-    ys = []
-    for start in range(0, u.shape[1], chunk_size):
-        sl = slice(start, start + chunk_size)
-        # [L, Bt, Di, N] for the chunk: decays (zero at resets) and inputs.
-        a = torch.exp(d_t[sl, :, :, None] * A) * keep[sl, :, None, None]
-        b = (d_t[sl] * u_t[sl]).unsqueeze(-1) * B_t[sl, :, None, :]
-        hs = []
-        for a_i, b_i in zip(a.unbind(0), b.unbind(0)):  # unbind: see selective_scan_reference
-            h = torch.addcmul(b_i, a_i, h)
-            hs.append(h)
-        ys.append(torch.einsum("lbdn,lbn->lbd", torch.stack(hs), C_t[sl]))
-    y = torch.cat(ys, dim=0).transpose(0, 1) + D * u
-    return y, h
+    u_t, d_t, B_t, C_t = (t.transpose(0, 1).contiguous() for t in (u, delta, B, C))
+    keep = (~is_init).to(u.dtype).transpose(0, 1).contiguous()
+    y, h = _ChunkedSelectiveScan.apply(u_t, d_t, A, B_t, C_t, h0, keep, chunk_size)
+    return y.transpose(0, 1) + D * u, h
+
+
+def _chunk_inputs(u, delta, A, B, keep):
+    """Decays (zero at resets) and inputs of one chunk, [L, Bt, Di, N]."""
+    a = torch.exp(delta[..., None] * A) * keep[:, :, None, None]
+    b = (delta * u)[..., None] * B[:, :, None, :]
+    return a, b
+
+
+def _run_chunk(a, b, h):
+    """h_i = a_i * h_{i-1} + b_i for the chunk, written over ``b``; returns every h_i.
+
+    In place: measured ~8x faster per step than ``addcmul(..., out=hs[i])`` here.
+    """
+    b[0].addcmul_(a[0], h)
+    for i in range(1, a.shape[0]):
+        b[i].addcmul_(a[i], b[i - 1])
+    return b
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    """Chunked scan with a hand-written backward, as mamba-ssm's CUDA kernel does.
+
+    Autograd through a Python loop spends most of its time building and walking a graph
+    node per step. Here forward keeps only the state entering each chunk; backward
+    recomputes a chunk's states, runs the reverse recurrence
+        g_t = dL/dh_t (direct) + a_{t+1} * g_{t+1}
+    in place, and forms every other gradient in one vectorised op per chunk.
+    Inputs are time-major: u, delta [T, Bt, Di]; B, C [T, Bt, N]; keep [T, Bt].
+    """
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, h0, keep, chunk_size):
+        T, L = u.shape[0], chunk_size
+        y = u.new_empty(u.shape)
+        starts, h = [], h0
+        for s in range(0, T, L):
+            sl = slice(s, s + L)
+            starts.append(h)
+            hs = _run_chunk(*_chunk_inputs(u[sl], delta[sl], A, B[sl], keep[sl]), h)
+            y[sl] = torch.einsum("lbdn,lbn->lbd", hs, C[sl])
+            h = hs[-1]
+        ctx.save_for_backward(u, delta, A, B, C, keep, torch.stack(starts))
+        ctx.chunk_size = L
+        return y, h.clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy, g_final):
+        u, delta, A, B, C, keep, starts = ctx.saved_tensors
+        L = ctx.chunk_size
+        gu, gdelta, gB, gC = (torch.empty_like(t) for t in (u, delta, B, C))
+        gA = torch.zeros_like(A)
+        g_carry = torch.zeros_like(starts[0]) if g_final is None else g_final
+        gy = torch.zeros_like(u) if gy is None else gy
+        for c in reversed(range(len(starts))):
+            sl = slice(c * L, (c + 1) * L)
+            a, b = _chunk_inputs(u[sl], delta[sl], A, B[sl], keep[sl])
+            hs = _run_chunk(a, b, starts[c])
+            gC[sl] = torch.einsum("lbd,lbdn->lbn", gy[sl], hs)
+            g = gy[sl][..., None] * C[sl][:, :, None, :]  # dL/dh_t from y_t
+            g[-1] += g_carry
+            for i in range(g.shape[0] - 2, -1, -1):
+                g[i].addcmul_(a[i + 1], g[i + 1])
+            h_prev = torch.cat([starts[c][None], hs[:-1]])
+            g_carry = a[0] * g[0]
+            g_dA = g * h_prev * a  # through a = exp(delta * A) * keep
+            gdelta[sl] = torch.einsum("lbdn,dn->lbd", g_dA, A)
+            gA += torch.einsum("lbdn,lbd->dn", g_dA, delta[sl])
+            g_bu = torch.einsum("lbdn,lbn->lbd", g, B[sl])  # through b = delta*u*B
+            gdelta[sl] += g_bu * u[sl]
+            gu[sl] = g_bu * delta[sl]
+            gB[sl] = torch.einsum("lbdn,lbd->lbn", g, delta[sl] * u[sl])
+        return gu, gdelta, gA, gB, gC, g_carry, None, None
 
 
 def selective_state_step(u, delta, A, B, C, D, h):
@@ -70,6 +133,13 @@ def selective_state_step(u, delta, A, B, C, D, h):
     h = torch.exp(delta[..., None] * A) * h + (delta * u)[..., None] * B[:, None, :]
     y = (h * C[:, None, :]).sum(-1) + D * u
     return y, h
+
+
+def dt_bias_init(n: int, dt_min: float, dt_max: float) -> Tensor:
+    """Bias b with softplus(b) = dt, dt log-uniform in [dt_min, dt_max] (mamba-ssm's init)."""
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=1e-4)
+    return dt + torch.log(-torch.expm1(-dt))
 
 
 class Mamba1Mixer(nn.Module):
@@ -101,19 +171,13 @@ class Mamba1Mixer(nn.Module):
         self.use_kernels = use_kernels
         Di = self.d_inner
         self.in_proj = nn.Linear(d_model, 2 * Di, bias=False)
-        self.conv_weight = nn.Parameter(torch.empty(Di, d_conv))
-        self.conv_bias = nn.Parameter(torch.empty(Di))
-        bound = 1 / math.sqrt(d_conv)  # nn.Conv1d's default init for a depthwise conv
-        nn.init.uniform_(self.conv_weight, -bound, bound)
-        nn.init.uniform_(self.conv_bias, -bound, bound)
+        self.conv_weight, self.conv_bias = depthwise_conv_parameters(Di, d_conv)
         self.x_proj = nn.Linear(Di, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, Di, bias=True)
         std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
-        dt = torch.exp(torch.rand(Di) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=1e-4)
-        with torch.no_grad():  # inverse softplus, so that softplus(bias) = dt at init
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt_bias_init(Di, dt_min, dt_max))
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(Di, 1)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(Di))

@@ -13,13 +13,12 @@ only if both lie in the same segment (``segment_ids``), so no padding is needed.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .causal_conv import causal_conv1d, causal_conv1d_step, segment_ids
+from .causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters, segment_ids
+from .mamba1 import dt_bias_init
 from . import kernels
 
 
@@ -140,14 +139,8 @@ class Mamba2Mixer(nn.Module):
         self.use_kernels = use_kernels
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + self.nheads, bias=False)
-        self.conv_weight = nn.Parameter(torch.empty(self.conv_dim, d_conv))
-        self.conv_bias = nn.Parameter(torch.empty(self.conv_dim))
-        bound = 1 / math.sqrt(d_conv)
-        nn.init.uniform_(self.conv_weight, -bound, bound)
-        nn.init.uniform_(self.conv_bias, -bound, bound)
-        dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=1e-4)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        self.conv_weight, self.conv_bias = depthwise_conv_parameters(self.conv_dim, d_conv)
+        self.dt_bias = nn.Parameter(dt_bias_init(self.nheads, dt_min, dt_max))
         self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.nheads))
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))

@@ -87,3 +87,20 @@ def test_causal_conv_with_resets_matches_steps(seed):
     out, _ = causal_conv1d(x, w, b, torch.zeros_like(state0), no_reset)
     conv = torch.nn.functional.conv1d(x.transpose(1, 2), w[:, None], b, padding=K - 1, groups=Cc)[..., :T]
     torch.testing.assert_close(out, conv.transpose(1, 2), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("T, chunk", [(13, 4), (16, 16), (1, 4), (30, 7)])
+def test_selective_scan_chunked_hand_written_backward_passes_gradcheck(T, chunk):
+    """The chunked Mamba1 scan has its own backward: check it against finite differences."""
+    gen = torch.Generator().manual_seed(T)
+    Bt, Di, N = 2, 3, 4
+    leaf = lambda t: t.requires_grad_()  # noqa: E731
+    inputs = (leaf(torch.randn(Bt, T, Di, generator=gen, dtype=F64)),
+              leaf(torch.rand(Bt, T, Di, generator=gen, dtype=F64)),
+              leaf(-2 * torch.rand(Di, N, generator=gen, dtype=F64)),
+              leaf(torch.randn(Bt, T, N, generator=gen, dtype=F64)),
+              leaf(torch.randn(Bt, T, N, generator=gen, dtype=F64)),
+              leaf(torch.randn(Di, generator=gen, dtype=F64)),
+              leaf(torch.randn(Bt, Di, N, generator=gen, dtype=F64)))
+    is_init = _resets(gen, Bt, T, 0.2)
+    assert torch.autograd.gradcheck(lambda *a: selective_scan_chunked(*a, is_init, chunk_size=chunk), inputs)
