@@ -25,12 +25,13 @@ import time
 import torch
 from torch import nn
 
-try:
-    import networks  # noqa: F401  (installed with `pip install -e .`)
-except ImportError:  # running from a checkout without installing: use the repo root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from networks.attention_memory import WindowedTransformer
-from networks.mamba_memory import MambaStack
+# Measure the networks/ next to this script, never another installed copy (an editable
+# install of a different checkout would otherwise win and be timed instead).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import networks  # noqa: E402
+from networks.attention_memory import WindowedTransformer  # noqa: E402
+from networks.mamba_memory import MambaStack  # noqa: E402
 
 METHODS = ["mamba1-chunked", "mamba1-loop", "mamba2-chunked", "mamba2-loop", "gru", "lstm", "transformer"]
 
@@ -110,6 +111,7 @@ def main():
     machine = (f"{platform.platform()}, {platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"machine: {machine}")
+    print(f"networks from: {os.path.dirname(networks.__file__)}")
     # With the default thread count, any other busy process makes OpenMP threads spin
     # against it and times blow up ~100x: check the load before trusting a run.
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan

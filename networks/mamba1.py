@@ -93,7 +93,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             starts.append(h)
             hs = _run_chunk(*_chunk_inputs(u[sl], delta[sl], A, B[sl], keep[sl]), h)
             y[sl] = torch.einsum("lbdn,lbn->lbd", hs, C[sl])
-            h = hs[-1]
+            h = hs[-1].clone()  # not a view: lets the chunk buffer be freed
         ctx.save_for_backward(u, delta, A, B, C, keep, torch.stack(starts))
         ctx.chunk_size = L
         return y, h.clone()
