@@ -46,11 +46,14 @@ def parse_args():
     p.add_argument("--reset-prob", type=float, default=0.01, help="per-step episode reset probability")
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--quick", action="store_true", help="T = 64, 256, 1024; 2 repeats (a couple of minutes)")
-    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results; "
+                   "runs/memory_speed_quick with --quick, so a quick run never overwrites the results)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.quick:
         args.lengths, args.repeats, args.loop_max_len = [64, 256, 1024], 2, 1024
+    if args.out is None:
+        args.out = "runs/memory_speed_quick" if args.quick else "benchmarks/results"
     return args
 
 
