@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
-from .causal_conv import causal_conv1d, causal_conv1d_step, segment_ids
+from .causal_conv import segment_ids
 
 log = logging.getLogger("mambazoo")
 _KERNELS = None  # None: not tried yet; False: unavailable; dict of callables otherwise
@@ -68,12 +67,8 @@ def mamba1_forward(m, x, is_init, conv_state, ssm_state):
     carries_state = bool(((ssm_state != 0).flatten(1).any(1) & ~is_init[:, 0]).any())
     if resets_inside or carries_state:
         return _mamba1_torch(m, x, is_init, conv_state, ssm_state)
-    xi, z = m.in_proj(x).chunk(2, dim=-1)
-    xc, conv_state = causal_conv1d(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
-    xc = F.silu(xc)
-    delta, Bm, Cm = m._ssm_inputs(xc)
-    A = -torch.exp(m.A_log.float())
-    y, last = _KERNELS["scan"](xc.transpose(1, 2), delta.transpose(1, 2), A,
+    xc, z, delta, A, Bm, Cm, conv_state = m.prepare(x, conv_state, is_init)
+    y, last = _KERNELS["scan"](xc.transpose(1, 2), delta.transpose(1, 2), A.float(),
                                Bm.transpose(1, 2), Cm.transpose(1, 2), m.D.float(),
                                z=z.transpose(1, 2), return_last_state=True)
     return m.out_proj(y.transpose(1, 2)), conv_state, last.to(ssm_state.dtype)
@@ -89,39 +84,28 @@ def _mamba1_torch(m, x, is_init, conv_state, ssm_state):
 
 
 def mamba1_step(m, x, conv_state, ssm_state):
-    xi, z = m.in_proj(x).chunk(2, dim=-1)
-    xc, conv_state = causal_conv1d_step(xi, m.conv_weight, m.conv_bias, conv_state)
-    xc = F.silu(xc)
-    delta, Bm, Cm = m._ssm_inputs(xc)
-    A = -torch.exp(m.A_log.float())
+    xc, z, delta, A, Bm, Cm, conv_state = m.prepare(x, conv_state)
     ssm_state = ssm_state.clone()  # the kernel updates in place; keep the input intact
-    y = _KERNELS["update"](ssm_state, xc, delta, A, Bm, Cm, D=m.D, z=z)
+    y = _KERNELS["update"](ssm_state, xc, delta, A.float(), Bm, Cm, D=m.D, z=z)
     return m.out_proj(y), conv_state, ssm_state
 
 
 def mamba2_forward(m, x, is_init, conv_state, ssm_state):
-    z, xbc, dt = m._split(m.in_proj(x))
-    xbc, conv_state = causal_conv1d(xbc, m.conv_weight, m.conv_bias, conv_state, is_init)
-    xh, Bm, Cm = m._split_xbc(F.silu(xbc))
-    A = -torch.exp(m.A_log.float())
+    xh, z, dt, A, Bm, Cm, conv_state = m.prepare(x, conv_state, is_init)
     # The kernel's initial state belongs to the first segment; rows that start an
     # episode at t=0 must not see it.
     h0 = ssm_state * (~is_init[:, 0]).to(ssm_state.dtype)[:, None, None, None]
     seq_idx = segment_ids(is_init).to(torch.int32).contiguous()
-    y, final = _KERNELS["ssd"](xh, dt, A, Bm, Cm, m.chunk_size, D=m.D, dt_bias=m.dt_bias,
-                               dt_softplus=True, initial_states=h0, seq_idx=seq_idx,
-                               return_final_states=True)
+    y, final = _KERNELS["ssd"](xh, dt, A.float(), Bm, Cm, m.chunk_size, D=m.D,
+                               initial_states=h0, seq_idx=seq_idx, return_final_states=True)
     return m._gated_norm_out(y, z), conv_state, final.to(ssm_state.dtype)
 
 
 def mamba2_step(m, x, conv_state, ssm_state):
-    z, xbc, dt = m._split(m.in_proj(x))
-    xbc, conv_state = causal_conv1d_step(xbc, m.conv_weight, m.conv_bias, conv_state)
-    xh, Bm, Cm = m._split_xbc(F.silu(xbc))
+    xh, z, dt, A, Bm, Cm, conv_state = m.prepare(x, conv_state)
     H, P, N = m.nheads, m.headdim, m.d_state
-    A = (-torch.exp(m.A_log.float()))[:, None, None].expand(H, P, N)
-    ssm_state = ssm_state.clone()
-    y = _KERNELS["update"](ssm_state, xh, dt[..., None].expand(-1, H, P), A, Bm, Cm,
-                           D=m.D[:, None].expand(H, P), dt_bias=m.dt_bias[:, None].expand(H, P),
-                           dt_softplus=True)
+    ssm_state = ssm_state.clone()  # the kernel updates in place; keep the input intact
+    y = _KERNELS["update"](ssm_state, xh, dt[..., None].expand(-1, H, P),
+                           A.float()[:, None, None].expand(H, P, N), Bm, Cm,
+                           D=m.D[:, None].expand(H, P))
     return m._gated_norm_out(y, z), conv_state, ssm_state

@@ -186,34 +186,39 @@ class Mamba1Mixer(nn.Module):
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"conv": (self.d_inner, self.d_conv - 1), "ssm": (self.d_inner, self.d_state)}
 
-    def _ssm_inputs(self, xc: Tensor):
+    def prepare(self, x, conv_state, is_init=None):
+        """in_proj -> causal conv + SiLU -> SSM inputs, shared by every scan path (kernels too).
+
+        Sequence mode when ``is_init`` is given (x [B, T, d_model]), else one step (x [B, d_model]).
+        Returns xc, z, delta, A, B, C and the new conv state.
+        """
+        xi, z = self.in_proj(x).chunk(2, dim=-1)
+        if is_init is None:
+            xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
+        else:
+            xc, conv_state = causal_conv1d(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
+        xc = F.silu(xc)
         dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
-        return delta, Bm, Cm
+        A = -torch.exp(self.A_log.to(x.dtype))
+        return xc, z, delta, A, Bm, Cm, conv_state
 
     def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
         """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba1_forward(self, x, is_init, conv_state, ssm_state)
-        xz = self.in_proj(x)
-        xi, z = xz.chunk(2, dim=-1)
-        xc, conv_state = causal_conv1d(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
-        xc = F.silu(xc)
-        delta, Bm, Cm = self._ssm_inputs(xc)
-        A = -torch.exp(self.A_log.to(x.dtype))
-        scan_fn = selective_scan_reference if scan == "reference" else selective_scan_chunked
-        kwargs = {} if scan == "reference" else {"chunk_size": self.chunk_size}
-        y, ssm_state = scan_fn(xc, delta, A, Bm, Cm, self.D, ssm_state, is_init, **kwargs)
+        xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
+        if scan == "reference":
+            y, ssm_state = selective_scan_reference(xc, delta, A, Bm, Cm, self.D, ssm_state, is_init)
+        else:
+            y, ssm_state = selective_scan_chunked(xc, delta, A, Bm, Cm, self.D, ssm_state, is_init,
+                                                  self.chunk_size)
         return self.out_proj(y * F.silu(z)), conv_state, ssm_state
 
     def step(self, x, conv_state, ssm_state):
         """x [B, d_model]; states already zeroed where an episode starts."""
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba1_step(self, x, conv_state, ssm_state)
-        xi, z = self.in_proj(x).chunk(2, dim=-1)
-        xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
-        xc = F.silu(xc)
-        delta, Bm, Cm = self._ssm_inputs(xc)
-        A = -torch.exp(self.A_log.to(x.dtype))
+        xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = selective_state_step(xc, delta, A, Bm, Cm, self.D, ssm_state)
         return self.out_proj(y * F.silu(z)), conv_state, ssm_state

@@ -167,15 +167,27 @@ class Mamba2Mixer(nn.Module):
         g = F.rms_norm(g, g.shape[-1:], eps=1e-5).reshape(z.shape) * self.norm_weight
         return self.out_proj(g)
 
+    def prepare(self, x, conv_state, is_init=None):
+        """in_proj -> causal conv + SiLU on xBC -> SSD inputs, shared by every path (kernels too).
+
+        Sequence mode when ``is_init`` is given (x [B, T, d_model]), else one step (x [B, d_model]).
+        Returns x [.., H, P], z, dt (after softplus), A, B, C [.., G, N] and the new conv state.
+        """
+        z, xbc, dt = self._split(self.in_proj(x))
+        if is_init is None:
+            xbc, conv_state = causal_conv1d_step(xbc, self.conv_weight, self.conv_bias, conv_state)
+        else:
+            xbc, conv_state = causal_conv1d(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
+        xh, Bm, Cm = self._split_xbc(F.silu(xbc))
+        dt = F.softplus(dt + self.dt_bias)
+        A = -torch.exp(self.A_log.to(x.dtype))
+        return xh, z, dt, A, Bm, Cm, conv_state
+
     def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
         """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba2_forward(self, x, is_init, conv_state, ssm_state)
-        z, xbc, dt = self._split(self.in_proj(x))
-        xbc, conv_state = causal_conv1d(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
-        xh, Bm, Cm = self._split_xbc(F.silu(xbc))
-        dt = F.softplus(dt + self.dt_bias)
-        A = -torch.exp(self.A_log.to(x.dtype))
+        xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
         if scan == "reference":
             y, ssm_state = ssd_reference(xh, dt, A, Bm, Cm, self.D, ssm_state, is_init)
         else:
@@ -186,10 +198,6 @@ class Mamba2Mixer(nn.Module):
         """x [B, d_model]; states already zeroed where an episode starts."""
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba2_step(self, x, conv_state, ssm_state)
-        z, xbc, dt = self._split(self.in_proj(x))
-        xbc, conv_state = causal_conv1d_step(xbc, self.conv_weight, self.conv_bias, conv_state)
-        xh, Bm, Cm = self._split_xbc(F.silu(xbc))
-        dt = F.softplus(dt + self.dt_bias)
-        A = -torch.exp(self.A_log.to(x.dtype))
+        xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = ssd_step(xh, dt, A, Bm, Cm, self.D, ssm_state)
         return self._gated_norm_out(y, z), conv_state, ssm_state
