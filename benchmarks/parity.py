@@ -69,7 +69,7 @@ def _run_steps(memory, x, is_init, garbage):
 def check(memory, B: int, T: int, gen: torch.Generator, reset_p: float = 0.2) -> float:
     """Largest scaled difference (outputs, final states, gradients) between the two modes."""
     dtype = next(memory.parameters()).dtype
-    shapes = state_shapes(memory) if memory.state_keys else {}
+    shapes = state_shapes(memory)  # {} for kind none (empty primer)
     x, is_init, garbage = random_pattern(B, T, memory.input_size, shapes, dtype, gen, reset_p)
     params = list(memory.parameters())
     x1 = x.clone().requires_grad_()

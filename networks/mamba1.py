@@ -96,7 +96,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             h = hs[-1].clone()  # not a view: lets the chunk buffer be freed
         ctx.save_for_backward(u, delta, A, B, C, keep, torch.stack(starts))
         ctx.chunk_size = L
-        return y, h.clone()
+        return y, h  # already a copy (see the loop)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -6,6 +6,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.modules import set_recurrent_mode
 
+from benchmarks.parity import state_shapes
 from networks import MEMORY_KINDS, make_memory, memory_options
 
 KINDS_WITH_STATE = [k for k in MEMORY_KINDS if k != "none"]
@@ -17,7 +18,7 @@ def small_memory(kind, **kwargs):
 
 
 def _td(memory, B=3, drop=(), **override):
-    shapes = {k: tuple(s.shape) for k, s in memory.make_tensordict_primer().primers.items()}
+    shapes = state_shapes(memory)
     data = {"embed": torch.randn(B, memory.input_size), "is_init": torch.zeros(B, 1, dtype=torch.bool),
             **{k: torch.zeros(B, *s) for k, s in shapes.items()}, **override}
     return TensorDict({k: v for k, v in data.items() if k not in drop}, [B])
