@@ -187,8 +187,9 @@ class A1QuadrupedEnv(gym.Env):
         return self._observe(pos, rot, ang), self._info(False, False)
 
     def _info(self, fall: bool, reached: bool) -> dict:
-        return {"distance": self._distance, "collisions": self._collisions,
-                "fall": float(fall), "goal_reached": float(reached)}
+        # numpy scalars: TorchRL's info reader reads their dtype
+        return {"distance": np.float32(self._distance), "collisions": np.float32(self._collisions),
+                "fall": np.float32(fall), "goal_reached": np.float32(reached)}
 
     def step(self, action):
         if self._client is None:

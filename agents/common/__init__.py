@@ -1,0 +1,1 @@
+"""Shared run glue for agent scripts."""

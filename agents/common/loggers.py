@@ -1,0 +1,76 @@
+"""Metric loggers for agent scripts, thin wrappers over ``torchrl.record.loggers``.
+
+Where each backend writes, for ``make_logger(backend, run_dir, exp_name)``:
+
+* ``csv``: ``<run_dir>/<exp_name>/scalars/<name>.csv``, one ``step,value`` line per call (a
+  name such as ``train/reward`` becomes the sub-path ``scalars/train/reward.csv``); the config
+  goes to ``<run_dir>/<exp_name>/texts/hparams0.txt``.
+* ``tensorboard``: event files in ``<run_dir>/<exp_name>/`` (``tensorboard --logdir <run_dir>``).
+* ``wandb``: ``<run_dir>/wandb/``; offline unless ``WANDB_MODE`` is already set in the
+  environment (then ``wandb sync <run_dir>/wandb/offline-run-*`` uploads later).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
+
+
+def _flat_hparams(cfg: dict, prefix: str = "") -> dict:
+    # TensorBoard's add_hparams only takes flat int/float/str/bool values.
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat_hparams(v, f"{key}."))
+        else:
+            out[key] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+
+def make_logger(backend: str, run_dir: str | Path, exp_name: str, project: str = "mambazoo", config: dict | None = None):
+    """A TorchRL ``Logger`` writing under ``run_dir`` (``None`` for backend "none")."""
+    if backend not in LOGGER_BACKENDS:
+        raise ValueError(f"unknown logger backend {backend!r}; expected one of {', '.join(LOGGER_BACKENDS)}")
+    if backend == "none":
+        return None
+    run_dir = str(run_dir)
+    if backend == "csv":
+        from torchrl.record.loggers.csv import CSVLogger
+
+        logger = CSVLogger(exp_name=exp_name, log_dir=run_dir)
+    elif backend == "tensorboard":
+        # Import ourselves: TorchRL only says "torch.utils.tensorboard could not be imported".
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as e:
+            raise ImportError("logger=tensorboard needs the tensorboard package: pip install tensorboard") from e
+        from torchrl.record.loggers.tensorboard import TensorboardLogger
+
+        logger = TensorboardLogger(exp_name=exp_name, log_dir=run_dir)
+    else:
+        try:
+            import wandb  # noqa: F401
+        except ImportError as e:
+            raise ImportError("logger=wandb needs wandb: pip install -e '.[wandb]'") from e
+        from torchrl.record.loggers.wandb import WandbLogger
+
+        # Offline by default so runs work without network or login. TorchRL's offline=True
+        # forces WANDB_MODE=dryrun, so only pass it when the user did not choose a mode.
+        mode = os.environ.setdefault("WANDB_MODE", "offline")
+        logger = WandbLogger(exp_name=exp_name, offline=mode in ("offline", "dryrun"), save_dir=run_dir, project=project)
+    if config is not None:
+        try:
+            logger.log_hparams(_flat_hparams(config) if backend == "tensorboard" else dict(config))
+        except NotImplementedError:  # a backend without hparams support
+            pass
+    return logger
+
+
+def log_scalars(logger, scalars: dict, step: int) -> None:
+    """Log each ``name -> number`` (python / numpy / 1-element tensor) at ``step``; no-op without a logger."""
+    if logger is None:
+        return
+    for name, value in scalars.items():
+        logger.log_scalar(name, float(value), step=step)

@@ -1,0 +1,289 @@
+"""PPO + LocoMamba on the A1 quadruped (depth + proprioception), built from TorchRL.
+
+    python agents/ppo_locomamba.py --config configs/quadruped/quick_flat.yaml
+    python agents/ppo_locomamba.py --config vision4leg/config/rl/moving/locotransformer/thin.json
+    python agents/ppo_locomamba.py --resume runs/ppo_locomamba/<run>
+    python agents/ppo_locomamba.py --eval runs/ppo_locomamba/<run> --episodes 5
+
+The algorithm, top to bottom:
+1. envs: N A1 courses in parallel (TorchRL ParallelEnv over gymnasium), with InitTracker (is_init
+   flags episode starts) and the memory's primer (recurrent state in every tensordict).
+2. policy: LocoEncoder (proprio token + 16 depth tokens, fused by Mamba or transformer layers) ->
+   temporal memory (networks.make_memory: Mamba state carried across control steps, reset at
+   is_init) -> TanhNormal policy head and value head. One shared trunk.
+3. collect frames_per_batch steps with a TorchRL Collector (memory in step mode).
+4. values over the whole batch in sequence mode; GAE (TorchRL's functional estimator).
+5. PPO epochs over minibatches of trajectory slices [slices, slice_len] in sequence mode: each slice
+   starts from the memory state recorded at collection and resets where is_init is set. The trunk
+   runs once per minibatch; TorchRL's ClipPPOLoss evaluates the heads on its output.
+6. log, checkpoint (atomic), evaluate; stop on a non-finite loss keeping the last good checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torch import nn
+
+from agents.common.config import ConfigError, describe, load_config, read_config_file, save_config, to_dict
+from agents.common.loggers import log_scalars, make_logger
+from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.locomamba_config import Config, check_consistency, from_locotransformer
+from agents.quadruped_setup import build_policy, evaluate, make_env, parameter_report
+
+log = logging.getLogger("mambazoo")
+AGENT = "ppo_locomamba"
+
+
+# ------------------------------------------------------------------------------ PPO pieces
+def compute_advantages(batch: TensorDict, trunk, value_head, value_step, gamma: float, lmbda: float):
+    """Adds state_value, advantage, value_target to a collected batch [envs, T] in place.
+
+    V(s_t) comes from one sequence-mode pass over the batch. V(s_{t+1}) is V(s_{t+1}) of the same
+    pass when step t+1 continues the episode in this batch; at the batch's last step and at
+    truncations (where step t+1 is a new episode) it is evaluated from the stored next
+    observation and the memory state recorded after step t (step mode)."""
+    from torchrl.modules import set_recurrent_mode
+    from torchrl.objectives.value.functional import generalized_advantage_estimate
+
+    with torch.no_grad():
+        with set_recurrent_mode(True):
+            value = value_head(trunk(batch.clone(False)))["state_value"]            # [E, T, 1]
+        next_value = torch.zeros_like(value)
+        next_value[:, :-1] = value[:, 1:]
+        is_init = batch["is_init"]                                                  # [E, T, 1]
+        need = torch.zeros_like(is_init)
+        need[:, -1] = True
+        need[:, :-1] = is_init[:, 1:]                                              # t+1 starts anew
+        need &= ~batch["next", "terminated"]                                       # no bootstrap there
+        idx = need.squeeze(-1).nonzero(as_tuple=True)
+        if idx[0].numel():
+            nxt = batch["next"][idx].clone(False)
+            nxt["is_init"] = torch.zeros_like(nxt["is_init"])
+            next_value[idx] = value_step(nxt)["state_value"]
+        adv, target = generalized_advantage_estimate(
+            gamma, lmbda, value, next_value, batch["next", "reward"], batch["next", "done"],
+            batch["next", "terminated"], time_dim=-2)
+    batch["state_value"], batch["advantage"], batch["value_target"] = value, adv, target
+    return batch
+
+
+def slices(batch: TensorDict, slice_len: int, minibatch_slices: int, generator: torch.Generator):
+    """Yield random minibatches [minibatch_slices, slice_len] of contiguous trajectory slices."""
+    E, T = batch.shape
+    cut = batch.reshape(E, T // slice_len, slice_len).reshape(-1, slice_len)       # [S, L]
+    order = torch.randperm(cut.shape[0], generator=generator)
+    for start in range(0, len(order) - minibatch_slices + 1, minibatch_slices):
+        yield cut[order[start:start + minibatch_slices]]
+
+
+def episode_stats(batch: TensorDict) -> dict[str, float]:
+    done = batch["next", "done"].squeeze(-1)
+    if not done.any():
+        return {}
+    stats = {"episode_return": batch["next", "episode_reward"][done].mean().item(),
+             "episode_length": batch["next", "step_count"][done].float().mean().item(),
+             "episodes": float(done.sum())}
+    for key in ("distance", "collisions", "fall", "goal_reached"):
+        stats[f"episode_{key}"] = batch["next", key][done].float().mean().item()
+    return stats
+
+
+# --------------------------------------------------------------------------------- training
+def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
+    from torchrl.collectors import Collector
+    from torchrl.envs.utils import ExplorationType, set_exploration_type
+    from torchrl.modules import set_recurrent_mode
+    from torchrl.objectives import ClipPPOLoss
+    from tqdm import tqdm
+
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if cfg.device == "auto" else cfg.device)
+    torch.manual_seed(cfg.seed)
+    start_frames = 0 if resume_state is None else int(resume_state["frames"])
+    iteration = 0 if resume_state is None else int(resume_state["iteration"])
+    nets = build_policy(cfg).to(device)
+    env = make_env(cfg.env, seed=cfg.seed + 1000 * iteration, num_envs=cfg.env.num_envs, primer=nets.primer())
+    print(parameter_report(nets))
+    optim = torch.optim.Adam([
+        {"params": [*nets.encoder.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()],
+         "lr": cfg.ppo.lr},
+        {"params": list(nets.value_head.parameters()), "lr": cfg.ppo.value_lr}])
+    if resume_state is not None:
+        nets.load_state_dict(resume_state["model"])
+        optim.load_state_dict(resume_state["optimizer"])
+        set_rng_state(resume_state["rng"])
+        print(f"resumed from frame {start_frames} (iteration {iteration})")
+    # the loss sees only the heads: the trunk (encoder + memory) runs once per minibatch and its
+    # output carries the gradient back into the trunk's parameters
+    loss_fn = ClipPPOLoss(nets.actor_on_memory, nets.value_head, clip_epsilon=cfg.ppo.clip_epsilon,
+                          entropy_coeff=cfg.ppo.entropy_coef, critic_coeff=cfg.ppo.critic_coef,
+                          normalize_advantage=True, loss_critic_type="smooth_l1")
+    logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
+    remaining = cfg.train.total_frames - start_frames
+    if remaining <= 0:
+        print(f"nothing to do: {start_frames} frames already done (train.total_frames={cfg.train.total_frames})")
+        return 0
+    collector = Collector(env, nets.policy, frames_per_batch=cfg.train.frames_per_batch,
+                          total_frames=math.ceil(remaining / cfg.train.frames_per_batch) * cfg.train.frames_per_batch,
+                          policy_device=device, env_device="cpu", storing_device=device)
+    gen = torch.Generator().manual_seed(cfg.seed + iteration)
+    frames, last_return, last_good = start_frames, float("nan"), run.latest_checkpoint()
+    bar = tqdm(total=cfg.train.total_frames, initial=start_frames, unit="step", dynamic_ncols=True,
+               disable=None)
+    t_start = time.perf_counter()
+    for batch in collector:
+        batch = batch.reshape(cfg.env.num_envs, -1) if batch.ndim == 1 else batch
+        frames += batch.numel()
+        iteration += 1
+        stats = episode_stats(batch)
+        last_return = stats.get("episode_return", last_return)
+        compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
+                           cfg.ppo.gae_lambda)
+        losses = []
+        with set_exploration_type(ExplorationType.RANDOM), set_recurrent_mode(True):
+            for _ in range(cfg.ppo.epochs):
+                for mb in slices(batch, cfg.ppo.slice_len, cfg.ppo.minibatch_size // cfg.ppo.slice_len, gen):
+                    out = loss_fn(nets.trunk(mb.clone(False)))
+                    loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
+                    if not torch.isfinite(loss):
+                        bar.close()
+                        detail = {k: float(v) for k, v in out.items() if k.startswith("loss")}
+                        print(f"error: non-finite loss at frame {frames} ({detail}); stopping. Last good "
+                              f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
+                        collector.shutdown()
+                        return 1
+                    optim.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.ppo.max_grad_norm > 0:
+                        nn.utils.clip_grad_norm_(nets.parameters(), cfg.ppo.max_grad_norm)
+                    optim.step()
+                    losses.append(out.select("loss_objective", "loss_critic", "loss_entropy").detach())
+        collector.update_policy_weights_()
+        elapsed = time.perf_counter() - t_start
+        scalars = {f"train/{k}": v for k, v in stats.items()}
+        scalars.update({f"loss/{k}": torch.stack([l[k] for l in losses]).mean().item() for k in losses[0].keys()})
+        scalars.update({"time/steps_per_s": (frames - start_frames) / elapsed, "time/elapsed_s": elapsed})
+        log_scalars(logger, scalars, frames)
+        bar.update(batch.numel())
+        bar.set_postfix(sps=f"{scalars['time/steps_per_s']:.0f}", ret=f"{last_return:.2f}")
+        if bar.disable:
+            print(f"frames {frames} return {last_return:.2f} steps/s {scalars['time/steps_per_s']:.0f}", flush=True)
+        done = frames >= cfg.train.total_frames
+        if iteration % cfg.train.checkpoint_every == 0 or done:
+            last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration), frames)
+        if cfg.train.eval_every and iteration % cfg.train.eval_every == 0 and not done:
+            log_scalars(logger, {f"eval/{k}": v for k, v in
+                                 evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
+        if done:
+            break
+    collector.shutdown()
+    bar.close()
+    result = evaluate(cfg, nets, cfg.train.eval_episodes, video=run.videos / f"eval_{frames}.mp4")
+    log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
+    print(f"done: {frames} frames in {time.perf_counter() - t_start:.0f} s; eval {format_eval(result)}")
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration: int) -> dict:
+    return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
+            "iteration": iteration, "rng": rng_state(), "config": to_dict(cfg),
+            "env_seed": cfg.seed + 1000 * iteration}
+
+
+def format_eval(result: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+
+
+# ---------------------------------------------------------------------------------- the CLI
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ppo_locomamba.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="PPO with a LocoMamba (or LocoTransformer) policy on the PyBullet A1 quadruped.",
+        epilog="config keys (set in --config FILE or as key=value overrides):\n" + describe(Config))
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. ppo.lr=3e-4 env.course=wide")
+    parser.add_argument("--config", help="YAML config of ours, or a LocoTransformer JSON config")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint file or a run directory")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes for --eval (default train.eval_episodes)")
+    parser.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
+    return parser.parse_args(argv)
+
+
+def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
+    if args.resume:
+        run = RunDir.existing(args.resume)
+        ckpt = run.latest_checkpoint()
+        if ckpt is None:
+            raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
+        cfg = load_config(Config, run.config_path, args.overrides)
+        return cfg, run, RunDir.load_checkpoint(ckpt)
+    if args.config:
+        data = read_config_file(args.config)
+        cfg = load_config(Config, None, args.overrides, convert=lambda _: from_locotransformer(data))
+    else:
+        cfg = load_config(Config, None, args.overrides)
+    return cfg, None, None
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        if args.eval:
+            return run_eval(args)
+        cfg, run, state = resolve(args)
+        check_consistency(cfg)
+    except (ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        import yaml
+
+        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        nets = build_policy(cfg)
+        print(parameter_report(nets))
+        env = make_env(cfg.env, seed=cfg.seed, num_envs=1, primer=nets.primer())
+        td = nets.policy(env.reset())
+        print(f"env ok: observation keys {sorted(k for k in env.observation_spec.keys())}, "
+              f"action {tuple(td['action'].shape)}")
+        env.close()
+        return 0
+    if run is None:
+        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
+        save_config(cfg, run.config_path)
+    print(f"run directory: {run.path}")
+    return train(cfg, run, state)
+
+
+def run_eval(args) -> int:
+    path = Path(args.eval)
+    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
+    if ckpt is None:
+        raise RunDirError(f"--eval {args.eval}: no checkpoint found")
+    state = RunDir.load_checkpoint(ckpt)
+    from agents.common.config import from_dict
+
+    cfg = from_dict(Config, state["config"])
+    nets = build_policy(cfg)
+    nets.load_state_dict(state["model"])
+    episodes = args.episodes or cfg.train.eval_episodes
+    out_dir = ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints" else ckpt.parent
+    result = evaluate(cfg, nets, episodes, video=out_dir / f"eval_{ckpt.stem}.mp4", seed=cfg.seed + 12345)
+    print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
