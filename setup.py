@@ -24,6 +24,9 @@ EXTRAS = {
     # Cosys-AirSim client: same MultirotorClient API as `airsim`, installs on py3.11+.
     "airsim": ["cosysairsim"],
     "wandb": ["wandb>=0.17"],
+    "tensorboard": ["tensorboard>=2.14"],
+    # mp4 videos; without these, evaluation videos are written as GIFs (Pillow)
+    "video": ["imageio>=2.31", "imageio-ffmpeg>=0.5"],
     "ray": ["ray>=2.9"],
     "dev": ["pytest>=8.0", "pytest-xdist>=3.5"],
 }
@@ -35,7 +38,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["agents", "envs", "networks", "benchmarks"],
+    packages=["agents", "agents.common", "envs", "networks", "benchmarks"],
     install_requires=CORE,
     extras_require=EXTRAS,
     license="MIT",

@@ -12,8 +12,8 @@ Observation (gymnasium Dict):
   depth [frame_stack, S, S]: the last frame_stack depth frames of the head camera, metres / far,
       in [0, 1]; present when depth=True
 Reward (LocoTransformer's MoveForwardTask): target_vel^2 - (min(v_dir, target_vel) - target_vel)^2
-  - z_penalty * v_z^2 - other_direction_penalty * v_side^2 - energy_weight * sum(tau^2) * time_step + alive_reward, and fall_reward
-  on a fall; the goal course adds goal_reward on arrival. ``info`` has distance (metres along the
+  - z_penalty * v_z^2 - other_direction_penalty * v_side^2 - energy_weight * sum(tau^2) * time_step
+  + alive_reward, and fall_reward on a fall; the goal course adds goal_reward on arrival. ``info`` has distance (metres along the
   target direction since reset), collisions (control steps touching an obstacle, this episode),
   fall and goal_reached.
 """

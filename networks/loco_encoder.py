@@ -3,7 +3,8 @@
 proprio [*, P] -> MLP -> 1 token; depth [*, C, H, W] -> CNN -> 4x4 map -> 16 tokens (width D)
 -> + learned position embedding -> fusion layers over the 17 tokens (transformer layers, or
 pre-norm residual Mamba1 blocks) -> pool: concat(proprio token, mean of visual tokens) [2D]
--> MLP -> features [*, out_dim]. The temporal memory across control steps runs after this
+-> MLP -> features [*, out_dim]. The Mamba scan is causal, so there the proprio token goes last
+(its output has read every visual token); attention is order-free and keeps it first. The temporal memory across control steps runs after this
 (networks.make_memory); the fusion itself carries no state between steps.
 """
 from __future__ import annotations
@@ -75,6 +76,7 @@ class LocoEncoder(nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
         self.vision_only = vision_only
+        self.proprio_last = fusion == "mamba"
         D = visual_dim
         if not vision_only:
             self.proprio = nn.Sequential(mlp([proprio_dim, *hidden_shapes]),
@@ -86,14 +88,14 @@ class LocoEncoder(nn.Module):
         layers = []
         if fusion == "transformer":
             for entry in transformer_params:
-                if len(entry) != 2 or D % int(entry[0]):
+                if len(entry) != 2 or int(entry[0]) < 1 or D % int(entry[0]):
                     raise ValueError(f"transformer_params entries are [n_heads, dim_ff] with n_heads dividing "
                                      f"visual_dim {D}, got {list(entry)}")
                 layers.append(nn.TransformerEncoderLayer(D, int(entry[0]), int(entry[1]), dropout=0.0,
                                                          batch_first=True, norm_first=True))
         else:
             for entry in mamba_params:
-                if len(entry) != 4:
+                if len(entry) != 4 or min(map(int, entry)) < 1:
                     raise ValueError(f"mamba_params entries are [d_model, d_state, d_conv, expand], got {list(entry)}")
                 layers.append(MambaFusionLayer(D, *map(int, entry)))
         self.fusion = nn.ModuleList(layers)
@@ -107,7 +109,7 @@ class LocoEncoder(nn.Module):
         tokens = self.depth(depth.reshape(-1, *depth.shape[-3:]))             # [N, 16, D]
         if not self.vision_only:
             p = self.proprio(proprio.reshape(-1, proprio.shape[-1]))[:, None]  # [N, 1, D]
-            tokens = torch.cat([p, tokens], 1)                                 # [N, 17, D]
+            tokens = torch.cat([tokens, p] if self.proprio_last else [p, tokens], 1)  # [N, 17, D]
         h = tokens + self.pos
         for layer in self.fusion:
             h = layer(h)
@@ -115,7 +117,8 @@ class LocoEncoder(nn.Module):
         if self.vision_only:
             pooled = torch.cat([h.mean(1), h.amax(1)], -1)                     # [N, 2D]
         else:
-            pooled = torch.cat([h[:, 0], h[:, 1:].mean(1)], -1)                # [N, 2D]
+            own, visual = (h[:, -1], h[:, :-1]) if self.proprio_last else (h[:, 0], h[:, 1:])
+            pooled = torch.cat([own, visual.mean(1)], -1)                      # [N, 2D]
         return self.head(pooled).reshape(*batch, -1)
 
 

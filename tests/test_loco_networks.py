@@ -58,6 +58,7 @@ def test_gradients_reach_every_parameter(fusion):
     for vision_only in (False, True):
         enc = make(fusion, vision_only=vision_only)
         enc(torch.randn(3, 10), torch.rand(3, 4, 64, 64)).square().sum().backward()
+        assert hasattr(enc, "proprio") != vision_only
         for name, p in enc.named_parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
@@ -73,6 +74,8 @@ def test_image_size_and_argument_errors():
         make("transformer", transformer_params=[[3, 32]])
     with pytest.raises(ValueError, match=r"\[d_model, d_state, d_conv, expand\]"):
         make("mamba", mamba_params=[[16, 4, 4]])
+    with pytest.raises(ValueError, match="n_heads"):
+        make("transformer", transformer_params=[[0, 32]])
 
 
 def test_parameter_table_lists_parts_and_total():
