@@ -117,12 +117,16 @@ class A1QuadrupedEnv(gym.Env):
         for _ in range(int(0.5 / self.dt)):
             self._pd_substep(STAND_POSE)
 
+    def _joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Joint positions and velocities [12] each, in JOINT_NAMES order."""
+        states = self._client.getJointStates(self._robot, self._joints)
+        return (np.fromiter((s[0] for s in states), np.float64, 12),
+                np.fromiter((s[1] for s in states), np.float64, 12))
+
     def _pd_substep(self, target) -> np.ndarray:
         import pybullet as p
 
-        states = self._client.getJointStates(self._robot, self._joints)
-        q = np.fromiter((s[0] for s in states), np.float64, 12)
-        qd = np.fromiter((s[1] for s in states), np.float64, 12)
+        q, qd = self._joint_state()
         tau = np.clip(self.kp * (target - q) - self.kd * qd, -TORQUE_LIMIT, TORQUE_LIMIT)
         self._client.setJointMotorControlArray(self._robot, self._joints, p.TORQUE_CONTROL, forces=tau)
         self._client.stepSimulation()
@@ -155,9 +159,7 @@ class A1QuadrupedEnv(gym.Env):
         return d / self.camera.far
 
     def _observe(self, pos, rot, ang):
-        states = self._client.getJointStates(self._robot, self._joints)
-        q = np.fromiter((s[0] for s in states), np.float64, 12)
-        qd = np.fromiter((s[1] for s in states), np.float64, 12)
+        q, qd = self._joint_state()
         direction, dist = self._target_dir(pos)
         heading_body = rot[:2, :2].T @ direction                # target direction in the body frame
         heading_body /= max(np.linalg.norm(heading_body), 1e-6)

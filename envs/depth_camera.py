@@ -18,6 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+# the 8 corners of a unit box, as signs of the half extents  [8, 3]
+_CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+
+
 @dataclass
 class Primitives:
     """Static-shape obstacle description shared by the ray caster and the PyBullet scene.
@@ -77,17 +81,15 @@ class DepthCamera:
 
     @staticmethod
     def _box_corners(prims: Primitives) -> np.ndarray:
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])  # [8, 3]
-        local = signs[None] * prims.box_half[:, None]                                          # [N, 8, 3]
+        local = _CORNER_SIGNS[None] * prims.box_half[:, None]                                          # [N, 8, 3]
         c, s = np.cos(prims.box_yaw)[:, None], np.sin(prims.box_yaw)[:, None]
         x, y = c * local[..., 0] - s * local[..., 1], s * local[..., 0] + c * local[..., 1]
         return prims.box_center[:, None] + np.stack([x, y, local[..., 2]], -1)
 
     @staticmethod
     def _cylinder_corners(prims: Primitives) -> np.ndarray:
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
         half = np.stack([prims.cyl_radius, prims.cyl_radius, prims.cyl_half_height], -1)
-        return prims.cyl_center[:, None] + signs[None] * half[:, None]
+        return prims.cyl_center[:, None] + _CORNER_SIGNS[None] * half[:, None]
 
     def _candidate_pixels(self, eye, rot, corners):
         """(object index, pixel index) pairs whose ray may hit the object: the pixels inside the
