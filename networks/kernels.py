@@ -10,9 +10,11 @@ What the kernels cover, and what falls back to PyTorch (per call):
 - Mamba2 sequence: ``mamba_chunk_scan_combined`` with ``initial_states`` and
   ``seq_idx`` (segment resets) and ``return_final_states``; the short conv stays ours
   (it must mask taps across resets and carry its state).
-- Mamba1 sequence: ``selective_scan_fn`` has no initial state and no reset input, so it
-  is used only when no row resets after t=0 and no row carries a state in; otherwise
-  the chunked PyTorch scan runs.
+- Mamba1 sequence: ``selective_scan_fn`` has no initial-state or reset input, so
+  ``scan_with_resets`` rewrites the sequence it is given (see there): extra steps load
+  the carried state and zero it at resets, so the kernel handles both. Its final state
+  carries no gradient (upstream: "the gradient of the last state is not considered"),
+  unlike the PyTorch path; PPO/TD3 losses here never differentiate a final state.
 - One step (both): ``selective_state_update``.
 """
 from __future__ import annotations
@@ -63,30 +65,84 @@ def wanted(use_kernels, x: torch.Tensor) -> bool:
 
 
 def mamba1_forward(m, x, is_init, conv_state, ssm_state):
-    resets_inside = bool(is_init[:, 1:].any())
-    carries_state = bool(((ssm_state != 0).flatten(1).any(1) & ~is_init[:, 0]).any())
-    if resets_inside or carries_state:
-        return _mamba1_torch(m, x, is_init, conv_state, ssm_state)
     xc, z, delta, A, Bm, Cm, conv_state = m.prepare(x, conv_state, is_init)
-    y, last = _KERNELS["scan"](xc.transpose(1, 2), delta.transpose(1, 2), A.float(),
-                               Bm.transpose(1, 2), Cm.transpose(1, 2), m.D.float(),
-                               z=z.transpose(1, 2), return_last_state=True)
+    # Under autocast our conv stays fp32 while the projections give bf16; the kernel wants one dtype.
+    z, delta, Bm, Cm = (t.to(xc.dtype) for t in (z, delta, Bm, Cm))
+    y, last = scan_with_resets(_KERNELS["scan"], xc.transpose(1, 2), delta.transpose(1, 2),
+                               A.float(), Bm.transpose(1, 2), Cm.transpose(1, 2), m.D.float(),
+                               z.transpose(1, 2), ssm_state, is_init)
     return m.out_proj(y.transpose(1, 2)), conv_state, last.to(ssm_state.dtype)
 
 
-def _mamba1_torch(m, x, is_init, conv_state, ssm_state):
-    use = m.use_kernels
-    m.use_kernels = False
-    try:
-        return m.forward(x, is_init, conv_state, ssm_state)
-    finally:
-        m.use_kernels = use
+# Prefix steps that load the carried state use this step size: small, so the decay
+# correction exp(-dt*A*k) cannot overflow for any plausible |A| (< ~5000 at d_state=16).
+_LOAD_DT = 1e-3
+# Reset steps use dt = _KILL / min|A| so that exp(dt*A) underflows to exactly 0 in fp32
+# (exp(-103) is the smallest denormal), which zeroes the state and its gradient paths.
+_KILL = 150.0
+
+
+def scan_with_resets(scan_fn, u, delta, A, B, C, D, z, h0, is_init):
+    """Mamba1 selective scan with a carried state and resets, on a scan that has neither.
+
+    Kernel layout: u, delta, z [Bt, Di, T]; B, C [Bt, N, T]; A [Di, N]; D [Di];
+    h0 [Bt, Di, N]; is_init [Bt, T]. ``scan_fn`` has selective_scan_fn's signature and
+    starts from a zero state. Returns y [Bt, Di, T] and the final state [Bt, Di, N].
+
+    The recurrence h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is steered with steps the
+    caller never sees (their outputs are dropped):
+    - state load, N steps before t=0: step k has B = e_k, C = 0, dt = _LOAD_DT and
+      u_k = h0[:, :, k] * exp(-dt A[:, k] (N-1-k)) / dt, so after the N steps the state
+      is exactly h0 (column k is written once and decayed by the N-1-k steps after it).
+    - reset, one step before each reset inside a row: u = 0, B = 0 and a dt so large
+      that exp(dt A) is 0: the state becomes 0 and the reset step then starts afresh.
+    - padding at the end of rows with fewer resets: dt = 0, u = 0 leaves h unchanged,
+      so the kernel's last state is each row's true final state.
+    The cost is N + (most resets in one row) extra steps; with neither, one plain call.
+    Upstream alternatives do not fit: mamba-ssm's Mamba1 kernel takes no seq_idx, and
+    packing episodes as separate rows (varlen) pads to the longest episode.
+    """
+    Bt, Di, T = u.shape
+    N = A.shape[1]
+    h0 = h0 * (~is_init[:, 0]).to(h0.dtype)[:, None, None]
+    inside = is_init.clone()
+    inside[:, 0] = False
+    R = int(inside.sum(1).max())  # host sync: the new length depends on it
+    load = bool(h0.ne(0).any())
+    if not load and R == 0:
+        return scan_fn(u, delta, A, B, C, D, z=z, return_last_state=True)
+    T2 = T + R
+    pos = torch.arange(T, device=u.device) + inside.long().cumsum(1)  # [Bt, T] new index of step t
+
+    def place(t):  # [Bt, C, T] -> [Bt, C, T2], zeros at inserted steps
+        idx = pos[:, None, :].expand(-1, t.shape[1], -1)
+        return t.new_zeros(Bt, t.shape[1], T2).scatter(2, idx, t)
+
+    u2, d2, z2, B2, C2 = place(u), place(delta), place(z), place(B), place(C)
+    kill = torch.zeros(Bt, T2, device=u.device, dtype=delta.dtype)
+    kill = kill.scatter_add(1, (pos - 1).clamp(min=0), inside.to(delta.dtype))
+    kill_dt = (_KILL / (-A).amin(1)).detach().to(delta.dtype)  # [Di]
+    d2 = d2 + kill[:, None, :] * kill_dt[None, :, None]
+    if load:
+        k = torch.arange(N, device=u.device, dtype=A.dtype)
+        u_load = h0 * torch.exp(-_LOAD_DT * A * (N - 1 - k)) / _LOAD_DT  # [Bt, Di, N]
+        eye = torch.eye(N, device=u.device, dtype=B.dtype).expand(Bt, N, N)
+        u2 = torch.cat([u_load.to(u.dtype), u2], 2)
+        d2 = torch.cat([d2.new_full((Bt, Di, N), _LOAD_DT), d2], 2)
+        z2 = torch.cat([z2.new_zeros(Bt, Di, N), z2], 2)
+        B2 = torch.cat([eye, B2], 2)
+        C2 = torch.cat([C2.new_zeros(Bt, N, N), C2], 2)
+        pos = pos + N
+    y2, last = scan_fn(u2, d2, A, B2, C2, D, z=z2, return_last_state=True)
+    return y2.gather(2, pos[:, None, :].expand(-1, Di, -1)), last
 
 
 def mamba1_step(m, x, conv_state, ssm_state):
     xc, z, delta, A, Bm, Cm, conv_state = m.prepare(x, conv_state)
     ssm_state = ssm_state.clone()  # the kernel updates in place; keep the input intact
-    y = _KERNELS["update"](ssm_state, xc, delta, A.float(), Bm, Cm, D=m.D, z=z)
+    # dt_bias must be a tensor: mamba-ssm 2.3.2 reads dt_bias.stride() even when it is None.
+    y = _KERNELS["update"](ssm_state, xc, delta, A.float(), Bm, Cm, D=m.D, z=z,
+                           dt_bias=delta.new_zeros(delta.shape[-1]))
     return m.out_proj(y), conv_state, ssm_state
 
 
@@ -105,7 +161,9 @@ def mamba2_step(m, x, conv_state, ssm_state):
     xh, z, dt, A, Bm, Cm, conv_state = m.prepare(x, conv_state)
     H, P, N = m.nheads, m.headdim, m.d_state
     ssm_state = ssm_state.clone()  # the kernel updates in place; keep the input intact
+    # Stride-0 expansions over headdim let the kernel load dt/A/dt_bias once per head.
     y = _KERNELS["update"](ssm_state, xh, dt[..., None].expand(-1, H, P),
                            A.float()[:, None, None].expand(H, P, N), Bm, Cm,
-                           D=m.D[:, None].expand(H, P))
+                           D=m.D[:, None].expand(H, P),
+                           dt_bias=dt.new_zeros(H)[:, None].expand(H, P))
     return m._gated_norm_out(y, z), conv_state, ssm_state
