@@ -26,7 +26,8 @@ from networks import MEMORY_KINDS, make_memory
 TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 # Small sizes keep 1000 patterns fast; chunk/block sizes below T exercise the chunking.
 SMALL_OPTIONS = {"mamba1": dict(chunk_size=4, d_state=4), "mamba2": dict(chunk_size=4, d_state=8, headdim=8),
-                 "transformer": dict(context=5, block=4, num_heads=2)}
+                 "transformer": dict(context=5, block=4, num_heads=2),
+                 "rmt": dict(segment=4, num_mem_tokens=2, num_heads=2)}
 
 
 def build(kind: str, input_size=5, hidden_size=16, num_layers=2, dtype=torch.float64, seed=0):

@@ -16,6 +16,8 @@ mamba2         d_state=64, d_conv=4, expand=2, headdim=32, ngroups=1,   {state_k
 gru            recurrent_backend="pad"                                  {state_key}      [L, H]
 lstm           recurrent_backend="pad"                                  {state_key}_h, {state_key}_c  [L, H]
 transformer    num_heads=4, context=32, ff_mult=4, block=64             {state_key}_window [L, context, H]; {state_key}_mask [context]
+rmt            num_heads=4, num_mem_tokens=4, segment=16, ff_mult=4,    {state_key}_mem [M, H]; {state_key}_buf [segment, H];
+               mem_at_end=True, read_mem_from_cache=False               {state_key}_pos [1]  (M = num_mem_tokens)
 none           (none)                                                   (none)
 =============  =======================================================  ==========================================
 
@@ -29,10 +31,11 @@ from torch import nn
 
 from .attention_memory import WindowedTransformer
 from .mamba_memory import MambaStack
+from .rmt_memory import RMT_DEFAULTS, RMTCore, check_rmt_options
 from .memory_module import StatefulMemory
 from .rnn_memory import FeedForwardMemory, GRUMemory, LSTMMemory
 
-MEMORY_KINDS = ("mamba1", "mamba2", "gru", "lstm", "transformer", "none")
+MEMORY_KINDS = ("mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none")
 
 KIND_OPTIONS = {
     "mamba1": dict(d_state=16, d_conv=4, expand=2, dt_rank="auto", chunk_size=16,
@@ -42,6 +45,7 @@ KIND_OPTIONS = {
     "gru": dict(recurrent_backend="pad"),
     "lstm": dict(recurrent_backend="pad"),
     "transformer": dict(num_heads=4, context=32, ff_mult=4, block=64),
+    "rmt": dict(RMT_DEFAULTS),
     "none": {},
 }
 _POSITIVE_INTS = ("d_state", "d_conv", "expand", "headdim", "ngroups", "chunk_size",
@@ -85,6 +89,8 @@ def _validate(kind: str, input_size, hidden_size, num_layers, options: dict) -> 
         if (d_inner // opts["headdim"]) % opts["ngroups"]:
             raise ValueError(f"mamba2: ngroups={opts['ngroups']} must divide the number of heads "
                              f"{d_inner // opts['headdim']}")
+    if kind == "rmt":
+        check_rmt_options(hidden_size, **opts)
     if kind == "transformer" and hidden_size % opts["num_heads"]:
         raise ValueError(f"transformer: num_heads={opts['num_heads']} must divide "
                          f"hidden_size={hidden_size}")
@@ -101,6 +107,8 @@ def make_memory(kind: str, input_size: int, hidden_size: int, num_layers: int = 
         core = MambaStack(kind, input_size, hidden_size, num_layers, **opts)
     elif kind == "transformer":
         core = WindowedTransformer(input_size, hidden_size, num_layers, **opts)
+    elif kind == "rmt":
+        core = RMTCore(input_size, hidden_size, num_layers, **opts)
     elif kind == "gru":
         return GRUMemory(input_size, hidden_size, num_layers, state_key=state_key, **keys, **opts)
     elif kind == "lstm":

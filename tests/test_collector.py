@@ -34,7 +34,8 @@ def make_env():
 
 def make_policy(kind):
     torch.manual_seed(0)
-    opts = {"mamba2": dict(headdim=8, d_state=8), "transformer": dict(context=6, num_heads=2)}.get(kind, {})
+    opts = {"mamba2": dict(headdim=8, d_state=8), "transformer": dict(context=6, num_heads=2),
+            "rmt": dict(num_heads=2, num_mem_tokens=2, segment=4)}.get(kind, {})
     memory = make_memory(kind, input_size=2, hidden_size=16, num_layers=2,
                          in_key="observation", out_key="memory", **opts)
     head = TensorDictModule(nn.Linear(16, 2), in_keys=["memory"], out_keys=["logits"])
@@ -43,7 +44,7 @@ def make_policy(kind):
     return memory, TensorDictSequential(memory, actor)
 
 
-@pytest.mark.parametrize("kind", ["mamba1", "mamba2", "gru", "lstm", "transformer"])
+@pytest.mark.parametrize("kind", ["mamba1", "mamba2", "gru", "lstm", "transformer", "rmt"])
 def test_collector_carries_and_resets_state(kind):
     memory, policy = make_policy(kind)
     env = TransformedEnv(SerialEnv(2, make_env), InitTracker())

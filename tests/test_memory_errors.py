@@ -69,7 +69,7 @@ def test_sequence_mode_needs_a_time_dimension():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="mamba3"), r"unknown memory kind 'mamba3'; allowed: mamba1, mamba2, gru, lstm, transformer, none"),
+    (dict(kind="mamba3"), r"unknown memory kind 'mamba3'; allowed: mamba1, mamba2, gru, lstm, transformer, rmt, none"),
     (dict(kind="mamba1", d_state=0), r"d_state must be a positive integer, got 0"),
     (dict(kind="mamba2", d_state=-4), r"d_state must be a positive integer, got -4"),
     (dict(kind="mamba2", headdim=48), r"mamba2: headdim=48 must divide d_inner = expand \* hidden_size = 64; allowed headdim: \[1, 2, 4, 8, 16, 32, 64\]"),
