@@ -22,13 +22,13 @@ EXTRAS = {
     # Compiled on a CUDA machine from sdists; see DESIGN.md section 7 / README "GPU".
     "cuda": ["mamba-ssm==2.3.2.post1", "causal-conv1d==1.7.0"],
     # Cosys-AirSim client: same MultirotorClient API as `airsim`, installs on py3.11+.
-    "airsim": ["cosysairsim"],
+    "airsim": ["cosysairsim", "msgpack>=1.0"],
     "wandb": ["wandb>=0.17"],
     "tensorboard": ["tensorboard>=2.14"],
     # mp4 videos; without these, evaluation videos are written as GIFs (Pillow)
     "video": ["imageio>=2.31", "imageio-ffmpeg>=0.5"],
     "ray": ["ray>=2.9"],
-    "dev": ["pytest>=8.0", "pytest-xdist>=3.5"],
+    "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "msgpack>=1.0"],
 }
 
 setup(

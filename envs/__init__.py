@@ -1,10 +1,13 @@
 """mambazoo envs: embedded simulators behind gymnasium, registered under the ``mambazoo/`` namespace.
 
-    gymnasium.make("mambazoo/A1Thin-v0")   # A1 quadruped, thin-obstacle course (see envs/a1_quadruped.py)
+    gymnasium.make("mambazoo/A1Thin-v0")        # A1 quadruped, thin-obstacle course (envs/a1_quadruped.py)
+    gymnasium.make("mambazoo/DroneForest-v0")   # velocity-commanded drone, cylinder forest (envs/drone.py)
+    gymnasium.make("mambazoo/POMDP-RepeatPrevious-easy-v0")  # POMDP memory suite (envs/pomdp_suite.py)
 """
 import gymnasium as gym
 
 from .courses import COURSES
+from .pomdp_suite import POMDP_IDS, register_pomdp_envs
 
 QUADRUPED_IDS = {course: f"mambazoo/A1{course.capitalize()}-v0" for course in COURSES}
 
@@ -12,3 +15,12 @@ for _course, _id in QUADRUPED_IDS.items():
     if _id not in gym.registry:
         gym.register(_id, entry_point="envs.a1_quadruped:A1QuadrupedEnv",
                      kwargs={"course": _course}, max_episode_steps=None)
+
+DRONE_IDS = {field: f"mambazoo/Drone{field.capitalize()}-v0" for field in ("forest", "walls", "boxes")}
+
+for _field, _id in DRONE_IDS.items():
+    if _id not in gym.registry:  # the env truncates itself at max_episode_steps
+        gym.register(_id, entry_point="envs.drone:DroneEnv", kwargs={"field": _field},
+                     max_episode_steps=None)
+
+register_pomdp_envs()
