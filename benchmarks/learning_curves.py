@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", required=True, type=Path, help="output stem (.png and .md are added)")
     parser.add_argument("--metric", default="train/episode_return")
+    parser.add_argument("--eval-keys", nargs="+", default=["return", "distance", "collisions", "falls"],
+                        help="final eval/<key> columns (TD3 drone: return success_rate collision_rate path_length)")
     args = parser.parse_args(argv)
     groups: dict[str, list[Path]] = defaultdict(list)
     for run in args.runs:
@@ -45,8 +47,8 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    lines = ["| run | seeds | frames | eval return | eval distance (m) | eval collisions | eval falls | "
-             "first / last training return |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | seeds | frames | " + " | ".join(f"eval {k}" for k in args.eval_keys)
+             + " | first / last training return |", "|---|---:|---:|" + "---:|" * (len(args.eval_keys) + 1)]
     details = []
     for name, runs in sorted(groups.items()):
         curves = [read_scalar(r, args.metric) for r in runs]
@@ -59,14 +61,14 @@ def main(argv=None) -> int:
         ax.plot(x, ys.mean(0), label=f"{name} ({len(runs)} seeds)")
         ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.2)
         evals = {k: np.array([read_scalar(r, f"eval/{k}")[1][-1:] for r in runs]).ravel()
-                 for k in ("return", "distance", "collisions", "falls")}
+                 for k in args.eval_keys}
 
         def ms(v):
             return f"{v.mean():.2f} +- {v.std():.2f}" if v.size else "n/a"
 
         first, last = ys[:, :3].mean(), ys[:, -3:].mean()   # 3-batch averages at each end
-        lines.append(f"| {name} | {len(runs)} | {int(x[-1])} | {ms(evals['return'])} | {ms(evals['distance'])} | "
-                     f"{ms(evals['collisions'])} | {ms(evals['falls'])} | {first:.1f} / {last:.1f} |")
+        lines.append(f"| {name} | {len(runs)} | {int(x[-1])} | " + " | ".join(ms(evals[k]) for k in args.eval_keys)
+                     + f" | {first:.1f} / {last:.1f} |")
         details.append(f"- {name}: " + "; ".join(f"{r.name}: eval return "
                                                  f"{read_scalar(r, 'eval/return')[1][-1:].round(2).tolist()}"
                                                  for r in runs))

@@ -24,3 +24,6 @@ for _field, _id in DRONE_IDS.items():
                      max_episode_steps=None)
 
 register_pomdp_envs()
+
+if "mambazoo/PendulumNoVel-v0" not in gym.registry:  # Pendulum-v1 wrapped: keeps its 200-step limit
+    gym.register("mambazoo/PendulumNoVel-v0", entry_point="envs.masked:make_pendulum_novel")

@@ -204,6 +204,24 @@ class TemporalMamba(nn.Module):
         return x
 
 
+class FrameStackMLP(nn.Module):
+    """The feed-forward baseline's temporal stage: [B, K, D] -> [B, D] from the K frames concatenated.
+
+    No memory beyond the K-frame window and no attention: what "K-frame stack, ``none``
+    memory" means for the comparison with TemporalMamba + attention pooling.
+    """
+
+    def __init__(self, d_model: int, K: int):
+        super().__init__()
+        self.K = K
+        self.net = nn.Sequential(nn.Linear(K * d_model, d_model), nn.ReLU(), nn.LayerNorm(d_model))
+
+    def forward(self, x):                                       # [B, K, D]
+        if x.shape[1] != self.K:
+            raise ValueError(f"FrameStackMLP was built for K={self.K} frames, got {x.shape[1]}")
+        return self.net(x.flatten(1))
+
+
 class CrossAttentionPool(nn.Module):
     """Last step attends over all K steps: [B, K, D] -> (pooled [B, D], weights [B, heads, K]).
 
@@ -235,17 +253,22 @@ class SequenceEncoder(nn.Module):
     def __init__(self, in_chans: int = 1, image_size: int = 64, state_dim: int = 11,
                  visual_dim: int = 128, state_feature_dim: int = 128, d_model: int = 128,
                  temporal_layers: int = 1, temporal_d_state: int = 16, temporal_expand: int = 2,
-                 num_heads: int = 4, **backbone_options):
+                 num_heads: int = 4, temporal: str = "mamba", seq_len: int = 4, **backbone_options):
         super().__init__()
+        if temporal not in ("mamba", "none"):
+            raise ValueError(f"temporal must be 'mamba' or 'none' (K-frame stack baseline), got {temporal!r}")
         self.state_dim, self.d_model = state_dim, d_model
         self.backbone = VMambaRLTiny(in_chans, image_size, out_dim=visual_dim, **backbone_options)
         self.state_mlp = StateMLP(state_dim, state_feature_dim)
         self.fusion = FusionMLP(visual_dim, state_feature_dim, d_model)
-        self.temporal = TemporalMamba(d_model, temporal_layers, temporal_d_state, expand=temporal_expand)
-        self.pool = CrossAttentionPool(d_model, num_heads)
+        if temporal == "mamba":
+            self.temporal = TemporalMamba(d_model, temporal_layers, temporal_d_state, expand=temporal_expand)
+            self.pool = CrossAttentionPool(d_model, num_heads)
+        else:
+            self.temporal, self.pool = nn.Identity(), FrameStackMLP(d_model, seq_len)
 
     def forward(self, depth, state, return_attention: bool = False, return_features: bool = False):
-        if depth.dim() < 5 or state.dim() < 3 or depth.shape[:-3] != state.shape[:-1]:
+        if depth.dim() < 4 or state.dim() < 2 or depth.shape[:-3] != state.shape[:-1]:  # *B may be empty
             raise ValueError(f"expected depth [*B, K, C, H, W] and state [*B, K, {self.state_dim}] with "
                              f"the same [*B, K], got depth {list(depth.shape)}, state {list(state.shape)}")
         if state.shape[-1] != self.state_dim:
@@ -256,7 +279,10 @@ class SequenceEncoder(nn.Module):
         visual = visual.reshape(-1, K, visual.shape[-1])        # [N, K, visual_dim]
         s = self.state_mlp(state.reshape(-1, K, self.state_dim))
         h = self.temporal(self.fusion(visual, s))               # [N, K, d_model]
-        feature, weights = self.pool(h)                         # [N, d_model], [N, heads, K]
+        if isinstance(self.pool, FrameStackMLP):                # no attention: uniform weights
+            feature, weights = self.pool(h), h.new_full((h.shape[0], 1, K), 1.0 / K)
+        else:
+            feature, weights = self.pool(h)                     # [N, d_model], [N, heads, K]
         feature = feature.reshape(*batch, self.d_model)
         if not (return_attention or return_features):
             return feature
@@ -282,8 +308,8 @@ class VMambaActor(nn.Module):
         self.head = mlp([encoder.d_model, hidden_dim, hidden_dim, action_dim], norm_input=True)
         _init_last(self.head[-1])
 
-    def forward(self, depth, state):
-        return torch.tanh(self.head(self.encoder(depth, state)))
+    def forward(self, *obs):  # (depth, state) here; any encoder's inputs (e.g. memory_encoder)
+        return torch.tanh(self.head(self.encoder(*obs)))
 
 
 class VMambaCritic(nn.Module):
@@ -310,8 +336,8 @@ class VMambaCritic(nn.Module):
         x = torch.cat([feature, action], -1)
         return self.q1(x), self.q2(x)
 
-    def forward(self, depth, state, action):
-        return self.q_heads(self.encoder(depth, state), action)
+    def forward(self, *obs_and_action):  # (depth, state, action), or any encoder's inputs + action
+        return self.q_heads(self.encoder(*obs_and_action[:-1]), obs_and_action[-1])
 
 
 TD3_NETWORK_DEFAULTS = dict(
@@ -319,6 +345,7 @@ TD3_NETWORK_DEFAULTS = dict(
     ssm_ratio=1.0, mlp_ratio=2.0, drop_path=0.0, chunk_size=16, scan="chunked", use_kernels="auto",
     state_dim=11, visual_dim=128, state_feature_dim=128, d_model=128, temporal_layers=1,
     temporal_d_state=16, temporal_expand=2, num_heads=4, action_dim=3, hidden_dim=256,
+    temporal="mamba", seq_len=4,
 )
 
 

@@ -1,0 +1,107 @@
+"""TD3 agent (agents/vmamba_td3.py): sequence replay, tiny runs, resume, config errors."""
+import glob
+import os
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from agents import vmamba_td3
+from agents.common.config import load_config
+from agents.td3_config import Config
+from agents.td3_setup import check_slices, make_replay, windows
+
+PENDULUM = "configs/pendulum/td3_mamba.yaml"
+TINY = ["replay.batch_size=8", "replay.seq_len=4", "replay.size=2000", "train.learning_starts=100",
+        "train.frames_per_batch=50", "train.updates_per_step=0.2", "train.eval_episodes=1",
+        "model.memory_hidden=8", "model.hidden_dim=16"]
+
+
+def fake_episodes(lengths, obs_dim=2):
+    """Consecutive episodes; 'ep' and 't' record where each stored step came from."""
+    rows = []
+    for ep, n in enumerate(lengths):
+        for t in range(n):
+            last = t == n - 1
+            rows.append(TensorDict({
+                "observation": torch.full((obs_dim,), float(ep * 1000 + t)), "action": torch.zeros(1),
+                "ep": torch.tensor(ep), "t": torch.tensor(t), "episode": torch.tensor(ep),
+                "next": {"observation": torch.full((obs_dim,), float(ep * 1000 + t + 1)),
+                         "reward": torch.ones(1), "done": torch.tensor([last]),
+                         "terminated": torch.tensor([last]), "truncated": torch.tensor([False])}}, []))
+    return torch.stack(rows)
+
+
+def test_sampled_slices_stay_inside_one_episode_and_have_seq_len_steps():
+    cfg = load_config(Config, PENDULUM, ["replay.seq_len=5", "replay.batch_size=64", "replay.size=500"])
+    rb = make_replay(cfg)
+    rb.extend(fake_episodes([3, 17, 5, 2, 40, 6, 9]))  # 3- and 2-step episodes cannot hold a slice
+    seen_starts = set()
+    for _ in range(20):
+        s = rb.sample()
+        check_slices(cfg, s)
+        s = s.reshape(-1, 5)
+        assert (s["ep"] == s["ep"][:, :1]).all(), "a slice mixes episodes"
+        assert ((s["t"][:, 1:] - s["t"][:, :-1]) == 1).all(), "a slice skips or repeats steps"
+        assert not set(s["ep"][:, 0].tolist()) & {0, 3}
+        seen_starts |= set(zip(s["ep"][:, 0].tolist(), s["t"][:, 0].tolist()))
+    assert (4, 35) in seen_starts or any(ep == 4 and t >= 30 for ep, t in seen_starts)  # reaches episode ends
+
+
+def test_windows_shift_by_one_step_for_the_target():
+    cfg = load_config(Config, PENDULUM, ["replay.seq_len=4", "replay.batch_size=16", "replay.size=500"])
+    rb = make_replay(cfg)
+    rb.extend(fake_episodes([30, 30]))
+    (now,), (nxt,), action, reward, terminated = windows(cfg, rb.sample(), "cpu")
+    assert now.shape == nxt.shape == (16, 4, 2) and action.shape == (16, 1)
+    torch.testing.assert_close(nxt[:, :-1], now[:, 1:])
+    torch.testing.assert_close(nxt[:, -1], now[:, -1] + 1)   # the last step's next observation
+    assert terminated.shape == reward.shape == (16, 1)
+
+
+def test_check_slices_raises_on_a_crossing_slice():
+    cfg = load_config(Config, PENDULUM, ["replay.seq_len=3"])
+    bad = fake_episodes([2, 5])[:3]  # the episode ends at the 2nd step of this "slice"
+    with pytest.raises(RuntimeError, match="crosses an episode end"):
+        check_slices(cfg, bad)
+
+
+def run(args):
+    return vmamba_td3.main(args)
+
+
+def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
+    assert run(["--config", PENDULUM, *TINY, "train.total_frames=300", "train.checkpoint_every=200",
+                f"run_root={tmp_path}"]) == 0
+    (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    ckpts = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
+    assert ckpts[-1] == "ckpt_000000000300.pt"
+    assert os.path.isdir(os.path.join(run_dir, "replay"))
+    capsys.readouterr()
+    assert run(["--resume", run_dir, "train.total_frames=400"]) == 0
+    out = capsys.readouterr().out
+    assert "resumed at frame 300" in out and "replay 300 steps" in out
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints")))[-1] == "ckpt_000000000400.pt"
+    assert run(["--eval", run_dir, "--episodes", "1"]) == 0
+
+
+def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_path):
+    args = ["--config", "configs/drone/quick_vmamba.yaml", "env.image_size=32", "env.max_episode_steps=15",
+            "model.depths=[1,1,1,1]", "model.dims=[8,8,8,8]", "model.d_model=16", "model.hidden_dim=16",
+            "replay.batch_size=2", "replay.seq_len=2", "replay.size=200", "train.total_frames=40",
+            "train.learning_starts=20", "train.frames_per_batch=20", "train.updates_per_step=0.1",
+            "train.eval_episodes=1", f"run_root={tmp_path}"]
+    assert run(args) == 0
+    (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    files = {os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "videos", "*", "*"))}
+    assert {"attention.png", "feature_maps.png"} <= files
+    assert files & {"eval_episode.mp4", "eval_episode.gif"}
+
+
+def test_config_errors_name_the_key(capsys):
+    assert run(["--config", PENDULUM, "model.encoder=vmamba", "--dry-run"]) == 2
+    assert "model.encoder" in capsys.readouterr().err
+    assert run(["--config", PENDULUM, "td3.policy_delay=0", "--dry-run"]) == 2
+    assert "td3.policy_delay" in capsys.readouterr().err
+    assert run(["--config", PENDULUM, "env.id=mambazoo/NoSuchEnv-v0", "--dry-run"]) == 2
+    assert "env.id" in capsys.readouterr().err
