@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.config import ConfigError, describe, from_dict, load_config, save_config, to_dict
+from agents.common.cli import agent_parser, format_eval
+from agents.common.config import ConfigError, from_dict, load_config, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.td3_config import Config, check_consistency
@@ -197,23 +198,11 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode) -> Path:
     return run.save_checkpoint(state, frames)
 
 
-def format_eval(result: dict) -> str:
-    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
-
-
 # -------------------------------------------------------------------------------------- the CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="vmamba_td3.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="TD3 with VMamba (drone) or make_memory (vector obs) encoders over K-step windows.",
-        epilog="config keys (set in --config FILE or as key=value overrides):\n" + describe(Config))
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. td3.actor_lr=3e-4 env.id=...")
-    parser.add_argument("--config", help="YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint file or a run directory")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes for --eval (default train.eval_episodes)")
-    parser.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
-    return parser.parse_args(argv)
+    return agent_parser("vmamba_td3.py", "TD3 with VMamba (drone) or make_memory (vector obs) encoders "
+                        "over K-step windows.", Config,
+                        "YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)").parse_args(argv)
 
 
 def main(argv=None) -> int:
