@@ -27,3 +27,9 @@ register_pomdp_envs()
 
 if "mambazoo/PendulumNoVel-v0" not in gym.registry:  # Pendulum-v1 wrapped: keeps its 200-step limit
     gym.register("mambazoo/PendulumNoVel-v0", entry_point="envs.masked:make_pendulum_novel")
+
+MANIP_IDS = {"push": "mambazoo/PandaPush-v0", "pick_place": "mambazoo/PandaPickPlace-v0"}
+for _task, _id in MANIP_IDS.items():
+    if _id not in gym.registry:  # the env truncates itself at its horizon
+        gym.register(_id, entry_point="envs.manipulation:PandaManipEnv", kwargs={"task": _task},
+                     max_episode_steps=None)
