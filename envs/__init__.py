@@ -33,3 +33,9 @@ for _task, _id in MANIP_IDS.items():
     if _id not in gym.registry:  # the env truncates itself at its horizon
         gym.register(_id, entry_point="envs.manipulation:PandaManipEnv", kwargs={"task": _task},
                      max_episode_steps=None)
+
+NAV_IDS = {d: f"mambazoo/NavTMaze{d}-v0" for d in (1, 2, 3)}  # T-maze depth: 2^depth look-alike leaves
+for _d, _id in NAV_IDS.items():
+    if _id not in gym.registry:  # the env truncates itself at max_episode_steps
+        gym.register(_id, entry_point="envs.navigation:NavigationEnv", kwargs={"depth": _d},
+                     max_episode_steps=None)
