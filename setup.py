@@ -27,7 +27,11 @@ EXTRAS = {
     "tensorboard": ["tensorboard>=2.14"],
     # mp4 videos; without these, evaluation videos are written as GIFs (Pillow)
     "video": ["imageio>=2.31", "imageio-ffmpeg>=0.5"],
+    # benchmarks/sweep.py --ray and collector.backend=ray; ~240 MB, so not part of "dev" (the Ray
+    # test skips without it)
     "ray": ["ray>=2.9"],
+    # the external RecurrentPPO baseline of benchmarks/sb3_baseline.py (its test skips without it)
+    "sb3": ["sb3-contrib>=2.3"],
     "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "msgpack>=1.0"],
 }
 

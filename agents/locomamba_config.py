@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.common.config import ConfigError, field_spec
+from agents.common.ppo import PPOConfig  # noqa: F401  (shared with ppo_memory.py; defaults are LocoTransformer's)
 
 log = logging.getLogger("mambazoo")
 
@@ -66,21 +67,6 @@ class ModelConfig:
     memory_hidden: int = field_spec(256, min=1, help="memory width")
     memory_layers: int = field_spec(1, min=1, max=16, help="memory layers")
     init_std: float = field_spec(0.5, min=1e-3, max=5.0, help="initial policy std (pre-tanh)")
-
-
-@dataclass
-class PPOConfig:
-    lr: float = field_spec(1e-4, min=0.0, max=1.0, help="policy (and shared trunk) learning rate")
-    value_lr: float = field_spec(1e-4, min=0.0, max=1.0, help="value head learning rate")
-    clip_epsilon: float = field_spec(0.2, min=0.0, max=1.0)
-    epochs: int = field_spec(3, min=1, max=100, help="passes over each batch")
-    minibatch_size: int = field_spec(1024, min=1, help="frames per minibatch (slices x slice_len)")
-    slice_len: int = field_spec(32, min=1, help="trajectory slice length for the recurrent update")
-    gamma: float = field_spec(0.99, min=0.0, max=1.0)
-    gae_lambda: float = field_spec(0.95, min=0.0, max=1.0)
-    entropy_coef: float = field_spec(0.005, min=0.0)
-    critic_coef: float = field_spec(0.5, min=0.0)
-    max_grad_norm: float = field_spec(1.0, min=0.0, help="0 disables clipping")
 
 
 @dataclass

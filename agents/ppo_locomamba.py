@@ -31,79 +31,24 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from tensordict import TensorDict
-from tensordict.nn import TensorDictModule, TensorDictSequential
 from torch import nn
 
-from agents.common.config import ConfigError, describe, load_config, read_config_file, save_config, to_dict
+from agents.common.cli import agent_parser, format_eval
+from agents.common.config import ConfigError, load_config, read_config_file, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
+# the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
+from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update, slices  # noqa: F401
 from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
-from agents.quadruped_setup import build_policy, evaluate, make_env, parameter_report
+from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report
 
 log = logging.getLogger("mambazoo")
 AGENT = "ppo_locomamba"
 
 
-# ------------------------------------------------------------------------------ PPO pieces
-def compute_advantages(batch: TensorDict, trunk, value_head, value_step, gamma: float, lmbda: float):
-    """Adds state_value, advantage, value_target to a collected batch [envs, T] in place.
-
-    V(s_t) comes from one sequence-mode pass over the batch. V(s_{t+1}) is V(s_{t+1}) of the same
-    pass when step t+1 continues the episode in this batch; at the batch's last step and at
-    truncations (where step t+1 is a new episode) it is evaluated from the stored next
-    observation and the memory state recorded after step t (step mode)."""
-    from torchrl.modules import set_recurrent_mode
-    from torchrl.objectives.value.functional import generalized_advantage_estimate
-
-    with torch.no_grad():
-        with set_recurrent_mode(True):
-            value = value_head(trunk(batch.clone(False)))["state_value"]            # [E, T, 1]
-        next_value = torch.zeros_like(value)
-        next_value[:, :-1] = value[:, 1:]
-        is_init = batch["is_init"]                                                  # [E, T, 1]
-        need = torch.zeros_like(is_init)
-        need[:, -1] = True
-        need[:, :-1] = is_init[:, 1:]                                              # t+1 starts anew
-        need &= ~batch["next", "terminated"]                                       # no bootstrap there
-        idx = need.squeeze(-1).nonzero(as_tuple=True)
-        if idx[0].numel():
-            nxt = batch["next"][idx].clone(False)
-            nxt["is_init"] = torch.zeros_like(nxt["is_init"])
-            next_value[idx] = value_step(nxt)["state_value"]
-        adv, target = generalized_advantage_estimate(
-            gamma, lmbda, value, next_value, batch["next", "reward"], batch["next", "done"],
-            batch["next", "terminated"], time_dim=-2)
-    batch["state_value"], batch["advantage"], batch["value_target"] = value, adv, target
-    return batch
-
-
-def slices(batch: TensorDict, slice_len: int, minibatch_slices: int, generator: torch.Generator):
-    """Yield random minibatches [minibatch_slices, slice_len] of contiguous trajectory slices."""
-    E, T = batch.shape
-    cut = batch.reshape(E, T // slice_len, slice_len).reshape(-1, slice_len)       # [S, L]
-    order = torch.randperm(cut.shape[0], generator=generator)
-    for start in range(0, len(order) - minibatch_slices + 1, minibatch_slices):
-        yield cut[order[start:start + minibatch_slices]]
-
-
-def episode_stats(batch: TensorDict) -> dict[str, float]:
-    done = batch["next", "done"].squeeze(-1)
-    if not done.any():
-        return {}
-    stats = {"episode_return": batch["next", "episode_reward"][done].mean().item(),
-             "episode_length": batch["next", "step_count"][done].float().mean().item(),
-             "episodes": float(done.sum())}
-    for key in ("distance", "collisions", "fall", "goal_reached"):
-        stats[f"episode_{key}"] = batch["next", key][done].float().mean().item()
-    return stats
-
-
 # --------------------------------------------------------------------------------- training
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     from torchrl.collectors import Collector
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-    from torchrl.modules import set_recurrent_mode
     from torchrl.objectives import ClipPPOLoss
     from tqdm import tqdm
 
@@ -146,33 +91,22 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         batch = batch.reshape(cfg.env.num_envs, -1) if batch.ndim == 1 else batch
         frames += batch.numel()
         iteration += 1
-        stats = episode_stats(batch)
+        stats = episode_stats(batch, INFO_KEYS)
         last_return = stats.get("episode_return", last_return)
         compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
                            cfg.ppo.gae_lambda)
-        losses = []
-        with set_exploration_type(ExplorationType.RANDOM), set_recurrent_mode(True):
-            for _ in range(cfg.ppo.epochs):
-                for mb in slices(batch, cfg.ppo.slice_len, cfg.ppo.minibatch_size // cfg.ppo.slice_len, gen):
-                    out = loss_fn(nets.trunk(mb.clone(False)))
-                    loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-                    if not torch.isfinite(loss):
-                        bar.close()
-                        detail = {k: float(v) for k, v in out.items() if k.startswith("loss")}
-                        print(f"error: non-finite loss at frame {frames} ({detail}); stopping. Last good "
-                              f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
-                        collector.shutdown()
-                        return 1
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.ppo.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(nets.parameters(), cfg.ppo.max_grad_norm)
-                    optim.step()
-                    losses.append(out.select("loss_objective", "loss_critic", "loss_entropy").detach())
+        try:
+            losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen)
+        except NonFiniteLoss as err:
+            bar.close()
+            print(f"error: non-finite loss at frame {frames} ({err.detail}); stopping. Last good "
+                  f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
+            collector.shutdown()
+            return 1
         collector.update_policy_weights_()
         elapsed = time.perf_counter() - t_start
         scalars = {f"train/{k}": v for k, v in stats.items()}
-        scalars.update({f"loss/{k}": torch.stack([l[k] for l in losses]).mean().item() for k in losses[0].keys()})
+        scalars.update({f"loss/{k}": v for k, v in losses.items()})
         scalars.update({"time/steps_per_s": (frames - start_frames) / elapsed, "time/elapsed_s": elapsed})
         log_scalars(logger, scalars, frames)
         bar.update(batch.numel())
@@ -202,23 +136,11 @@ def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration
             "env_seed": cfg.seed + 1000 * iteration}
 
 
-def format_eval(result: dict) -> str:
-    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
-
-
 # ---------------------------------------------------------------------------------- the CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="ppo_locomamba.py", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="PPO with a LocoMamba (or LocoTransformer) policy on the PyBullet A1 quadruped.",
-        epilog="config keys (set in --config FILE or as key=value overrides):\n" + describe(Config))
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. ppo.lr=3e-4 env.course=wide")
-    parser.add_argument("--config", help="YAML config of ours, or a LocoTransformer JSON config")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint file or a run directory")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes for --eval (default train.eval_episodes)")
-    parser.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
-    return parser.parse_args(argv)
+    return agent_parser("ppo_locomamba.py", "PPO with a LocoMamba (or LocoTransformer) policy on the "
+                        "PyBullet A1 quadruped.", Config,
+                        "YAML config of ours, or a LocoTransformer JSON config").parse_args(argv)
 
 
 def resolve(args) -> tuple[Config, RunDir | None, dict | None]:

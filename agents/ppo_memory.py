@@ -1,0 +1,308 @@
+"""PPO with a swappable memory (Mamba1/2, GRU, LSTM, transformer, RMT, none) on the POMDP suite.
+
+    python agents/ppo_memory.py --config configs/pomdp/stateless_cartpole.yaml model.memory=gru
+    python agents/ppo_memory.py --resume runs/ppo_memory/<run> train.total_frames=200000
+    python agents/ppo_memory.py --eval runs/ppo_memory/<run> --episodes 64
+
+The algorithm is the quadruped agent's (agents/common/ppo.py holds the shared pieces):
+1. env: one batched POMDPEnv of env.num_envs envs + InitTracker + the memory's primer.
+2. policy: Linear embed -> networks.make_memory(model.memory) -> actor head (Categorical over the
+   one-hot actions, TanhNormal for the pendulums) and value head, one shared trunk.
+3. collect train.frames_per_batch steps with a TorchRL Collector (or RayCollector, collector.backend=ray).
+4. GAE over the batch with sequence-mode values; PPO epochs over trajectory slices in sequence mode.
+5. log return vs env steps and wall-clock (CSV), checkpoint atomically, evaluate greedily at the end.
+``train(cfg)`` returns a dict of results (the sweep runner, benchmarks/sweep.py, calls it).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from agents.common.cli import agent_parser, format_eval
+from agents.common.config import ConfigError, from_dict, load_config, save_config, to_dict
+from agents.common.loggers import log_scalars, make_logger
+from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update
+from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
+                                measure_obs_stats)
+
+log = logging.getLogger("mambazoo")
+AGENT = "ppo_memory"
+CURVE_FIELDS = ("frames", "wall_s", "return", "length", "episodes")
+THRESHOLD_TOL = 1e-3          # float32 sums of 1/L rewards land a hair below 1.0
+
+
+def make_collector(cfg: Config, nets: MemoryPolicy, env_seed: int, total: int):
+    """A local TorchRL Collector, or TorchRL's RayCollector: collector.num_collectors remote collectors
+    (Ray actors, one CPU each), each stepping its own batched env and splitting frames_per_batch
+    between them (sync mode: every batch comes from the latest weights, as PPO needs). Ray is the one
+    already initialised in this process, else cfg.collector.ray_address, else a new local instance."""
+    from torchrl.collectors import Collector
+
+    if cfg.collector.backend == "local":
+        env = make_env(cfg.env, seed=env_seed, primer=nets.primer())
+        return Collector(env, nets.policy, frames_per_batch=cfg.train.frames_per_batch, total_frames=total)
+    import os
+
+    from torchrl.collectors.distributed import RayCollector
+
+    n = cfg.collector.num_collectors
+    # actors unpickle EnvFactory from agents.pomdp_setup: put this checkout on their path
+    repo = str(Path(__file__).resolve().parents[1])
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}}
+    init = ({"address": cfg.collector.ray_address, "runtime_env": runtime_env} if cfg.collector.ray_address else
+            {"num_cpus": n, "include_dashboard": False, "log_to_driver": False, "runtime_env": runtime_env})
+    return RayCollector([EnvFactory(cfg, env_seed + 100_000 * i) for i in range(n)], nets.policy,
+                        frames_per_batch=cfg.train.frames_per_batch, total_frames=total, num_collectors=n,
+                        sync=True, ray_init_config=init, remote_configs={"num_cpus": 1, "memory": 1024 ** 3},
+                        weight_updater=_object_store_weight_updater())
+
+
+def _object_store_weight_updater():
+    """TorchRL's RayWeightUpdater (weights go through Ray's object store), wired to its collector.
+
+    Why not RayCollector's default RayWeightSyncScheme: it opens a torch.distributed Gloo group
+    between the driver and the actors, whose rendezvous took ~60 s per collector start and per first
+    update on our 2-core machine (and timed out under load); our policies are a few kB, which the
+    object store moves in milliseconds. RayCollector calls the class with no arguments, then
+    registers itself, so the updater picks the policy weights and the actors from it."""
+    import warnings
+
+    from torchrl.collectors import RayWeightUpdater
+
+    class ObjectStoreWeightUpdater(RayWeightUpdater):
+        def __init__(self):
+            pass
+
+        def register_collector(self, collector):
+            super().register_collector(collector)
+            RayWeightUpdater.__init__(self, collector.policy_weights, collector.remote_collectors, max_interval=0)
+
+    warnings.filterwarnings("ignore", message=".*weight_updater.*", category=DeprecationWarning)
+    return ObjectStoreWeightUpdater
+
+
+def _batch_layout(batch):
+    """Collector output -> [envs, T]: RayCollector stacks its collectors' batches [n, envs, T]."""
+    return batch.reshape(-1, batch.shape[-1]) if batch.ndim == 3 else batch
+
+
+def write_curve(path: Path, curve: list[dict]) -> None:
+    """CSV of CURVE_FIELDS, written to a temp file and renamed (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
+        w.writeheader()
+        w.writerows(curve)
+    tmp.replace(path)
+
+
+def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = None, verbose: bool = True) -> dict:
+    """Train; returns final_return (greedy eval), final_train_return, best_return, steps_to_threshold,
+    seconds_to_threshold (None if never reached), params, env_steps_per_s, wall_s, frames, curve
+    (per-batch dicts of CURVE_FIELDS) and run_dir. Raises NonFiniteLoss (last checkpoint kept)."""
+    from torchrl.objectives import ClipPPOLoss
+
+    check_consistency(cfg)
+    if run is None:
+        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
+        save_config(cfg, run.config_path)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    say = print if verbose else (lambda *a, **k: None)
+    device = torch.device(cfg.device)
+    state = resume_state or {}
+    frames, iteration = int(state.get("frames", 0)), int(state.get("iteration", 0))
+    elapsed0, curve = float(state.get("elapsed_s", 0.0)), list(state.get("curve", []))
+    torch.manual_seed(cfg.seed)
+    nets = MemoryPolicy(cfg).to(device)
+    params = nets.parameter_counts()
+    say("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
+    optim = torch.optim.Adam([
+        {"params": [*nets.embed_net.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()],
+         "lr": cfg.ppo.lr},
+        {"params": list(nets.value_head.parameters()), "lr": cfg.ppo.value_lr}], eps=1e-5)
+    if resume_state is not None:
+        nets.load_state_dict(resume_state["model"])
+        optim.load_state_dict(resume_state["optimizer"])
+        for group, lr in zip(optim.param_groups, (cfg.ppo.lr, cfg.ppo.value_lr)):
+            group["initial_lr"] = lr            # the (possibly overridden) config decides the schedule
+        set_rng_state(resume_state["rng"])
+        say(f"resumed from frame {frames} (iteration {iteration})")
+    else:
+        measure_obs_stats(cfg, nets, seed=cfg.seed + 999)      # model.obs_norm=rollout: fixed input scaling
+    loss_fn = ClipPPOLoss(nets.actor_on_memory, nets.value_head, clip_epsilon=cfg.ppo.clip_epsilon,
+                          entropy_coeff=cfg.ppo.entropy_coef, critic_coeff=cfg.ppo.critic_coef,
+                          normalize_advantage=True, loss_critic_type="smooth_l1")
+    logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
+    remaining = cfg.train.total_frames - frames
+    gen = torch.Generator().manual_seed(cfg.seed + iteration)
+    t0 = time.perf_counter()
+    wall = lambda: elapsed0 + time.perf_counter() - t0        # noqa: E731  (wall-clock across resumes)
+    start_frames = frames
+    if remaining > 0:
+        fpb = cfg.train.frames_per_batch
+        collector = make_collector(cfg, nets, cfg.seed + 1000 * iteration, math.ceil(remaining / fpb) * fpb)
+        try:
+            for batch in collector:
+                batch = _batch_layout(batch)
+                frames += batch.numel()
+                iteration += 1
+                stats = episode_stats(batch)
+                compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
+                                   cfg.ppo.gae_lambda)
+                scale = max(0.0, 1.0 - (frames - fpb) / cfg.train.total_frames) if cfg.ppo.anneal_lr else 1.0
+                losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen, scale)
+                collector.update_policy_weights_()
+                if "episode_return" in stats:
+                    curve.append({"frames": frames, "wall_s": round(wall(), 3),
+                                  "return": stats["episode_return"], "length": stats["episode_length"],
+                                  "episodes": stats["episodes"]})
+                sps = (frames - start_frames) / max(time.perf_counter() - t0, 1e-9)
+                scalars = {**{f"train/{k}": v for k, v in stats.items()},
+                           **{f"loss/{k}": v for k, v in losses.items()},
+                           "time/steps_per_s": sps, "time/elapsed_s": wall()}
+                log_scalars(logger, scalars, frames)
+                if verbose and (iteration % 10 == 0 or frames >= cfg.train.total_frames):
+                    last = curve[-1]["return"] if curve else float("nan")
+                    say(f"frames {frames} return {last:.3f} steps/s {sps:.0f} wall {wall():.0f}s", flush=True)
+                done = frames >= cfg.train.total_frames
+                if iteration % cfg.train.checkpoint_every == 0 or done:
+                    run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve),
+                                        frames)
+                if done:
+                    break
+        finally:
+            collector.shutdown()
+    wall_s = wall()
+    write_curve(run.path / "curve.csv", curve)
+    result = summarize(curve, cfg.train.threshold, params["total"], frames, wall_s, (frames - start_frames) /
+                       max(time.perf_counter() - t0, 1e-9) if frames > start_frames else float("nan"))
+    result["final_return"] = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 12345)["return"]
+    result["run_dir"] = str(run.path)
+    log_scalars(logger, {"eval/return": result["final_return"]}, frames)
+    say(f"done: {frames} frames in {wall_s:.0f} s; greedy eval return {result['final_return']:.3f}; "
+        f"best training return {result['best_return']:.3f}; threshold {cfg.train.threshold} reached at "
+        f"{result['steps_to_threshold']} steps / {result['seconds_to_threshold']} s")
+    say(f"run directory: {run.path}")
+    return result
+
+
+def first_reach(curve: list[dict], threshold: float, min_episodes: int = 10) -> dict | None:
+    """The first curve point where the mean return of the most recent >= min_episodes finished
+    episodes (whole batches, looking back) is >= threshold - THRESHOLD_TOL; None if never. A window
+    of episodes, not one batch, so one lucky episode does not count as solved."""
+    for i, point in enumerate(curve):
+        total = count = 0.0
+        for prev in reversed(curve[:i + 1]):
+            total, count = total + prev["return"] * prev["episodes"], count + prev["episodes"]
+            if count >= min_episodes:
+                break
+        if count >= min_episodes and total / count >= threshold - THRESHOLD_TOL:
+            return point
+    return None
+
+
+def summarize(curve: list[dict], threshold: float, params: int, frames: int, wall_s: float, sps: float) -> dict:
+    """The sweep row's numbers from a learning curve (also used for the sb3 baseline)."""
+    returns = [c["return"] for c in curve]
+    hit = first_reach(curve, threshold)
+    return {"final_train_return": float(sum(returns[-3:]) / len(returns[-3:])) if returns else float("nan"),
+            "best_return": max(returns) if returns else float("nan"),
+            "steps_to_threshold": hit["frames"] if hit else None,
+            "seconds_to_threshold": hit["wall_s"] if hit else None,
+            "threshold": threshold, "params": params, "frames": frames, "wall_s": round(wall_s, 3),
+            "env_steps_per_s": sps, "curve": curve}
+
+
+def checkpoint_state(cfg: Config, nets, optim, frames: int, iteration: int, elapsed: float, curve) -> dict:
+    return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
+            "iteration": iteration, "rng": rng_state(), "config": to_dict(cfg), "elapsed_s": elapsed,
+            "curve": [dict(c) for c in curve]}
+
+
+# ---------------------------------------------------------------------------------- the CLI
+def parse_args(argv=None) -> argparse.Namespace:
+    return agent_parser("ppo_memory.py", "PPO with a Mamba / GRU / LSTM / transformer / RMT / no memory on "
+                        "the POMDP suite.", Config, "YAML config (configs/pomdp/*.yaml)").parse_args(argv)
+
+
+def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
+    if args.resume:
+        run = RunDir.existing(args.resume)
+        ckpt = run.latest_checkpoint()
+        if ckpt is None:
+            raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
+        return load_config(Config, run.config_path, args.overrides), run, RunDir.load_checkpoint(ckpt)
+    return load_config(Config, args.config, args.overrides), None, None
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    args = parse_args(argv)
+    try:
+        if args.eval:
+            return run_eval(args)
+        cfg, run, state = resolve(args)
+        check_consistency(cfg)
+    except (ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        return dry_run(cfg)
+    if run is None:
+        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
+    save_config(cfg, run.config_path)       # on resume too: overrides such as total_frames stick
+    print(f"run directory: {run.path}")
+    try:
+        train(cfg, run, state)
+    except NonFiniteLoss as err:
+        print(f"error: {err}; stopping. Last good checkpoint: {run.latest_checkpoint() or 'none yet'}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def dry_run(cfg: Config) -> int:
+    """Validate, build the env and the policy, take one step, print, exit 0."""
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    nets = MemoryPolicy(cfg)
+    print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in nets.parameter_counts().items()))
+    env = make_env(cfg.env, seed=cfg.seed, num_envs=2, primer=nets.primer())
+    td = nets.policy(env.reset())
+    print(f"env ok: {cfg.env.task} ({cfg.env.level}), observation {tuple(td['observation'].shape)}, "
+          f"action {tuple(td['action'].shape)}")
+    env.close()
+    return 0
+
+
+def run_eval(args) -> int:
+    path = Path(args.eval)
+    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
+    if ckpt is None:
+        raise RunDirError(f"--eval {args.eval}: no checkpoint found")
+    state = RunDir.load_checkpoint(ckpt)
+    cfg = from_dict(Config, state["config"])
+    nets = MemoryPolicy(cfg)
+    nets.load_state_dict(state["model"])
+    episodes = args.episodes or cfg.train.eval_episodes
+    result = evaluate(cfg, nets, episodes, seed=cfg.seed + 54321)
+    print(f"eval of {ckpt} over {episodes} greedy episodes: {format_eval(result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

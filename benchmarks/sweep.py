@@ -1,0 +1,287 @@
+"""Sweep runner: algorithm x memory kind x env x model size x seed, in a local process pool or on Ray.
+
+    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --workers 2
+    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --ray                       # local Ray instance
+    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --ray --ray-address auto   # a running cluster
+    python benchmarks/report.py benchmarks/results/sweep_pomdp
+
+Sweep file (YAML)::
+
+    name: pomdp_ppo
+    results: benchmarks/results/sweep_pomdp      # JSON rows + curves (--out overrides)
+    run_root: runs/sweeps/pomdp_ppo              # the agents' run directories (checkpoints)
+    seeds: [0, 1, 2]
+    overrides: [threads=1]                       # every run
+    algorithms:
+      ppo:                                       # agents/ppo_memory.py
+        kinds: [mamba2, gru, none]
+        sizes: {h32: [model.embed=32, model.hidden=32]}
+        overrides: [logger=none]
+        kind_overrides: {mamba2: ["model.options={d_state: 16, headdim: 16}"]}
+      sb3_recurrent_ppo:                         # benchmarks/sb3_baseline.py (external baseline)
+        kinds: [lstm]
+    envs:                                        # an env runs the algorithms it names
+      repeat_previous:
+        ppo: {config: configs/pomdp/repeat_previous.yaml, overrides: [train.total_frames=30000]}
+      stateless_cartpole_500:
+        ppo: {config: configs/pomdp/stateless_cartpole_500.yaml}
+        sb3_recurrent_ppo: {overrides: [train.total_frames=100000]}
+
+Overrides apply in this order (later wins): the env's config file, sweep overrides, algorithm
+overrides, size, kind_overrides, the env's overrides, then the run's kind, seed, name, run_root.
+Every run writes ``<results>/runs/<run_id>.json`` (atomically: temp file + rename) and
+``<results>/curves/<run_id>.csv``; a run whose JSON row says status "ok" is skipped on restart,
+failed runs (status "error", with the message) are tried again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+if __package__ in (None, ""):   # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.common.config import ConfigError, read_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_KEYS = {"name", "results", "run_root", "seeds", "overrides", "algorithms", "envs"}
+ALGO_KEYS = {"kinds", "sizes", "overrides", "kind_overrides"}
+
+
+# ------------------------------------------------------------------------------ runners
+def run_ppo(spec: dict) -> dict:
+    """agents/ppo_memory.py's train() on the run's resolved config."""
+    from agents import ppo_memory
+    from agents.common.config import load_config
+    from agents.pomdp_setup import Config
+
+    cfg = load_config(Config, spec["config"], spec["overrides"])
+    result = ppo_memory.train(cfg, verbose=False)
+    env = cfg.env
+    return {**result, "task": env.task, "level": env.level, "task_options": env.options}
+
+
+def run_sb3(spec: dict) -> dict:
+    from benchmarks import sb3_baseline
+
+    return sb3_baseline.run(spec["overrides"])
+
+
+ALGORITHMS = {"ppo": run_ppo, "sb3_recurrent_ppo": run_sb3}
+
+
+# ------------------------------------------------------------------------------ the sweep
+def _list(value, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ConfigError(f"sweep key '{where}': expected a list, got {value!r}")
+    return [str(v) for v in value]
+
+
+def load_sweep(path) -> dict:
+    sweep = read_config_file(path)
+    unknown = set(sweep) - SWEEP_KEYS
+    if unknown:
+        raise ConfigError(f"unknown sweep key(s) {sorted(unknown)} (allowed: {sorted(SWEEP_KEYS)})")
+    for key in ("algorithms", "envs"):
+        if not isinstance(sweep.get(key), dict) or not sweep[key]:
+            raise ConfigError(f"sweep key '{key}': expected a non-empty mapping")
+    for name, algo in sweep["algorithms"].items():
+        if name not in ALGORITHMS:
+            raise ConfigError(f"sweep key 'algorithms.{name}': unknown algorithm (allowed: {sorted(ALGORITHMS)})")
+        bad = set(algo or {}) - ALGO_KEYS
+        if bad:
+            raise ConfigError(f"sweep key 'algorithms.{name}': unknown key(s) {sorted(bad)} (allowed: {sorted(ALGO_KEYS)})")
+    for env, per_algo in sweep["envs"].items():
+        for algo in per_algo or {}:
+            if algo not in sweep["algorithms"]:
+                raise ConfigError(f"sweep key 'envs.{env}.{algo}': not an algorithm of this sweep "
+                                  f"({sorted(sweep['algorithms'])})")
+    return sweep
+
+
+def expand(sweep: dict) -> list[dict]:
+    """Every run of the sweep as a plain dict (picklable, JSON-able)."""
+    specs = []
+    seeds = sweep.get("seeds", [0])
+    run_root = str(sweep.get("run_root", f"runs/sweeps/{sweep.get('name', 'sweep')}"))
+    for env_name, per_algo in sweep["envs"].items():
+        for algo_name, env_entry in (per_algo or {}).items():
+            env_entry = env_entry or {}
+            algo = sweep["algorithms"][algo_name] or {}
+            kinds = _list(algo.get("kinds", ["default"]), f"algorithms.{algo_name}.kinds")
+            sizes = algo.get("sizes") or {"default": []}
+            config = env_entry.get("config")
+            if config is not None and not Path(config).is_absolute() and not Path(config).exists():
+                config = str(REPO / config)
+            for kind in kinds:
+                for size, size_overrides in sizes.items():
+                    for seed in seeds:
+                        run_id = f"{algo_name}__{env_name}__{kind}__{size}__s{seed}"
+                        overrides = [
+                            *_list(sweep.get("overrides"), "overrides"),
+                            *_list(algo.get("overrides"), f"algorithms.{algo_name}.overrides"),
+                            *_list(size_overrides, f"algorithms.{algo_name}.sizes.{size}"),
+                            *_list((algo.get("kind_overrides") or {}).get(kind), f"kind_overrides.{kind}"),
+                            *_list(env_entry.get("overrides"), f"envs.{env_name}.{algo_name}.overrides"),
+                            f"seed={seed}", f"name={run_id}"]
+                        if algo_name == "ppo":
+                            overrides += [f"model.memory={kind}", f"run_root={run_root}"]
+                        specs.append({"run_id": run_id, "algorithm": algo_name, "env": env_name, "kind": kind,
+                                      "size": size, "seed": int(seed), "config": config, "overrides": overrides})
+    ids = [s["run_id"] for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("sweep: two runs share a run id (duplicate env, kind, size or seed names)")
+    return specs
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def row_path(results: Path, run_id: str) -> Path:
+    return Path(results) / "runs" / f"{run_id}.json"
+
+
+def is_finished(results: Path, run_id: str) -> bool:
+    path = row_path(results, run_id)
+    try:
+        return json.loads(path.read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def execute(spec: dict, results: str) -> dict:
+    """Run one spec; write its curve CSV and then its JSON row (the row marks it finished)."""
+    if str(REPO) not in sys.path:      # Ray workers on other machines: the repo must be importable
+        sys.path.insert(0, str(REPO))
+    results = Path(results)
+    row = {k: spec[k] for k in ("run_id", "algorithm", "env", "kind", "size", "seed")}
+    # the machine's load next to the timings: wall-clock figures from a shared CPU need it
+    row.update(overrides=spec["overrides"], config=spec["config"], host=socket.gethostname(),
+               load_avg_start=os.getloadavg()[0])
+    start = time.time()
+    try:
+        result = ALGORITHMS[spec["algorithm"]](spec)
+        from agents.ppo_memory import write_curve
+
+        write_curve(results / "curves" / f"{spec['run_id']}.csv", result.pop("curve"))     # atomic
+        row.update(result, status="ok")
+    except Exception as err:    # noqa: BLE001 -- a failed run is recorded and the sweep goes on
+        row.update(status="error", error=f"{type(err).__name__}: {err}",
+                   traceback=traceback.format_exc()[-3000:])
+    row["total_s"] = round(time.time() - start, 3)
+    row["load_avg_end"] = os.getloadavg()[0]
+    row["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    _atomic_write(row_path(results, spec["run_id"]), json.dumps(row, indent=1, default=str) + "\n")
+    return row
+
+
+def _describe(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['run_id']}: FAILED {row['error']}"
+    reach = row.get("steps_to_threshold")
+    return (f"{row['run_id']}: return {row['final_return']:.3f} (best {row['best_return']:.3f}), "
+            f"threshold at {reach if reach is not None else '-'} steps, {row['total_s']:.0f} s")
+
+
+def run_local(specs: list[dict], results: Path, workers: int) -> list[dict]:
+    """workers 0: one after the other in this process; else a spawn-started process pool."""
+    rows = []
+    if workers == 0:
+        for i, spec in enumerate(specs):
+            rows.append(execute(spec, str(results)))
+            print(f"[{i + 1}/{len(specs)}] {_describe(rows[-1])}", flush=True)
+        return rows
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn: fresh interpreters, no torch/OpenMP state forked from this process
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(execute, spec, str(results)) for spec in specs]
+        for i, fut in enumerate(as_completed(futures)):
+            rows.append(fut.result())
+            print(f"[{i + 1}/{len(specs)}] {_describe(rows[-1])}", flush=True)
+    return rows
+
+
+def run_ray(specs: list[dict], results: Path, address: str | None, workers: int) -> list[dict]:
+    """The same runs as Ray tasks (one CPU each). Uses an already initialised Ray, else connects to
+    ``address`` (e.g. "auto" or "ray://head:10001"), else starts a local instance with ``workers``
+    CPUs. Results are written by the tasks: on a cluster, point --out at a shared filesystem."""
+    import ray
+
+    if not ray.is_initialized():
+        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}}
+        if address:
+            ray.init(address=address, runtime_env=env)
+        else:
+            ray.init(num_cpus=max(workers, 1), include_dashboard=False, runtime_env=env)
+    task = ray.remote(num_cpus=1, max_retries=0)(execute)
+    pending = {task.remote(spec, str(results.resolve())): spec for spec in specs}
+    rows = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            pending.pop(ref)
+            rows.append(ray.get(ref))
+            print(f"[{len(rows)}/{len(specs)}] {_describe(rows[-1])}", flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", help="sweep YAML file")
+    parser.add_argument("--out", help="results folder (default: the sweep's 'results')")
+    parser.add_argument("--workers", type=int, default=1, help="parallel runs (0: in this process)")
+    parser.add_argument("--ray", action="store_true", help="run on Ray instead of a local process pool")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    parser.add_argument("--only", nargs="*", default=(), help="run only run ids containing all these substrings")
+    parser.add_argument("--list", action="store_true", help="print the runs (done/todo) and exit")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        specs = [s for s in expand(sweep) if all(o in s["run_id"] for o in args.only)]
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = Path(args.out or sweep.get("results", f"benchmarks/results/{sweep.get('name', 'sweep')}"))
+    results.mkdir(parents=True, exist_ok=True)
+    done = [s for s in specs if is_finished(results, s["run_id"])]
+    todo = [s for s in specs if not is_finished(results, s["run_id"])]
+    # external baselines are the longest runs: start them first so they do not straggle at the end
+    todo.sort(key=lambda s: s["algorithm"] == "ppo")
+    print(f"sweep {sweep.get('name', args.sweep)}: {len(specs)} runs, {len(done)} finished (skipped), "
+          f"{len(todo)} to run -> {results}")
+    if args.list:
+        for s in specs:
+            print(("done " if s in done else "todo ") + s["run_id"])
+        return 0
+    if args.ray:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("error: --ray needs ray: pip install -e '.[ray]'", file=sys.stderr)
+            return 2
+    rows = run_ray(todo, results, args.ray_address, args.workers) if args.ray else run_local(todo, results, args.workers)
+    failed = [r for r in rows if r["status"] != "ok"]
+    print(f"finished {len(rows) - len(failed)} runs, {len(failed)} failed; report: "
+          f"python benchmarks/report.py {results}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
