@@ -36,6 +36,7 @@ failed runs (status "error", with the message) are tried again.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -270,12 +271,9 @@ def main(argv=None) -> int:
         for s in specs:
             print(("done " if s in done else "todo ") + s["run_id"])
         return 0
-    if args.ray:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            print("error: --ray needs ray: pip install -e '.[ray]'", file=sys.stderr)
-            return 2
+    if args.ray and importlib.util.find_spec("ray") is None:
+        print("error: --ray needs ray: pip install -e '.[ray]'", file=sys.stderr)
+        return 2
     rows = run_ray(todo, results, args.ray_address, args.workers) if args.ray else run_local(todo, results, args.workers)
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"finished {len(rows) - len(failed)} runs, {len(failed)} failed; report: "
