@@ -33,7 +33,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.common.cli import agent_parser, format_eval
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
 from agents.common.config import ConfigError, load_config, read_config_file, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
@@ -144,19 +144,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
-    if args.resume:
-        run = RunDir.existing(args.resume)
-        ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
-        cfg = load_config(Config, run.config_path, args.overrides)
-        return cfg, run, RunDir.load_checkpoint(ckpt)
+    return resolve_run(args, Config, load_new)
+
+
+def load_new(args) -> Config:
+    """A new run's config: ours (YAML) or LocoTransformer's JSON, converted."""
     if args.config:
         data = read_config_file(args.config)
-        cfg = load_config(Config, None, args.overrides, convert=lambda _: from_locotransformer(data))
-    else:
-        cfg = load_config(Config, None, args.overrides)
-    return cfg, None, None
+        return load_config(Config, None, args.overrides, convert=lambda _: from_locotransformer(data))
+    return load_config(Config, None, args.overrides)
 
 
 def main(argv=None) -> int:
@@ -190,11 +186,7 @@ def main(argv=None) -> int:
 
 
 def run_eval(args) -> int:
-    path = Path(args.eval)
-    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
-    if ckpt is None:
-        raise RunDirError(f"--eval {args.eval}: no checkpoint found")
-    state = RunDir.load_checkpoint(ckpt)
+    ckpt, state = eval_checkpoint(args.eval)
     from agents.common.config import from_dict
 
     cfg = from_dict(Config, state["config"])

@@ -28,8 +28,8 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.common.cli import agent_parser, format_eval
-from agents.common.config import ConfigError, from_dict, load_config, save_config, to_dict
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
+from agents.common.config import ConfigError, from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update
 from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
@@ -238,23 +238,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the POMDP suite.", Config, "YAML config (configs/pomdp/*.yaml)").parse_args(argv)
 
 
-def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
-    if args.resume:
-        run = RunDir.existing(args.resume)
-        ckpt = run.latest_checkpoint()
-        if ckpt is None:
-            raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
-        return load_config(Config, run.config_path, args.overrides), run, RunDir.load_checkpoint(ckpt)
-    return load_config(Config, args.config, args.overrides), None, None
-
-
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     args = parse_args(argv)
     try:
         if args.eval:
             return run_eval(args)
-        cfg, run, state = resolve(args)
+        cfg, run, state = resolve_run(args, Config)
         check_consistency(cfg)
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -290,11 +280,7 @@ def dry_run(cfg: Config) -> int:
 
 
 def run_eval(args) -> int:
-    path = Path(args.eval)
-    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
-    if ckpt is None:
-        raise RunDirError(f"--eval {args.eval}: no checkpoint found")
-    state = RunDir.load_checkpoint(ckpt)
+    ckpt, state = eval_checkpoint(args.eval)
     cfg = from_dict(Config, state["config"])
     nets = MemoryPolicy(cfg)
     nets.load_state_dict(state["model"])

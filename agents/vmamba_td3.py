@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.cli import agent_parser, format_eval
-from agents.common.config import ConfigError, from_dict, load_config, save_config, to_dict
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
+from agents.common.config import ConfigError, from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.td3_config import Config, check_consistency
@@ -211,14 +211,7 @@ def main(argv=None) -> int:
     try:
         if args.eval:
             return run_eval(args)
-        if args.resume:
-            run = RunDir.existing(args.resume)
-            ckpt = run.latest_checkpoint()
-            if ckpt is None:
-                raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
-            cfg, state = load_config(Config, run.config_path, args.overrides), RunDir.load_checkpoint(ckpt)
-        else:
-            cfg, run, state = load_config(Config, args.config, args.overrides), None, None
+        cfg, run, state = resolve_run(args, Config)
         check_consistency(cfg)
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -253,18 +246,14 @@ def start(cfg: Config, run: RunDir | None, state: dict | None) -> int:
 
 
 def run_eval(args) -> int:
-    path = Path(args.eval)
-    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
-    if ckpt is None or not Path(ckpt).exists():
-        raise RunDirError(f"--eval {args.eval}: no checkpoint found")
-    state = RunDir.load_checkpoint(ckpt)
+    ckpt, state = eval_checkpoint(args.eval)
     cfg = from_dict(Config, state["config"])
     env = make_env(cfg, seed=cfg.seed)
     nets = build_nets(cfg, env).to(pick_device(cfg))
     env.close()
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes
-    out_dir = Path(ckpt).parent.parent / "videos" / f"eval_{Path(ckpt).stem}"
+    out_dir = ckpt.parent.parent / "videos" / f"eval_{ckpt.stem}"
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
     print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
     return 0

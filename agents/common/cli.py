@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from agents.common.config import describe
+from agents.common.config import describe, load_config
+from agents.common.run_dir import RunDir, RunDirError
 
 
 def agent_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
@@ -21,3 +23,29 @@ def agent_parser(prog: str, description: str, config_cls, config_help: str) -> a
 
 def format_eval(result: dict) -> str:
     return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+
+
+def resolve_run(args, config_cls, load_new=None):
+    """(config, run dir, checkpoint state) for ``--resume RUN_DIR``; (config, None, None) for a new run.
+
+    A resumed run reads its own config.yaml (plus the command's overrides); a new run reads
+    ``--config`` with ``load_config`` unless the agent passes ``load_new(args) -> config``.
+    """
+    if args.resume:
+        run = RunDir.existing(args.resume)
+        ckpt = run.latest_checkpoint()
+        if ckpt is None:
+            raise RunDirError(f"--resume {args.resume}: no checkpoint in {run.checkpoints}")
+        return load_config(config_cls, run.config_path, args.overrides), run, RunDir.load_checkpoint(ckpt)
+    if load_new is not None:
+        return load_new(args), None, None
+    return load_config(config_cls, args.config, args.overrides), None, None
+
+
+def eval_checkpoint(arg) -> tuple[Path, dict]:
+    """``--eval`` takes a checkpoint file or a run directory (its latest checkpoint): (path, state)."""
+    path = Path(arg)
+    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
+    if ckpt is None:
+        raise RunDirError(f"--eval {arg}: no checkpoint found")
+    return Path(ckpt), RunDir.load_checkpoint(ckpt)
