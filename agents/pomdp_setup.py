@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from agents.common.config import ConfigError, field_spec
-from agents.common.ppo import PPOConfig
+from agents.common.ppo import PPOConfig, RecurrentActorCritic
 from envs.pomdp_tasks import TASKS
 from networks.memory import MEMORY_KINDS, make_memory
 
@@ -202,14 +202,14 @@ def measure_obs_stats(cfg: Config, nets: "MemoryPolicy", seed: int, steps: int =
     env.close()
 
 
-class MemoryPolicy(nn.Module):
+class MemoryPolicy(RecurrentActorCritic):
     """Linear embed -> memory -> (actor head, value head); views over the same parameters:
     trunk (embed+memory), policy (trunk+actor, for the collector), actor_on_memory (the actor on a
     trunk output, for ClipPPOLoss), value_step (trunk+value, step mode)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
+        from tensordict.nn import NormalParamExtractor, TensorDictModule
         from torchrl.data import Bounded, OneHot
         from torchrl.modules import OneHotCategorical, ProbabilisticActor, TanhNormal, ValueOperator
 
@@ -226,32 +226,20 @@ class MemoryPolicy(nn.Module):
             head = _mlp(m.hidden, m.head_hidden, probe.n_actions)
             module = TensorDictModule(head, in_keys=["memory"], out_keys=["logits"])
             spec = OneHot(probe.n_actions, (probe.n_actions,), dtype=torch.int64)
-            self.actor_head = ProbabilisticActor(module, in_keys=["logits"], spec=spec,
+            actor_head = ProbabilisticActor(module, in_keys=["logits"], spec=spec,
                                                  distribution_class=OneHotCategorical, return_log_prob=True)
         else:
             head = _mlp(m.hidden, m.head_hidden, 2 * probe.act_dim)
             net = nn.Sequential(head, NormalParamExtractor(scale_mapping=f"biased_softplus_{m.init_std}"))
             module = TensorDictModule(net, in_keys=["memory"], out_keys=["loc", "scale"])
             spec = Bounded(probe.act_low, probe.act_high, (probe.act_dim,))
-            self.actor_head = ProbabilisticActor(
+            actor_head = ProbabilisticActor(
                 module, in_keys=["loc", "scale"], spec=spec, distribution_class=TanhNormal,
                 distribution_kwargs={"low": probe.act_low, "high": probe.act_high}, return_log_prob=True)
         nn.init.normal_(head[-1].weight, std=0.01)     # near-uniform initial policy: explore first
         nn.init.zeros_(head[-1].bias)
-        self.value_head = ValueOperator(_mlp(m.hidden, m.head_hidden, 1), in_keys=["memory"])
-        trunk = TensorDictSequential(self.embed, self.memory)
-        # not registered as submodules: they only regroup the modules above
-        self.__dict__["_views"] = {
-            "trunk": trunk, "policy": TensorDictSequential(trunk, self.actor_head),
-            "value_step": TensorDictSequential(trunk, self.value_head)}
-
-    trunk = property(lambda self: self._views["trunk"])
-    policy = property(lambda self: self._views["policy"])
-    value_step = property(lambda self: self._views["value_step"])
-    actor_on_memory = property(lambda self: self.actor_head)
-
-    def primer(self):
-        return self.memory.make_tensordict_primer()
+        value_head = ValueOperator(_mlp(m.hidden, m.head_hidden, 1), in_keys=["memory"])
+        self.set_views(self.embed, actor_head, value_head)
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda mod: sum(p.numel() for p in mod.parameters())   # noqa: E731

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agents.common.ppo import RecurrentActorCritic
 from agents.locomamba_config import Config, EnvConfig
 from envs import QUADRUPED_IDS
 from envs.a1_quadruped import A1QuadrupedEnv
@@ -58,14 +59,14 @@ def make_env(cfg: EnvConfig, seed: int, num_envs: int, primer=None):
     return env
 
 
-class QuadrupedPolicy(nn.Module):
+class QuadrupedPolicy(RecurrentActorCritic):
     """encoder -> memory -> (policy head, value head); views over the same parameters:
     trunk (encoder+memory), policy (trunk+actor, for the collector), actor_on_memory (the
     actor on a trunk output, for ClipPPOLoss), value_step (trunk+value, step mode)."""
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from tensordict.nn import NormalParamExtractor, TensorDictModule, TensorDictSequential
+        from tensordict.nn import NormalParamExtractor, TensorDictModule
         from torchrl.data import Bounded
         from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
 
@@ -93,24 +94,12 @@ class QuadrupedPolicy(nn.Module):
         nn.init.normal_(head[0].weight, std=0.01)   # small initial actions: start near standing
         nn.init.zeros_(head[0].bias)
         spec = Bounded(-1.0, 1.0, (act_dim,))
-        self.actor_head = ProbabilisticActor(
+        actor_head = ProbabilisticActor(
             TensorDictModule(head, in_keys=["memory"], out_keys=["loc", "scale"]), in_keys=["loc", "scale"],
             spec=spec, distribution_class=TanhNormal, distribution_kwargs={"low": -1.0, "high": 1.0},
             return_log_prob=True)
-        self.value_head = ValueOperator(nn.Linear(m.memory_hidden, 1), in_keys=["memory"])
-        trunk = TensorDictSequential(self.encoder, self.memory)
-        # not registered as submodules: they only regroup the modules above
-        self.__dict__["_views"] = {
-            "trunk": trunk, "policy": TensorDictSequential(trunk, self.actor_head),
-            "value_step": TensorDictSequential(trunk, self.value_head)}
-
-    trunk = property(lambda self: self._views["trunk"])
-    policy = property(lambda self: self._views["policy"])
-    value_step = property(lambda self: self._views["value_step"])
-    actor_on_memory = property(lambda self: self.actor_head)
-
-    def primer(self):
-        return self.memory.make_tensordict_primer()
+        value_head = ValueOperator(nn.Linear(m.memory_hidden, 1), in_keys=["memory"])
+        self.set_views(self.encoder, actor_head, value_head)
 
 
 def build_policy(cfg: Config) -> QuadrupedPolicy:

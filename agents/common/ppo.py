@@ -16,6 +16,33 @@ from torch import nn
 from agents.common.config import field_spec
 
 
+class RecurrentActorCritic(nn.Module):
+    """Base of the agents' policies: ``set_views(front, actor_head, value_head)`` after building.
+
+    ``front`` (encoder or embedding) and ``memory`` make the trunk; the views regroup the
+    modules without registering them again: trunk, policy (trunk + actor, for the collector),
+    value_step (trunk + value head, step mode), actor_on_memory (the actor on a trunk output,
+    for ClipPPOLoss). ``self.memory`` must be set by the subclass.
+    """
+
+    def set_views(self, front, actor_head, value_head) -> None:
+        from tensordict.nn import TensorDictSequential
+
+        self.actor_head, self.value_head = actor_head, value_head
+        trunk = TensorDictSequential(front, self.memory)
+        self.__dict__["_views"] = {   # not submodules: they only regroup the modules above
+            "trunk": trunk, "policy": TensorDictSequential(trunk, actor_head),
+            "value_step": TensorDictSequential(trunk, value_head)}
+
+    trunk = property(lambda self: self._views["trunk"])
+    policy = property(lambda self: self._views["policy"])
+    value_step = property(lambda self: self._views["value_step"])
+    actor_on_memory = property(lambda self: self.actor_head)
+
+    def primer(self):
+        return self.memory.make_tensordict_primer()
+
+
 @dataclass
 class PPOConfig:
     lr: float = field_spec(1e-4, min=0.0, max=1.0, help="policy (and shared trunk) learning rate")
