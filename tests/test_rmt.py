@@ -225,56 +225,9 @@ def test_tensordict_contract_keys_primer_and_batch_shapes():
         torch.testing.assert_close(td["next", k][:, :, -1], state[k], atol=1e-10, rtol=0)
 
 
-def test_collector_carries_and_resets_rmt_state():
-    """As tests/test_collector.py does for the other kinds (CartPole, velocities hidden)."""
-    from tensordict.nn import TensorDictModule, TensorDictSequential
-    from torchrl.collectors import Collector
-    from torchrl.envs import InitTracker, SerialEnv, TransformedEnv
-    from torchrl.modules import OneHotCategorical, ProbabilisticActor
-
-    import gymnasium as gym
-    import numpy as np
-    from torchrl.envs import GymWrapper
-
-    class HideVelocities(gym.ObservationWrapper):
-        def __init__(self, env):
-            super().__init__(env)
-            self.observation_space = gym.spaces.Box(env.observation_space.low[[0, 2]],
-                                                    env.observation_space.high[[0, 2]], dtype=np.float32)
-
-        def observation(self, obs):
-            return obs[[0, 2]].astype(np.float32)
-
-    def make_env():
-        return GymWrapper(HideVelocities(gym.make("CartPole-v1")))
-
-    torch.manual_seed(0)
-    memory = StatefulMemory(RMTCore(2, 16, 2, num_heads=2, num_mem_tokens=2, segment=4), 2,
-                            in_key="observation", out_key="memory", kind="rmt")
-    head = TensorDictModule(torch.nn.Linear(16, 2), in_keys=["memory"], out_keys=["logits"])
-    actor = ProbabilisticActor(head, in_keys=["logits"], out_keys=["action"],
-                               distribution_class=OneHotCategorical, return_log_prob=True)
-    env = TransformedEnv(SerialEnv(2, make_env), InitTracker())
-    env.append_transform(memory.make_tensordict_primer())
-    env.set_seed(0)
-    collector = Collector(env, TensorDictSequential(memory, actor), frames_per_batch=80, total_frames=80)
-    data = next(iter(collector))
-    collector.shutdown()
-    is_init = data["is_init"].squeeze(-1)
-    assert is_init[:, 1:].any()
-    for key in memory.state_keys:
-        flat = data[key].flatten(2)
-        assert (flat[is_init] == 0).all()
-        carried = ~is_init[:, 1:]
-        torch.testing.assert_close(data[key][:, 1:][carried], data["next", key][:, :-1][carried])
-        assert flat[:, 1:][carried].abs().sum(-1).gt(0).all()
-    replay = data.select(*memory.in_keys).clone()
-    with torch.no_grad(), set_recurrent_mode(True):
-        memory(replay)
-    torch.testing.assert_close(replay["memory"], data["memory"], atol=1e-5, rtol=1e-5)
+# The collector test for this kind is tests/test_collector.py (parametrised over every kind).
 
 
-# -- options ------------------------------------------------------------------------------
 def test_defaults_match_the_constructor():
     import inspect
 
