@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium import spaces
 
 from .courses import COURSES, build_bodies, make_layout, move_obstacles
-from .depth_camera import DepthCamera
+from .depth_camera import DepthCamera, orbit_rgb
 
 STAND_POSE = np.array([0.0, 0.9, -1.8] * 4)   # hip, thigh, calf per leg (FR, FL, RR, RL)
 DEFAULT_CLIP = np.array([0.05, 0.5, 0.5] * 4)  # LocoTransformer's clip_num: max offset per joint
@@ -232,16 +232,10 @@ class A1QuadrupedEnv(gym.Env):
 
     def render(self):
         """RGB frame [240, 320, 3] uint8 from a camera following the robot (for videos)."""
-        import pybullet as p
-
         if self._client is None:
             raise RuntimeError("call reset() before render()")
         pos, _, _, _ = self._base_state()
-        view = self._client.computeViewMatrixFromYawPitchRoll(pos.tolist(), 2.2, -35.0, -25.0, 0, 2)
-        proj = self._client.computeProjectionMatrixFOV(60, 320 / 240, 0.05, 30.0)
-        _, _, rgb, _, _ = self._client.getCameraImage(320, 240, view, proj, renderer=p.ER_TINY_RENDERER,
-                                                      flags=p.ER_NO_SEGMENTATION_MASK)
-        return np.asarray(rgb, dtype=np.uint8).reshape(240, 320, 4)[..., :3]
+        return orbit_rgb(self._client, pos.tolist(), 2.2, -35.0, -25.0, fov=60, far=30.0)
 
     def close(self):
         if self._client is not None:

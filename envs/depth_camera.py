@@ -185,3 +185,15 @@ class DepthCamera:
         n, f = self.near, self.far
         depth = f * n / (f - (f - n) * zbuf)
         return np.clip(depth, n, f).astype(np.float32)
+
+
+def orbit_rgb(client, target, distance: float, yaw: float, pitch: float, fov: float, far: float,
+              height: int = 240, width: int = 320) -> np.ndarray:
+    """RGB frame [height, width, 3] uint8 of a camera orbiting ``target`` (for videos; TinyRenderer)."""
+    import pybullet as p
+
+    view = client.computeViewMatrixFromYawPitchRoll(list(target), distance, yaw, pitch, 0, 2)
+    proj = client.computeProjectionMatrixFOV(fov, width / height, 0.05, far)
+    _, _, rgb, _, _ = client.getCameraImage(width, height, view, proj, renderer=p.ER_TINY_RENDERER,
+                                            flags=p.ER_NO_SEGMENTATION_MASK)
+    return np.asarray(rgb, dtype=np.uint8).reshape(height, width, 4)[..., :3]

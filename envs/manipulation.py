@@ -36,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .depth_camera import orbit_rgb
 from .point_cloud import SAMPLING, PointCloudCamera, crop, downsample
 
 TASKS = ("push", "pick_place")
@@ -290,15 +291,9 @@ class PandaManipEnv(gym.Env):
 
     def render(self):
         """RGB frame [240, 320, 3] uint8 from a fixed three-quarter view (for videos)."""
-        import pybullet as p
-
         if self._client is None:
             raise RuntimeError("call reset() before render()")
-        view = self._client.computeViewMatrixFromYawPitchRoll([0.45, 0.0, 0.1], 1.3, 60.0, -30.0, 0, 2)
-        proj = self._client.computeProjectionMatrixFOV(50, 320 / 240, 0.05, 5.0)
-        _, _, rgb, _, _ = self._client.getCameraImage(320, 240, view, proj, renderer=p.ER_TINY_RENDERER,
-                                                      flags=p.ER_NO_SEGMENTATION_MASK)
-        return np.asarray(rgb, dtype=np.uint8).reshape(240, 320, 4)[..., :3]
+        return orbit_rgb(self._client, [0.45, 0.0, 0.1], 1.3, 60.0, -30.0, fov=50, far=5.0)
 
     def close(self):
         if self._client is not None:
