@@ -126,9 +126,8 @@ def train_candidates(args, device):
     def ours(kind, use_kernels, bf16=False, **opts):
         def build(B, T, gen):
             from torchrl.modules import set_recurrent_mode
-            if kind in ("mamba1", "mamba2"):
-                opts["use_kernels"] = use_kernels
-            mem = make_memory(kind, d, d, num_layers=1, **opts).to(device)
+            kw = dict(opts, use_kernels=use_kernels) if kind in ("mamba1", "mamba2") else opts
+            mem = make_memory(kind, d, d, num_layers=1, **kw).to(device)
             td = episode_inputs(mem, B, T, d, device, gen)
             x = td["embed"].requires_grad_()
 
