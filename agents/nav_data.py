@@ -74,10 +74,14 @@ class NavDataConfig:
     balanced_cues: bool = field_spec(True, help="episode i gets cue i mod 2**depth (else drawn by the env)")
     cue_style: str = field_spec("room", choices=["room", "panel"],
                                 help="cue on every start-room wall (room) or on one wall cell (panel: harder)")
+    collision_backend: str = field_spec("pybullet", choices=["pybullet", "grid"],
+                                        help="wall contacts from PyBullet or the numpy grid test (the same "
+                                             "answers, cross-checked in tests; grid needs no pybullet)")
 
     def env_kwargs(self) -> dict:
         return {"depth": self.depth, "image_size": self.image_size, "fov_deg": self.fov_deg,
-                "max_episode_steps": self.max_episode_steps, "cue_style": self.cue_style}
+                "max_episode_steps": self.max_episode_steps, "cue_style": self.cue_style,
+                "collision_backend": self.collision_backend}
 
     def columns(self):
         """(steps, episodes): {key: (dtype name, row shape)}."""

@@ -1,0 +1,125 @@
+"""The command line and training glue both behaviour-cloning agents share.
+
+    python agents/bc_<name>.py generate ...        expert demonstrations (the data module's CLI)
+    python agents/bc_<name>.py info DIR            validate a dataset, print a summary
+    python agents/bc_<name>.py train [key=value ...] [--config FILE] [--resume RUN_DIR] [--dry-run]
+    python agents/bc_<name>.py eval CHECKPOINT|RUN_DIR [--episodes N] [--seed S] [--no-video]
+
+An agent supplies its typed config class, its data module's ``main`` and three functions:
+``train(cfg, run, state)``, ``evaluate(cfg, state, args, out_dir) -> dict``, ``dry_run(cfg)`` and
+optionally ``check(cfg)``, run before a run directory is created. The
+glue turns the errors a user can cause (config, dataset, run directory) into one line on stderr
+and exit code 2, and a non-finite loss into exit code 1 naming the last good checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from agents.common.cli import eval_checkpoint, format_eval, resolve_run
+from agents.common.config import ConfigError, describe, from_dict, save_config
+from agents.common.run_dir import RunDir, RunDirError
+
+
+class NonFiniteLoss(RuntimeError):
+    """A training loss became NaN/inf (the message names the step and the loss terms)."""
+
+
+def check_finite(step: int, **losses: torch.Tensor) -> None:
+    """Raise NonFiniteLoss naming ``step`` and every term when any loss term is not finite."""
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    if not all(math.isfinite(v) for v in values.values()):
+        raise NonFiniteLoss(f"non-finite loss at step {step}: {values}")
+
+
+def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                  final_fraction: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up to the optimiser's lr, then cosine decay to ``final_fraction`` of it
+    (Diffusion Policy's and ViNT's schedule shape), from torch's own schedulers."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    warmup_steps = max(1, min(warmup_steps, total_steps - 1)) if total_steps > 1 else 1
+    base = optim.param_groups[0]["lr"]
+    warm = LinearLR(optim, start_factor=1e-3, end_factor=1.0, total_iters=warmup_steps)
+    decay = CosineAnnealingLR(optim, T_max=max(1, total_steps - warmup_steps), eta_min=base * final_fraction)
+    return SequentialLR(optim, [warm, decay], milestones=[warmup_steps])
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval}")
+    for name, text in (("generate", "write or continue a dataset of expert demonstrations (generate --help)"),
+                       ("info", "validate a dataset and print a summary")):
+        p = sub.add_parser(name, help=text, add_help=False)      # the data module parses its own --help
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    train = sub.add_parser("train", help="train a policy on a dataset", formatter_class=fmt,
+                           epilog="config keys (set in --config FILE or as key=value overrides):\n"
+                                  + describe(config_cls))
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. seed=1 train.steps=2000")
+    train.add_argument("--config", help=config_help)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    train.add_argument("--dry-run", action="store_true", help="validate, load the dataset, build, print, exit")
+    ev = sub.add_parser("eval", help="closed-loop evaluation of a checkpoint in the env")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint file or run directory (latest)")
+    ev.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
+    ev.add_argument("--seed", type=int, default=None, help="first env seed (default: the config's eval.seed)")
+    ev.add_argument("--no-video", action="store_true", help="skip the video and plots")
+    ev.add_argument("--out", metavar="DIR", default=None, help="where eval files go (default RUN_DIR/eval)")
+    return parser
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, data_main, data_errors: tuple,
+            train, evaluate, dry_run, check=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("generate", "info"):    # the data module's own CLI (argparse's REMAINDER
+        return data_main(argv)                       # would not pass options such as --out through)
+    args = parser.parse_args(argv)
+    user_errors = (ConfigError, RunDirError, *data_errors)
+    run = None
+    try:
+        if args.command == "eval":
+            if args.episodes is not None and args.episodes < 1:
+                parser.error("--episodes must be >= 1")
+            ckpt, state = eval_checkpoint(args.checkpoint)
+            cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
+            out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
+            out.mkdir(parents=True, exist_ok=True)
+            result = evaluate(cfg, state, args, out)
+            write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
+            print(f"eval of {ckpt}: {format_eval(result)}\nwrote {out}")
+            return 0
+        cfg, run, state = resolve_run(args, config_cls)
+        if check is not None:             # dataset and config problems before a run directory exists
+            check(cfg)
+        if args.dry_run:
+            return dry_run(cfg)
+        if run is None:
+            run = RunDir.create(cfg.run_root, agent, cfg.name)
+        save_config(cfg, run.config_path)
+        print(f"run directory: {run.path}")
+        train(cfg, run, state)
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as err:
+        last = run.latest_checkpoint() if run is not None else None
+        print(f"error: {err}; stopping. Last good checkpoint: {last or 'none yet'}", file=sys.stderr)
+        return 1
+    return 0

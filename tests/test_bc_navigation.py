@@ -1,0 +1,198 @@
+"""Navigation behaviour cloning (agents/bc_navigation.py, networks/vint.py, agents/nav_batches.py):
+chunked MambaViNT with carried state == one full-sequence pass == step-by-step deployment, ViNT's
+windowed step == its batched forward, TBPTT chunk streams, the waypoint controller, a tiny training
+run that lowers the loss, resume, closed-loop eval, and clear errors for bad inputs.
+(The dataset's write -> memory-map -> read round trip is tests/test_nav_data.py.)"""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+
+from agents.bc_navigation import main
+from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows
+from agents.nav_data import NavDataConfig, generate
+from envs.navigation import unicycle
+from networks.vint import MambaViNT, ViNT, waypoint_to_action
+
+TINY = NavDataConfig(depth=1, image_size=16, max_episode_steps=300, collision_backend="grid")
+SMALL_MODEL = ["model.dim=32", "model.cnn_width=8", "model.transformer_layers=1", "model.memory_layers=1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("navbc") / "ds", 6, seed=3, config=TINY, progress=False)
+
+
+def _images(*shape):
+    return torch.randint(0, 256, (*shape, 3, 16, 16), dtype=torch.uint8)
+
+
+def test_mambavint_chunks_with_carried_state_equal_one_full_pass_and_step_by_step():
+    torch.manual_seed(0)
+    model = MambaViNT(16, 32, layers=2, cnn_width=8).double().eval()
+    B, T = 2, 24
+    rgb, goal = _images(B, T), _images(B, 1).expand(B, T, 3, 16, 16)
+    is_init = torch.zeros(B, T, dtype=torch.bool)
+    is_init[:, 0] = True
+    is_init[1, 13] = True                                   # a new trajectory starts mid-sequence in row 1
+    with torch.no_grad():
+        full, final = model(rgb, goal, is_init, model.initial_state(B).double())
+        state, parts = model.initial_state(B).double(), []
+        for a, b in ((0, 7), (7, 16), (16, 24)):            # chunks that cut through the reset too
+            out, state = model(rgb[:, a:b], goal[:, a:b], is_init[:, a:b], state)
+            parts.append(out)
+        state_step, steps = model.initial_state(B).double(), []
+        for t in range(T):
+            out, state_step = model.step(rgb[:, t], goal[:, t], state_step, is_init[:, t])
+            steps.append(out)
+    for key in ("waypoints", "distance"):
+        chunked = torch.cat([p[key] for p in parts], 1)
+        stepped = torch.stack([s[key] for s in steps], 1)
+        torch.testing.assert_close(chunked, full[key], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(stepped, full[key], rtol=1e-7, atol=1e-7)
+    for name in final.keys():
+        torch.testing.assert_close(state[name], final[name], rtol=1e-9, atol=1e-9)
+    # the state matters: without the reset at t=13 row 1's tail would differ
+    no_reset = is_init.clone()
+    no_reset[1, 13] = False
+    with torch.no_grad():
+        other, _ = model(rgb, goal, no_reset, model.initial_state(B).double())
+    assert not torch.allclose(other["waypoints"][1, 13:], full["waypoints"][1, 13:])
+    torch.testing.assert_close(other["waypoints"][0], full["waypoints"][0])
+
+
+def test_vint_step_matches_batched_context_windows():
+    torch.manual_seed(0)
+    model = ViNT(16, 32, context=5, layers=1, heads=4, cnn_width=8, dropout=0.0).double().eval()
+    T = 9
+    rgb, goal = _images(1, T)[0], _images(1)[0]
+    rows = torch.arange(T)
+    ctx = context_rows(rows, torch.zeros(T, dtype=torch.long), 5)
+    assert ctx[0].tolist() == [0, 0, 0, 0, 0] and ctx[6].tolist() == [2, 3, 4, 5, 6]
+    with torch.no_grad():
+        batched = model(rgb[ctx], goal.expand(T, 3, 16, 16))
+        state, stepped = model.initial_state(1).double(), []
+        for t in range(T):
+            out, state = model.step(rgb[t:t + 1], goal[None], state, torch.tensor([t == 0]))
+            stepped.append(out["waypoints"][0])
+    torch.testing.assert_close(torch.stack(stepped), batched["waypoints"], rtol=1e-7, atol=1e-7)
+
+
+def test_trajectory_chunks_walk_whole_episodes_in_order_and_resume():
+    starts, lengths = torch.tensor([0, 10, 35, 40]), torch.tensor([10, 25, 5, 30])
+    ids = torch.tensor([0, 1, 2, 3])
+    sampler = TrajectoryChunks(starts, lengths, ids, batch_size=2, chunk_len=8, seed=1)
+    seen = {0: [], 1: []}
+    batches = [sampler.sample() for _ in range(12)]
+    for batch in batches:
+        for b in range(2):
+            if batch["is_init"][b, 0]:
+                seen[b].append([])
+            assert not batch["is_init"][b, 1:].any()          # episodes start only at a chunk start
+            seen[b][-1] += batch["rows"][b][batch["valid"][b]].tolist()
+    episodes = [ep for b in seen for ep in seen[b]]
+    complete = [ep for b in seen for ep in seen[b][:-1]]     # a stream's last episode may be unfinished
+    assert len(complete) >= 4
+    for ep in complete:
+        e = int(np.searchsorted(starts.numpy(), ep[0], side="right") - 1)
+        assert ep == list(range(int(starts[e]), int(starts[e] + lengths[e])))  # consecutive, whole episode
+    # every episode is drawn once per shuffled epoch: the first four starts are four different episodes
+    firsts = sorted((i, b) for b in seen for i, batch in enumerate(batches) if batch["is_init"][b, 0])[:4]
+    drawn = {int(np.searchsorted(starts.numpy(), int(batches[i]["rows"][b, 0]), side="right") - 1) for i, b in firsts}
+    assert drawn == {0, 1, 2, 3}
+    # padding rows repeat the last row and are marked invalid
+    pad = [b for b in batches if not b["valid"].all()][0]
+    r, t = torch.nonzero(~pad["valid"])[0].tolist()
+    assert pad["rows"][r, t] == pad["rows"][r, t - 1] if t else True
+    # resume: same batches after load_state_dict
+    state = sampler.state_dict()
+    expect = [sampler.sample() for _ in range(3)]
+    again = TrajectoryChunks(starts, lengths, ids, batch_size=2, chunk_len=8, seed=99)
+    again.load_state_dict(state)
+    for a, b in zip(expect, [again.sample() for _ in range(3)]):
+        assert torch.equal(a["rows"], b["rows"]) and torch.equal(a["is_init"], b["is_init"])
+
+
+def test_context_windows_stay_inside_their_episode():
+    starts, lengths = torch.tensor([0, 10]), torch.tensor([10, 20])
+    windows = ContextWindows(starts, lengths, torch.tensor([0, 1]), batch_size=256, context=5, seed=0).sample()
+    first = torch.where(windows["rows"] >= 10, 10, 0)
+    assert (windows["context"] >= first[:, None]).all() and (windows["context"][:, -1] == windows["rows"]).all()
+    assert (windows["context"].diff(dim=1) >= 0).all()
+
+
+@pytest.mark.parametrize("v,w", [(0.8, 0.0), (0.5, 1.2), (0.0, -1.5), (1.0, -0.7)])
+def test_waypoint_controller_inverts_one_unicycle_step(v, w):
+    dt = 0.25
+    pose = unicycle(np.zeros(3), v, w, dt)
+    wp = torch.tensor([[pose[0], pose[1], math.cos(pose[2]), math.sin(pose[2])]], dtype=torch.float64)
+    action = waypoint_to_action(wp[None], 0, dt, max_speed=1.0, max_turn_rate=1.5)[0]
+    torch.testing.assert_close(action, torch.tensor([v, w / 1.5], dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def _csv(run, name):
+    rows = (next(run.rglob(f"scalars/{name}.csv"))).read_text().split()
+    return [float(r.split(",")[1]) for r in rows]
+
+
+def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, capsys):
+    root = tmp_path / "runs"
+    common = [f"data.path={dataset}", f"run_root={root}", "data.val_episodes=1", "train.batch_size=2",
+              "train.chunk_len=32", "train.log_every=5", "train.val_every=60", "train.warmup_steps=5",
+              "train.lr=1e-3", *SMALL_MODEL]
+    assert main(["train", *common, "name=m", "train.steps=40", "train.checkpoint_every=20"]) == 0
+    run = next((root / "bc_navigation").glob("m-*"))
+    loss = _csv(run, "loss")
+    assert len(loss) == 8 and loss[-1] < 0.5 * loss[0], loss
+    # resume to 60 steps: continues from step 40, not from scratch
+    assert main(["train", "--resume", str(run), "train.steps=60"]) == 0
+    assert "resumed at step 40" in capsys.readouterr().out
+    assert len(_csv(run, "loss")) == 12 and len(_csv(run, "val_loss")) == 2   # at the end of each part
+    # closed-loop eval on unseen maps, with video and trajectory plot
+    assert main(["eval", str(run), "--episodes", "2", "--seed", "5"]) == 0
+    result = json.loads((run / "eval" / "eval_ckpt_000000000060.json").read_text())
+    for key in ("success_rate", "spl", "collision_rate", "control_hz", "mean_steps"):
+        assert key in result
+    assert 0.0 <= result["spl"] <= result["success_rate"] <= 1.0 and result["control_hz"] > 0
+    assert (run / "eval" / "trajectories.png").stat().st_size > 1000
+    assert len(json.loads((run / "eval" / "episodes.json").read_text())) == 2
+    assert any((run / "eval").glob("episode_0.*"))
+
+
+def test_vint_trains_through_the_same_cli(dataset, tmp_path):
+    args = [f"data.path={dataset}", f"run_root={tmp_path}", "data.val_episodes=1", "train.batch_size=2",
+            "train.chunk_len=16", "train.steps=3", "model.kind=vint", *SMALL_MODEL]
+    assert main(["train", *args]) == 0
+    ckpt = next(tmp_path.rglob("ckpt_*.pt"))
+    state = torch.load(ckpt, weights_only=True)
+    assert state["step"] == 3 and state["config"]["model"]["kind"] == "vint" and state["carried"] is None
+
+
+def test_bad_inputs_give_clear_errors(dataset, tmp_path, capsys):
+    assert main(["train", f"data.path={tmp_path / 'nowhere'}", f"run_root={tmp_path}"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    assert main(["train", f"data.path={broken}", f"run_root={tmp_path}"]) == 2
+    assert "broken" in capsys.readouterr().err
+    assert main(["train", f"data.path={dataset}", "model.kind=lstm", f"run_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.kind" in err and "mambavint" in err
+    assert main(["train", f"data.path={dataset}", "data.val_episodes=6", f"run_root={tmp_path}"]) == 2
+    assert "data.val_episodes" in capsys.readouterr().err
+    assert main(["train", f"data.path={dataset}", "data.val_episodes=1", "train.batch_size=50",
+                 f"run_root={tmp_path}"]) == 2
+    assert "train.batch_size" in capsys.readouterr().err
+    assert not (tmp_path / "bc_navigation").exists()         # nothing half-made is left behind
+    assert main(["eval", str(tmp_path / "no_run")]) == 2
+    assert "no_run" in capsys.readouterr().err
+
+
+def test_dry_run_prints_parameter_counts(dataset, capsys):
+    assert main(["train", "--dry-run", f"data.path={dataset}", "data.val_episodes=1", "train.batch_size=2", *SMALL_MODEL]) == 0
+    out = capsys.readouterr().out
+    assert "mambavint: " in out and "total" in out and "6 episodes" in out
