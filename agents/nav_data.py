@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import fcntl
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -264,16 +265,33 @@ def episode_rows(ep: dict, config: NavDataConfig, index: int, start: int, seed: 
     return steps, row
 
 
+_WORKER_ENV: dict = {}
+
+
+def _rollout_job(job) -> dict:
+    """One expert episode (in a worker process or inline); the env is built once per process."""
+    from envs.nav_expert import NavExpert, rollout
+    from envs.navigation import NavigationEnv
+
+    env_kwargs, config, seed, i = job
+    key = repr(sorted(env_kwargs.items()))
+    if key not in _WORKER_ENV:
+        env = NavigationEnv(**env_kwargs)
+        _WORKER_ENV.clear()
+        _WORKER_ENV[key] = (env, NavExpert(env))
+    env, expert = _WORKER_ENV[key]
+    return rollout(env, expert, seed=episode_seed(seed, i),
+                   options={"cue": i % 2 ** config.depth} if config.balanced_cues else None)
+
+
 def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, workers: int = 1) -> Path:
     """Write (or continue) a dataset of ``episodes`` expert episodes in ``out``. Re-running on the
     same folder continues after the last committed episode; the settings and seed must match the
     folder's, else NavDatasetError says which differ."""
     from tqdm import tqdm
 
-    from envs.nav_expert import NavExpert, rollout
-
-    out, config = Path(out), config or NavDataConfig()
+    out, config, pool = Path(out), config or NavDataConfig(), None
     spec = dict(zip(("steps", "episodes"), config.columns()))
     fresh = {"format": FORMAT, "config": dataclasses.asdict(config), "seed": int(seed), "env": config.env_kwargs(),
              "num_episodes": 0, "num_steps": 0,
@@ -314,14 +332,15 @@ def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = N
             if progress:
                 print(f"{out}: already holds {done} episodes (asked for {episodes}); nothing to do")
             return out
-        from envs.navigation import NavigationEnv
-        env = NavigationEnv(**manifest["env"])
-        expert = NavExpert(env)
-        n_cues, wins = 2 ** config.depth, 0
+        wins = 0
         bar = tqdm(total=episodes, initial=done, desc="episodes", unit="ep", disable=not progress)
-        for i in range(done, episodes):
+        jobs = [(manifest["env"], config, seed, i) for i in range(done, episodes)]
+        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+        # rollouts may run in worker processes (each episode is seeded on its own, so the data do not
+        # depend on the worker count); this process writes them in episode order, one commit each
+        results = pool.imap(_rollout_job, jobs, chunksize=1) if pool else map(_rollout_job, jobs)
+        for i, ep in zip(range(done, episodes), results):
             s = episode_seed(seed, i)
-            ep = rollout(env, expert, seed=s, options={"cue": i % n_cues} if config.balanced_cues else None)
             steps, row = episode_rows(ep, config, i, manifest["num_steps"], s)
             for table, data in (("steps", steps), ("episodes", {k: np.asarray(v)[None] for k, v in row.items()})):
                 for key, (dtype, shape) in spec[table].items():
@@ -338,9 +357,10 @@ def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = N
             bar.update(1)
             bar.set_postfix(steps=manifest["num_steps"], success=f"{wins / (i + 1 - done):.0%}")
         bar.close()
-        env.close()
         return out
     finally:
+        if pool is not None:
+            pool.terminate()
         for fh in files.values():
             fh.close()
         lock.close()
@@ -373,6 +393,8 @@ def main(argv=None) -> int:
     gen.add_argument("--episodes", required=True, type=int, metavar="N", help="total episodes the folder should hold")
     gen.add_argument("--seed", type=int, default=0, help="dataset seed; episode i uses episode_seed(seed, i)")
     gen.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
+    gen.add_argument("--workers", type=int, default=1, help="processes running expert rollouts (the data "
+                     "do not depend on it)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     info = sub.add_parser("info", help="validate a dataset and print a summary")
     info.add_argument("path", metavar="DIR")
@@ -383,7 +405,7 @@ def main(argv=None) -> int:
                 parser.error("--episodes must be >= 1")
             data = read_config_file(args.config) if args.config else {}
             config = from_dict(NavDataConfig, apply_overrides(data, args.overrides))
-            generate(args.out, args.episodes, args.seed, config, progress=not args.quiet)
+            generate(args.out, args.episodes, args.seed, config, progress=not args.quiet, workers=max(1, args.workers))
             print(summary(load_dataset(args.out)))
         else:
             print(summary(load_dataset(args.path)))

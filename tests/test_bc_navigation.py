@@ -133,6 +133,27 @@ def test_waypoint_controller_inverts_one_unicycle_step(v, w):
     torch.testing.assert_close(action, torch.tensor([v, w / 1.5], dtype=torch.float64), atol=1e-6, rtol=0)
 
 
+def test_expert_labels_through_the_controller_reproduce_the_demonstration(dataset):
+    """The eval path's waypoint -> action step, fed the dataset's own labels, drives the robot along
+    the expert's trajectory to the goal: control error in eval is the policy's alone."""
+    from agents.nav_data import load_dataset
+    ds = load_dataset(dataset)
+    env = ds.make_env()
+    for e in range(2):
+        s, n = int(ds.episodes["start"][e]), int(ds.episodes["length"][e])
+        env.reset(seed=int(ds.episodes["seed"][e]), options={"cue": int(ds.episodes["cue"][e])})
+        yaw = ds.steps["waypoint_yaw"][s:s + n].double()
+        wp = torch.cat([ds.steps["waypoints"][s:s + n].double(), torch.stack([yaw.cos(), yaw.sin()], -1)], -1)
+        actions = waypoint_to_action(wp, 0, env.dt, env.max_speed, env.max_turn_rate)
+        for t in range(n - 1):
+            _, _, term, trunc, info = env.step(actions[t].numpy())
+            if term or trunc:
+                break
+        assert info["success"] and t == n - 2
+        torch.testing.assert_close(actions[: n - 1].float(), ds.steps["action"][s:s + n - 1], atol=1e-4, rtol=0)
+    env.close()
+
+
 def _csv(run, name):
     rows = (next(run.rglob(f"scalars/{name}.csv"))).read_text().split()
     return [float(r.split(",")[1]) for r in rows]

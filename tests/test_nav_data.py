@@ -69,6 +69,11 @@ def test_resume_writes_what_one_run_writes_and_drops_a_torn_episode(dataset_dir,
     assert _files(part) == before
 
 
+def test_worker_processes_write_the_same_bytes(dataset_dir, tmp_path):
+    generate(tmp_path / "par", 3, seed=7, config=SMALL, progress=False, workers=2)
+    assert _files(tmp_path / "par") == _files(dataset_dir)
+
+
 def test_resume_refuses_other_settings(dataset_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(dataset_dir, copy)
