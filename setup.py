@@ -16,6 +16,9 @@ CORE = [
     "pyyaml>=6.0",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    # DDPM/DDIM schedulers of the diffusion-policy agent (agents/bc_diffusion.py);
+    # pulls huggingface_hub, but nothing is downloaded at runtime
+    "diffusers>=0.30",
 ]
 
 EXTRAS = {

@@ -130,9 +130,9 @@ def phase_report(args) -> None:
     for r in rows:
         lines.append(f"| {r['kind']} | {r['seed']} | {100 * r['success_rate']:.0f}% | {100 * r['spl']:.1f}% | "
                      f"{100 * r['collision_rate']:.0f}% | {r['success_by_cue']} | {r['control_hz']:.0f} |")
-    (out / "bc_navigation.md").write_text("\n".join(lines) + "\n")
-    (out / "bc_navigation.json").write_text(json.dumps({"command": cmd, "summary": summary, "runs": rows}, indent=1))
-    plot(summary, rows, out / "bc_navigation.png", 100 / 2 ** args.depth)
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps({"command": cmd, "summary": summary, "runs": rows}, indent=1))
+    plot(summary, rows, out / f"{args.name}.png", 100 / 2 ** args.depth)
     print("\n".join(lines))
 
 
@@ -201,6 +201,7 @@ def main() -> None:
     p.add_argument("--runs", default="runs/bc_nav_compare")
     p.add_argument("--parallel", type=int, default=0, help="processes at once (0: all)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--name", default="bc_navigation", help="report: file names under --out")
     p.add_argument("--threads", type=int, default=1, help="hz: torch threads")
     args = p.parse_args()
     phases = ["generate", "train", "eval", "report"] if args.phase == "all" else [args.phase]

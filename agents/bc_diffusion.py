@@ -1,0 +1,259 @@
+"""Behaviour cloning with diffusion: 3D Diffusion Policy (DP3) and Mamba Policy (seed 001).
+
+    python agents/bc_diffusion.py generate --task push --episodes 100 --out data/manip/push --seed 0
+    python agents/bc_diffusion.py info data/manip/push
+    python agents/bc_diffusion.py train --config configs/manip/push_mamba1.yaml [key=value ...]
+    python agents/bc_diffusion.py train --config configs/manip/push_unet.yaml data.path=data/manip/pick_place
+    python agents/bc_diffusion.py train --resume runs/bc_diffusion/<run>
+    python agents/bc_diffusion.py eval runs/bc_diffusion/<run> --episodes 20
+
+The algorithm, top to bottom (``train``): the whole dataset goes into (device) memory (6 KiB a
+step); every step draws ``batch_size`` windows of ``horizon`` rows that stay inside one episode
+(padded by repeating its first observation / last action, as Diffusion Policy's sampler), the
+first ``n_obs_steps`` observations of the window condition the denoiser and all ``horizon``
+actions are the diffusion target. Loss: DDPM noise-prediction MSE (``DiffusionPolicy.compute_loss``),
+AdamW + warm-up/cosine lr, an EMA of the weights (torch's AveragedModel with Diffusion Policy's
+warm-up), which is what ``eval`` acts with. ``eval`` runs the env closed loop: keep the last
+``n_obs_steps`` observations (the first one repeated at reset), sample a chunk with DDIM, execute
+``n_action_steps`` of it, repeat.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python agents/bc_diffusion.py` from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import torch
+
+from agents.bc_diffusion_config import Config
+from agents.common.bc import bc_main, bc_parser, check_finite, parameter_count, warmup_cosine
+from agents.common.config import ConfigError, to_dict
+from agents.common.loggers import log_scalars, make_logger
+from agents.common.run_dir import RunDir, rng_state, set_rng_state
+from agents.manip_data import DatasetError, load_dataset
+from agents.manip_data import main as data_main
+from networks.diffusion_policy import DiffusionPolicy, make_policy
+
+AGENT = "bc_diffusion"
+
+
+def pick_device(cfg: Config) -> torch.device:
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'train.device': cuda requested but no CUDA device is available")
+    return torch.device(cfg.train.device)
+
+
+class Windows:
+    """The dataset in memory + Diffusion Policy's window sampler: ``sample(B)`` -> training batch."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        p = cfg.policy
+        self.demos = load_dataset(cfg.data.path)
+        meta = self.demos.meta["config"]
+        self.task, self.num_points = meta["task"], int(meta["num_points"])
+        data = self.demos.data
+        # clone out of the memmap: random gathers from RAM / GPU memory, not the page cache
+        self.pc, self.pos, self.act = (data[k].clone().to(device) for k in ("point_cloud", "agent_pos", "action"))
+        self.index = self.demos.window_indices(p.horizon, p.n_obs_steps - 1, p.n_action_steps - 1).to(device)
+        self.n_obs, self.device = p.n_obs_steps, device
+
+    def sample(self, batch_size: int) -> dict:
+        rows = self.index[torch.randint(len(self.index), (batch_size,), device=self.device)]   # [B, T]
+        obs = rows[:, : self.n_obs]                                                          # [B, To]
+        return {"point_cloud": self.pc[obs], "agent_pos": self.pos[obs], "action": self.act[rows]}
+
+
+def ema_warmup_avg_fn(max_decay: float, power: float = 0.75):
+    """``multi_avg_fn`` for torch's AveragedModel: EMA with Diffusion Policy's warm-up, decay =
+    min(max_decay, 1 - (1 + n)^-power) after n updates, so a short run's EMA is not still mostly its
+    random initialisation (a fixed 0.9999 needs ~10^4 steps). torch's get_ema_multi_avg_fn is
+    the same update with a constant decay. Why not diffusers' EMAModel: importing
+    diffusers.training_utils pulls diffusers' model zoo (and transformers/peft when installed)."""
+
+    def avg(ema_params, params, n_averaged):
+        decay = min(max_decay, 1.0 - (1.0 + float(n_averaged)) ** -power)
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+    return avg
+
+
+def param_report(policy: DiffusionPolicy) -> dict:
+    return {"encoder": parameter_count(policy.encoder), "denoiser": parameter_count(policy.denoiser),
+            "total": parameter_count(policy)}
+
+
+# ------------------------------------------------------------------------------------ training
+def train(cfg: Config, run: RunDir, state: dict | None) -> None:
+    from torch.optim.swa_utils import AveragedModel
+    from tqdm import tqdm
+
+    device = pick_device(cfg)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    data = Windows(cfg, device)
+    policy = make_policy(cfg.policy, data.num_points).to(device)
+    policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})
+    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, betas=(0.95, 0.999),
+                              weight_decay=cfg.train.weight_decay)
+    sched = warmup_cosine(optim, cfg.train.warmup, cfg.train.steps)
+    # use_buffers: the EMA copy carries the normalisers too, so it is a complete acting policy
+    ema = AveragedModel(policy, multi_avg_fn=ema_warmup_avg_fn(cfg.train.ema_decay), use_buffers=True)
+    step = 0
+    if state is not None:
+        policy.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        sched.load_state_dict(state["sched"])
+        ema.load_state_dict(state["ema"])
+        step = int(state["step"])
+        set_rng_state(state["rng"])
+        print(f"resumed from step {step}")
+    counts = param_report(policy)
+    print(f"task {data.task}: {len(data.demos.episodes)} episodes, {len(data.demos)} steps, "
+          f"{len(data.index)} windows; device {device}")
+    print(f"parameters ({cfg.policy.denoiser}): encoder {counts['encoder']:,}, denoiser {counts['denoiser']:,}, "
+          f"total {counts['total']:,}")
+    logger = make_logger(cfg.logger, run.path, AGENT, config=to_dict(cfg))
+
+    def save() -> Path:
+        return run.save_checkpoint({
+            "model": policy.state_dict(), "ema": ema.state_dict(), "ema_model": ema.module.state_dict(),
+            "optim": optim.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng_state(),
+            "config": to_dict(cfg), "task": data.task, "num_points": data.num_points, "params": counts}, step)
+
+    policy.train()
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step")
+    running, n, t0 = 0.0, 0, time.perf_counter()
+    while step < cfg.train.steps:
+        loss = policy.compute_loss(data.sample(cfg.train.batch_size))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+        optim.step()
+        sched.step()
+        ema.update_parameters(policy)
+        step += 1
+        loss = loss.detach()
+        check_finite(step, loss=loss)          # one sync a step; cheap next to a UNet step
+        running, n = running + float(loss), n + 1
+        bar.update()
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            dt = time.perf_counter() - t0
+            log_scalars(logger, {"train/loss": running / n, "train/lr": sched.get_last_lr()[0],
+                                 "train/steps_per_s": n / dt}, step)
+            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            running, n, t0 = 0.0, 0, time.perf_counter()
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+            save()
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+            result = rollout(cfg, ema.module, data.task, cfg.eval.episodes, cfg.eval.seed, None)
+            log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, step)
+            policy.train()
+    bar.close()
+    print(f"done: {step} steps; last checkpoint {run.latest_checkpoint()}")
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def _stack(history: deque, device) -> dict:
+    """Last n_obs_steps env observations -> point_cloud [1, To, P, 3], agent_pos [1, To, 11]."""
+    return {k: torch.from_numpy(np.stack([o[k] for o in history]))[None].to(device)
+            for k in ("point_cloud", "agent_pos")}
+
+
+@torch.no_grad()
+def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed: int, video_path) -> dict:
+    """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk."""
+    from agents.common.video import write_video
+    from envs.manipulation import PandaManipEnv
+
+    device = next(policy.parameters()).device
+    policy.eval()
+    env = PandaManipEnv(task=task, num_points=policy.num_points)
+    successes, lengths, times, frames = [], [], [], []
+    try:
+        for ep in range(episodes):
+            obs, info = env.reset(seed=seed + ep)
+            gen = torch.Generator(device).manual_seed(seed + ep)    # the sampling noise is seeded too
+            history = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)  # first obs repeated
+            record = video_path is not None and ep == 0
+            frames += [env.render()] if record else []
+            done, steps, success = False, 0, False
+            while not done:
+                t = time.perf_counter()
+                chunk = policy.predict_action(_stack(history, device), generator=gen)["action"][0]
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(1000 * (time.perf_counter() - t))
+                for a in chunk.cpu().numpy():
+                    obs, _, terminated, truncated, info = env.step(a)
+                    history.append(obs)
+                    steps += 1
+                    frames += [env.render()] if record else []
+                    success = success or bool(info["success"])
+                    done = terminated or truncated
+                    if done:
+                        break
+            successes.append(success)
+            lengths.append(steps)
+    finally:
+        env.close()
+    result = {"task": task, "denoiser": cfg.policy.denoiser, "episodes": episodes,
+              "success_rate": float(np.mean(successes)), "mean_episode_length": float(np.mean(lengths)),
+              "inference_ms_mean": float(np.mean(times)), "inference_ms_p95": float(np.percentile(times, 95))}
+    if frames:
+        result["video"] = str(write_video(frames, video_path, fps=10))
+    return result
+
+
+def evaluate(cfg: Config, state: dict, args, out: Path) -> dict:
+    device = pick_device(cfg)
+    policy = make_policy(cfg.policy, int(state["num_points"])).to(device)
+    policy.load_state_dict(state["ema_model"])       # act with the EMA weights, as DP3 evaluates
+    episodes = args.episodes or cfg.eval.episodes
+    seed = cfg.eval.seed if args.seed is None else args.seed
+    video = None if args.no_video or not cfg.eval.video else out / f"{state['task']}_{cfg.policy.denoiser}_ep0.mp4"
+    result = rollout(cfg, policy, state["task"], episodes, seed, video)
+    result["step"] = int(state["step"])
+    result.update({f"params_{k}": v for k, v in param_report(policy).items()})
+    return result
+
+
+def dry_run(cfg: Config) -> int:
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    device = pick_device(cfg)
+    data = Windows(cfg, device)
+    policy = make_policy(cfg.policy, data.num_points).to(device)
+    policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})
+    counts = param_report(policy)
+    with torch.no_grad():
+        loss = policy.compute_loss(data.sample(2))
+    print(f"task {data.task}: {len(data.demos.episodes)} episodes, {len(data.index)} windows; "
+          f"parameters: encoder {counts['encoder']:,}, denoiser {counts['denoiser']:,}, total {counts['total']:,}; "
+          f"loss on 2 windows {float(loss):.4f}; device {device}")
+    return 0
+
+
+def check(cfg: Config) -> None:
+    """The dataset opens and validates (before bc_main creates a run directory)."""
+    load_dataset(cfg.data.path)
+
+
+def main(argv=None) -> int:
+    parser = bc_parser("bc_diffusion.py", "Diffusion-policy BC (DP3 UNet or Mamba Policy) on point-cloud "
+                       "manipulation demos.", Config, "YAML config (configs/manip/*.yaml)")
+    return bc_main(argv, parser=parser, agent=AGENT, config_cls=Config, data_main=data_main,
+                   data_errors=(DatasetError,), train=train, evaluate=evaluate, dry_run=dry_run,
+                   check=check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
