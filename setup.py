@@ -16,10 +16,10 @@ CORE = [
     "pyyaml>=6.0",
     "tqdm>=4.66",
     "matplotlib>=3.8",
-    # DDPM/DDIM schedulers of the diffusion-policy agent (agents/bc_diffusion.py);
-    # pulls huggingface_hub, but nothing is downloaded at runtime
-    "diffusers>=0.30",
 ]
+# DDPM/DDIM schedulers of the diffusion-policy agent (agents/bc_diffusion.py); pulls
+# huggingface_hub, but nothing is downloaded at run time. An extra: the other agents do not need it.
+DIFFUSION = ["diffusers>=0.30"]
 
 EXTRAS = {
     # Compiled on a CUDA machine from sdists; see DESIGN.md section 7 / README "GPU".
@@ -35,7 +35,8 @@ EXTRAS = {
     "ray": ["ray>=2.9"],
     # the external RecurrentPPO baseline of benchmarks/sb3_baseline.py (its test skips without it)
     "sb3": ["sb3-contrib>=2.3"],
-    "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "msgpack>=1.0"],
+    "diffusion": DIFFUSION,
+    "dev": ["pytest>=8.0", "pytest-xdist>=3.5", "msgpack>=1.0", *DIFFUSION],
 }
 
 setup(

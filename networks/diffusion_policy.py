@@ -275,8 +275,12 @@ class DiffusionPolicy(nn.Module):
                  num_points: int = 512, state_dim: int = 11, action_dim: int = 4, kernel_size: int = 5,
                  attention: bool = True, encoder_dim: int = 64):
         super().__init__()
-        from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-        from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+        try:
+            from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+            from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+        except ImportError as e:
+            raise ImportError("the diffusion policy needs diffusers' schedulers: pip install -e '.[diffusion]' "
+                              f"({type(e).__name__}: {e})") from e
 
         if denoiser not in DENOISERS:
             raise ValueError(f"denoiser must be one of {list(DENOISERS)}, got {denoiser!r}")
