@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from agents.bc_diffusion_config import Config
-from agents.common.bc import bc_main, bc_parser, check_finite, parameter_count, warmup_cosine
+from agents.common.bc import bc_main, bc_parser, check_finite, parameter_count, restore_training, warmup_cosine
 from agents.common.config import ConfigError, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.run_dir import RunDir, rng_state, set_rng_state
+from agents.common.run_dir import RunDir, rng_state
 from agents.manip_data import DatasetError, load_dataset
 from agents.manip_data import main as data_main
 from networks.diffusion_policy import DiffusionPolicy, make_policy
@@ -107,12 +107,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     ema = AveragedModel(policy, multi_avg_fn=ema_warmup_avg_fn(cfg.train.ema_decay), use_buffers=True)
     step = 0
     if state is not None:
-        policy.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        ema.load_state_dict(state["ema"])
-        step = int(state["step"])
-        set_rng_state(state["rng"])
+        step = restore_training(state, model=policy, optim=optim, sched=sched, ema=ema)
         print(f"resumed from step {step}")
     counts = param_report(policy)
     print(f"task {data.task}: {len(data.demos.episodes)} episodes, {len(data.demos)} steps, "

@@ -32,10 +32,10 @@ from tensordict import TensorDict
 
 from agents import nav_data
 from agents.bc_nav_config import Config
-from agents.common.bc import bc_main, bc_parser, check_finite, warmup_cosine
+from agents.common.bc import bc_main, bc_parser, check_finite, restore_training, warmup_cosine
 from agents.common.config import ConfigError, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.run_dir import RunDir, rng_state, set_rng_state
+from agents.common.run_dir import RunDir, rng_state
 from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
 from networks.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
 
@@ -153,14 +153,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     carried = model.initial_state(t.batch_size, device) if cfg.model.kind == "mambavint" else None
     step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        sched.load_state_dict(state["sched"])
-        sampler.load_state_dict(state["sampler"])
+        step = restore_training(state, model=model, optim=optim, sched=sched, sampler=sampler)
         if carried is not None:
             carried = TensorDict(state["carried"], [t.batch_size]).to(device)
-        set_rng_state(state["rng"])
-        step = int(state["step"])
         print(f"resumed at step {step}")
     logger = make_logger(cfg.logger, run.path, AGENT, config=to_dict(cfg))
 

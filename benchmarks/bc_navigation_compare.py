@@ -162,7 +162,7 @@ def phase_hz(args) -> None:
     from agents.bc_nav_config import Config
     from agents.bc_navigation import build_model
     torch.set_num_threads(args.threads)
-    lines = [f"| model | params | ms per step | Hz | threads |", "|---|---|---|---|---|"]
+    lines = ["| model | params | ms per step | Hz | threads |", "|---|---|---|---|---|"]
     for kind in args.kinds:
         cfg = Config()
         cfg.model.kind = kind

@@ -24,7 +24,7 @@ import torch
 
 from agents.common.cli import eval_checkpoint, format_eval, resolve_run
 from agents.common.config import ConfigError, describe, from_dict, save_config
-from agents.common.run_dir import RunDir, RunDirError
+from agents.common.run_dir import RunDir, RunDirError, set_rng_state
 
 
 class NonFiniteLoss(RuntimeError):
@@ -49,6 +49,15 @@ def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: 
     warm = LinearLR(optim, start_factor=1e-3, end_factor=1.0, total_iters=warmup_steps)
     decay = CosineAnnealingLR(optim, T_max=max(1, total_steps - warmup_steps), eta_min=base * final_fraction)
     return SequentialLR(optim, [warm, decay], milestones=[warmup_steps])
+
+
+def restore_training(state: dict, **stateful) -> int:
+    """Resume: ``obj.load_state_dict(state[name])`` for each ``name=obj`` (model, optimiser, lr
+    schedule, sampler, EMA...), then the RNG streams; returns the step the checkpoint was taken at."""
+    for name, obj in stateful.items():
+        obj.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    return int(state["step"])
 
 
 def parameter_count(module: torch.nn.Module) -> int:
