@@ -44,6 +44,8 @@ class TrainConfig:
     warmup_steps: int = field_spec(200, min=0)
     grad_clip: float = field_spec(1.0, min=0.0, help="max grad norm (0: off)")
     distance_weight: float = field_spec(0.1, min=0.0, help="weight of the temporal-distance loss")
+    cue_weight: float = field_spec(0.0, min=0.0, help="auxiliary loss: classify the episode's cue from the "
+                                   "policy's features at every step (0: off, the seed's MambaViNT)")
     waypoint_scale: float = field_spec(0.25, min=1e-3, help="metres per unit of waypoint output (~one step)")
     distance_scale: float = field_spec(100.0, min=1.0, help="steps per unit of distance output")
     log_every: int = field_spec(50, min=1)

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # `python agents/bc_navigation.py` from the repo 
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 
 from agents import nav_data
@@ -50,15 +51,18 @@ def pick_device(name: str) -> torch.device:
                         ("cpu" if name == "auto" else name))
 
 
-def build_model(cfg: Config, image_size: int, num_waypoints: int) -> torch.nn.Module:
+def build_model(cfg: Config, image_size: int, num_waypoints: int, depth: int = 1) -> torch.nn.Module:
+    """The policy of ``cfg.model``; with ``train.cue_weight`` > 0 it gets a 2**depth-way cue head."""
     m = cfg.model
+    cues = 2 ** depth if cfg.train.cue_weight > 0 else 0
     if m.cnn_width % 8:
         raise ConfigError(f"model.cnn_width must be a multiple of 8 (GroupNorm groups), got {m.cnn_width}")
     if m.kind == "vint":
         if m.dim % m.heads:
             raise ConfigError(f"model.dim ({m.dim}) must be divisible by model.heads ({m.heads})")
-        return ViNT(image_size, m.dim, m.context, m.transformer_layers, m.heads, num_waypoints, m.cnn_width, m.dropout)
-    return MambaViNT(image_size, m.dim, m.memory_layers, num_waypoints, m.cnn_width, m.memory_kind)
+        return ViNT(image_size, m.dim, m.context, m.transformer_layers, m.heads, num_waypoints, m.cnn_width, m.dropout,
+                    cues)
+    return MambaViNT(image_size, m.dim, m.memory_layers, num_waypoints, m.cnn_width, m.memory_kind, cues)
 
 
 class NavData:
@@ -69,7 +73,7 @@ class NavData:
         self.train_ids, self.val_ids = split_episodes(self.ds.num_episodes, cfg.data.val_episodes)
         self.starts, self.lengths = self.ds.episodes["start"].clone(), self.ds.episodes["length"].clone()
         cols = TensorDict({k: self.ds.steps[k] for k in ("rgb", *LABEL_KEYS)}, [len(self.ds)])
-        goals = self.ds.episodes["goal_rgb"]
+        goals, self.cues = self.ds.episodes["goal_rgb"], self.ds.episodes["cue"].clone().to(device)
         self.device = device if cfg.data.preload else torch.device("cpu")
         self.steps = cols.to(self.device) if cfg.data.preload else cols
         self.goals = goals.to(self.device) if cfg.data.preload else goals
@@ -81,12 +85,14 @@ class NavData:
         flat = rows.reshape(-1).to(self.device)
         td = self.steps[flat]
         td["goal_rgb"] = self.goals[td["episode"]]
+        td["cue"] = self.cues[td["episode"].to(self.cues.device)].to(td.device)
         return td.reshape(rows.shape).to(device)
 
 
 def nav_loss(out: dict, labels: TensorDict, cfg: Config, valid: torch.Tensor | None = None) -> dict:
     """ViNT's losses, per position then averaged over valid positions: waypoint MSE over
-    (x / scale, y / scale, cos, sin) and the distance MSE in ``distance_scale`` steps."""
+    (x / scale, y / scale, cos, sin) and the distance MSE in ``distance_scale`` steps; with a cue
+    head, + cue_weight x the cross-entropy of the episode's cue."""
     t = cfg.train
     yaw = labels["waypoint_yaw"]
     target = torch.cat([labels["waypoints"] / t.waypoint_scale, torch.stack([yaw.cos(), yaw.sin()], -1)], -1)
@@ -95,8 +101,14 @@ def nav_loss(out: dict, labels: TensorDict, cfg: Config, valid: torch.Tensor | N
     w = torch.ones_like(wp) if valid is None else valid.float()
     n = w.sum().clamp(min=1.0)
     waypoint_loss, distance_loss = (wp * w).sum() / n, (dist * w).sum() / n
-    return {"loss": waypoint_loss + t.distance_weight * distance_loss,
-            "waypoint_loss": waypoint_loss, "distance_loss": distance_loss}
+    losses = {"loss": waypoint_loss + t.distance_weight * distance_loss,
+              "waypoint_loss": waypoint_loss, "distance_loss": distance_loss}
+    if "cue_logits" in out:
+        logits = out["cue_logits"]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels["cue"].reshape(-1), reduction="none")
+        losses["cue_loss"] = (ce * w.reshape(-1)).sum() / n
+        losses["loss"] = losses["loss"] + t.cue_weight * losses["cue_loss"]
+    return losses
 
 
 def vint_forward(model, data: NavData, rows: torch.Tensor, context: torch.Tensor, device):
@@ -137,7 +149,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
     data = NavData(cfg, device)
-    model = build_model(cfg, data.image_size, data.num_waypoints).to(device)
+    model = build_model(cfg, data.image_size, data.num_waypoints, data.ds.config.depth).to(device)
     counts = parameter_counts(model)
     print(f"{cfg.model.kind} on {device}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     print(f"dataset {cfg.data.path}: {len(data.train_ids)} training / {len(data.val_ids)} validation episodes, "
@@ -247,7 +259,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     if cfg.eval.waypoint_index >= ds.config.num_waypoints:
         raise ConfigError(f"eval.waypoint_index must be < the dataset's num_waypoints "
                           f"({ds.config.num_waypoints}), got {cfg.eval.waypoint_index}")
-    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints)
+    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     env = ds.make_env()
@@ -324,7 +336,7 @@ def check(cfg: Config):
     if cfg.model.kind == "mambavint" and len(train_ids) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size} streams) exceeds the {len(train_ids)} "
                           "training episodes: lower it or generate more episodes")
-    build_model(cfg, ds.config.image_size, ds.config.num_waypoints)
+    build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
     return ds
 
 
@@ -332,7 +344,7 @@ def dry_run(cfg: Config) -> int:
     import yaml
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     ds = check(cfg)
-    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints)
+    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
     print(f"{cfg.model.kind}: " + ", ".join(f"{k} {v:,}" for k, v in parameter_counts(model).items()))
     print(nav_data.summary(ds))
     return 0

@@ -54,7 +54,7 @@ def probe(run: Path, maps: int, first_seed: int):
     ckpt, state = eval_checkpoint(run)
     cfg = from_dict(Config, state["config"])
     ds = load_dataset(cfg.data.path)
-    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints)
+    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
     model.load_state_dict(state["model"])
     model.eval()
     correct, total, distinct = 0, 0, 0

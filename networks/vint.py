@@ -80,11 +80,18 @@ class NavHeads(nn.Module):
         return {"distance": self.distance(h).squeeze(-1), "waypoints": torch.cat([xy, cs], -1)}
 
 
+def with_cue(out: dict, cue_head: nn.Module | None, feat: Tensor) -> dict:
+    """Adds "cue_logits" (the optional auxiliary task: which cue started this episode) to ``out``."""
+    if cue_head is not None:
+        out["cue_logits"] = cue_head(feat)
+    return out
+
+
 class ViNT(nn.Module):
     """ViNT-style baseline: the last ``context`` frames + the goal, a small transformer."""
 
     def __init__(self, image_size: int = 64, dim: int = 128, context: int = 5, layers: int = 4, heads: int = 4,
-                 num_waypoints: int = 5, cnn_width: int = 32, dropout: float = 0.1):
+                 num_waypoints: int = 5, cnn_width: int = 32, dropout: float = 0.1, num_cues: int = 0):
         super().__init__()
         self.context = context
         self.obs_encoder = ImageEncoder(3, dim, image_size, cnn_width)
@@ -96,12 +103,14 @@ class ViNT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.compress = nn.Linear((context + 1) * dim, dim)     # ViNT flattens the output tokens
         self.heads = NavHeads(dim, num_waypoints)
+        self.cue_head = nn.Linear(dim, num_cues) if num_cues else None
 
     def _decode(self, obs_tokens: Tensor, goal_token: Tensor) -> dict[str, Tensor]:
         # obs_tokens [N, C, dim], goal_token [N, dim]
         x = torch.cat([obs_tokens, goal_token[:, None]], 1) + self.positions
         x = self.norm(self.transformer(x))                                # [N, C+1, dim]
-        return self.heads(F.silu(self.compress(x.flatten(1))))
+        feat = F.silu(self.compress(x.flatten(1)))
+        return with_cue(self.heads(feat), self.cue_head, feat)
 
     def forward(self, context_rgb: Tensor, goal_rgb: Tensor) -> dict[str, Tensor]:
         """context_rgb [N, C, 3, H, W] (oldest first, the current frame last), goal_rgb [N, 3, H, W]."""
@@ -130,7 +139,7 @@ class MambaViNT(nn.Module):
     """MambaViNT: the same tokeniser and heads, a Mamba2 history over the whole trajectory."""
 
     def __init__(self, image_size: int = 64, dim: int = 128, layers: int = 2, num_waypoints: int = 5,
-                 cnn_width: int = 32, memory_kind: str = "mamba2", **memory_options):
+                 cnn_width: int = 32, memory_kind: str = "mamba2", num_cues: int = 0, **memory_options):
         super().__init__()
         self.obs_encoder = ImageEncoder(3, dim, image_size, cnn_width)
         self.goal_encoder = ImageEncoder(6, dim, image_size, cnn_width)
@@ -141,6 +150,7 @@ class MambaViNT(nn.Module):
         self.memory = make_memory(memory_kind, dim, dim, layers, in_key="token", out_key="history",
                                   **memory_options)
         self.heads = NavHeads(2 * dim, num_waypoints)
+        self.cue_head = nn.Linear(dim, num_cues) if num_cues else None    # reads the history alone
 
     def _tokens(self, rgb: Tensor, goal_rgb: Tensor) -> Tensor:
         goal = self.goal_encoder(torch.cat([rgb, goal_rgb], -3))
@@ -159,7 +169,7 @@ class MambaViNT(nn.Module):
                              f"{tuple(rgb.shape)} and {tuple(is_init.shape)}")
         tok = self._tokens(rgb, goal_rgb)                                 # [B, T, dim]
         hist, final = self.memory.core.sequence(tok, is_init.bool(), dict(state.items()))
-        out = self.heads(torch.cat([hist, tok], -1))
+        out = with_cue(self.heads(torch.cat([hist, tok], -1)), self.cue_head, hist)
         return out, TensorDict(dict(final), state.batch_size)
 
     @torch.no_grad()
@@ -172,7 +182,8 @@ class MambaViNT(nn.Module):
         td = self.memory(td)
         nxt = TensorDict({n: td.get(("next", k)) for n, k in zip(self.memory.state_names, self.memory.state_keys)},
                          state.batch_size)
-        return self.heads(torch.cat([td.get("history"), tok], -1)), nxt
+        hist = td.get("history")
+        return with_cue(self.heads(torch.cat([hist, tok], -1)), self.cue_head, hist), nxt
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

@@ -192,6 +192,18 @@ def test_vint_trains_through_the_same_cli(dataset, tmp_path):
     assert state["step"] == 3 and state["config"]["model"]["kind"] == "vint" and state["carried"] is None
 
 
+def test_cue_auxiliary_loss_is_trained_and_logged(dataset, tmp_path):
+    args = [f"data.path={dataset}", f"run_root={tmp_path}", "data.val_episodes=1", "train.batch_size=2",
+            "train.chunk_len=16", "train.steps=4", "train.log_every=2", "train.cue_weight=1.0", *SMALL_MODEL]
+    assert main(["train", *args]) == 0
+    run = next((tmp_path / "bc_navigation").glob("mambavint-*"))
+    cue = _csv(run, "cue_loss")
+    assert len(cue) == 2 and all(0.0 < c < 5.0 for c in cue)
+    state = torch.load(next(run.rglob("ckpt_*.pt")), weights_only=True)
+    assert state["model"]["cue_head.weight"].shape == (2, 32)        # depth 1: two cues, read from the history
+    assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0   # eval rebuilds the same model
+
+
 def test_bad_inputs_give_clear_errors(dataset, tmp_path, capsys):
     assert main(["train", f"data.path={tmp_path / 'nowhere'}", f"run_root={tmp_path}"]) == 2
     assert "nowhere" in capsys.readouterr().err
