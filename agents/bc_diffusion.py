@@ -31,23 +31,16 @@ import numpy as np
 import torch
 
 from agents.bc_diffusion_config import Config
-from agents.common.bc import bc_main, bc_parser, check_finite, parameter_count, restore_training, warmup_cosine
-from agents.common.config import ConfigError, to_dict
+from agents.common.bc import bc_main, bc_parser, parameter_count, pick_device, restore_training, warmup_cosine
+from agents.common.config import to_dict
 from agents.common.loggers import log_scalars, make_logger
+from agents.common.nonfinite import check_finite
 from agents.common.run_dir import RunDir, rng_state
 from agents.manip_data import DatasetError, load_dataset
 from agents.manip_data import main as data_main
 from networks.diffusion_policy import DiffusionPolicy, make_policy
 
 AGENT = "bc_diffusion"
-
-
-def pick_device(cfg: Config) -> torch.device:
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config key 'train.device': cuda requested but no CUDA device is available")
-    return torch.device(cfg.train.device)
 
 
 class Windows:
@@ -94,7 +87,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     from torch.optim.swa_utils import AveragedModel
     from tqdm import tqdm
 
-    device = pick_device(cfg)
+    device = pick_device(cfg.train.device, "train.device")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = Windows(cfg, device)
@@ -208,7 +201,7 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
 
 
 def evaluate(cfg: Config, state: dict, args, out: Path) -> dict:
-    device = pick_device(cfg)
+    device = pick_device(cfg.train.device, "train.device")
     policy = make_policy(cfg.policy, int(state["num_points"])).to(device)
     policy.load_state_dict(state["ema_model"])       # act with the EMA weights, as DP3 evaluates
     episodes = args.episodes or cfg.eval.episodes
@@ -224,7 +217,7 @@ def dry_run(cfg: Config) -> int:
     import yaml
 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    device = pick_device(cfg)
+    device = pick_device(cfg.train.device, "train.device")
     data = Windows(cfg, device)
     policy = make_policy(cfg.policy, data.num_points).to(device)
     policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})

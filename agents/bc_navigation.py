@@ -33,22 +33,16 @@ from tensordict import TensorDict
 
 from agents import nav_data
 from agents.bc_nav_config import Config
-from agents.common.bc import bc_main, bc_parser, check_finite, restore_training, warmup_cosine
+from agents.common.bc import bc_main, bc_parser, pick_device, restore_training, warmup_cosine
 from agents.common.config import ConfigError, to_dict
 from agents.common.loggers import log_scalars, make_logger
+from agents.common.nonfinite import check_finite
 from agents.common.run_dir import RunDir, rng_state
 from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
 from networks.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
 
 AGENT = "bc_navigation"
 LABEL_KEYS = ("waypoints", "waypoint_yaw", "temporal_distance", "episode")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' asked for but torch.cuda.is_available() is False; use cpu or auto")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
-                        ("cpu" if name == "auto" else name))
 
 
 def build_model(cfg: Config, image_size: int, num_waypoints: int, depth: int = 1) -> torch.nn.Module:
@@ -143,7 +137,7 @@ def validate(model, data: NavData, cfg: Config, device) -> dict:
 
 
 def train(cfg: Config, run: RunDir, state: dict | None) -> None:
-    device = pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device, "train.device")
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -255,7 +249,7 @@ def expert_reference(env, seed: int, cue: int):
 
 def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     ds = nav_data.load_dataset(cfg.data.path)
-    device = pick_device(cfg.eval.device)
+    device = pick_device(cfg.eval.device, "eval.device")
     if cfg.eval.waypoint_index >= ds.config.num_waypoints:
         raise ConfigError(f"eval.waypoint_index must be < the dataset's num_waypoints "
                           f"({ds.config.num_waypoints}), got {cfg.eval.waypoint_index}")

@@ -204,6 +204,13 @@ def test_cue_auxiliary_loss_is_trained_and_logged(dataset, tmp_path):
     assert main(["eval", str(run), "--episodes", "1", "--no-video"]) == 0   # eval rebuilds the same model
 
 
+def test_a_non_finite_loss_stops_training_naming_the_step():
+    from agents.common.nonfinite import NonFiniteLoss, check_finite
+    check_finite(3, loss=torch.tensor(0.5), cue_loss=torch.tensor(1.0))          # finite: no error
+    with pytest.raises(NonFiniteLoss, match=r"'step': 7.*'cue_loss': nan"):
+        check_finite(7, loss=torch.tensor(0.5), cue_loss=torch.tensor(float("nan")))
+
+
 def test_bad_inputs_give_clear_errors(dataset, tmp_path, capsys):
     assert main(["train", f"data.path={tmp_path / 'nowhere'}", f"run_root={tmp_path}"]) == 2
     assert "nowhere" in capsys.readouterr().err

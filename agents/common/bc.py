@@ -5,17 +5,15 @@
     python agents/bc_<name>.py train [key=value ...] [--config FILE] [--resume RUN_DIR] [--dry-run]
     python agents/bc_<name>.py eval CHECKPOINT|RUN_DIR [--episodes N] [--seed S] [--no-video]
 
-An agent supplies its typed config class, its data module's ``main`` and three functions:
-``train(cfg, run, state)``, ``evaluate(cfg, state, args, out_dir) -> dict``, ``dry_run(cfg)`` and
-optionally ``check(cfg)``, run before a run directory is created. The
-glue turns the errors a user can cause (config, dataset, run directory) into one line on stderr
+An agent supplies its typed config class, its data module's ``main``, the functions
+``train(cfg, run, state)``, ``evaluate(cfg, state, args, out_dir) -> dict`` and ``dry_run(cfg)``,
+and optionally ``check(cfg)``, run before a run directory is created. The glue turns the errors a user can cause (config, dataset, run directory) into one line on stderr
 and exit code 2, and a non-finite loss into exit code 1 naming the last good checkpoint.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -24,18 +22,16 @@ import torch
 
 from agents.common.cli import eval_checkpoint, format_eval, resolve_run
 from agents.common.config import ConfigError, describe, from_dict, save_config
+from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError, set_rng_state
 
 
-class NonFiniteLoss(RuntimeError):
-    """A training loss became NaN/inf (the message names the step and the loss terms)."""
-
-
-def check_finite(step: int, **losses: torch.Tensor) -> None:
-    """Raise NonFiniteLoss naming ``step`` and every term when any loss term is not finite."""
-    values = {k: float(v.detach()) for k, v in losses.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise NonFiniteLoss(f"non-finite loss at step {step}: {values}")
+def pick_device(value: str, key: str) -> torch.device:
+    """Config key ``key`` ("auto", "cpu" or "cuda") -> the torch device; cuda without CUDA is an error."""
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key {key!r}: 'cuda' asked for but torch.cuda.is_available() is False; "
+                          "use cpu or auto")
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
 
 
 def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: int,

@@ -14,6 +14,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.common.config import field_spec
+from agents.common.nonfinite import NonFiniteLoss  # noqa: F401  (raised by ppo_update; agents import it here)
 
 
 class RecurrentActorCritic(nn.Module):
@@ -56,14 +57,6 @@ class PPOConfig:
     entropy_coef: float = field_spec(0.005, min=0.0)
     critic_coef: float = field_spec(0.5, min=0.0)
     max_grad_norm: float = field_spec(1.0, min=0.0, help="0 disables clipping")
-
-
-class NonFiniteLoss(RuntimeError):
-    """A PPO loss became NaN/inf; ``detail`` holds the loss terms of the offending minibatch."""
-
-    def __init__(self, detail: dict[str, float]):
-        super().__init__(f"non-finite loss {detail}")
-        self.detail = detail
 
 
 def compute_advantages(batch: TensorDict, trunk, value_head, value_step, gamma: float, lmbda: float):
