@@ -57,8 +57,9 @@ class Windows:
         self.index = self.demos.window_indices(p.horizon, p.n_obs_steps - 1, p.n_action_steps - 1).to(device)
         self.n_obs, self.device = p.n_obs_steps, device
 
-    def sample(self, batch_size: int) -> dict:
-        rows = self.index[torch.randint(len(self.index), (batch_size,), device=self.device)]   # [B, T]
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> dict:
+        pick = torch.randint(len(self.index), (batch_size,), device=self.device, generator=generator)
+        rows = self.index[pick]                                                              # [B, T]
         obs = rows[:, : self.n_obs]                                                          # [B, To]
         return {"point_cloud": self.pc[obs], "agent_pos": self.pos[obs], "action": self.act[rows]}
 
@@ -75,6 +76,29 @@ def ema_warmup_avg_fn(max_decay: float, power: float = 0.75):
         torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
     return avg
+
+
+def graph_denoiser(policy: DiffusionPolicy, batch: dict, gen: torch.Generator) -> bool:
+    """Capture the denoiser's training forward and backward as CUDA graphs (torch's
+    make_graphed_callables; the encoder, noising, optimiser and EMA stay eager). A Mamba UNet step
+    is thousands of tiny kernels (the pure-PyTorch scan steps through the horizon), so on a GPU it
+    is bound by launch overhead, which graph replay removes. Static shapes: the training batch size
+    is fixed. Eval-mode calls (sampling) run the eager forward (make_graphed_callables keys on
+    ``module.training``). The capture's example inputs come from a private generator, so the
+    training RNG streams (and a resumed run) are the same as without graphs."""
+    with torch.no_grad():
+        cond = policy.condition(batch["point_cloud"], batch["agent_pos"])
+    B, T, A = batch["action"].shape
+    x = torch.randn(B, T, A, device=cond.device, generator=gen)
+    k = torch.randint(0, policy.noise_scheduler.config.num_train_timesteps, (B,), device=cond.device, generator=gen)
+    try:
+        policy.denoiser = torch.cuda.make_graphed_callables(policy.denoiser, (x, k, cond.requires_grad_(True)))
+    except Exception as e:  # an op that cannot be captured: train eagerly, same maths
+        print(f"CUDA graph capture of the denoiser failed ({type(e).__name__}: {e}); training eagerly")
+        return False
+    policy.zero_grad(set_to_none=True)     # capture's warm-up backward passes left gradients
+    print("denoiser forward/backward captured as CUDA graphs (train.cuda_graph=true)")
+    return True
 
 
 def param_report(policy: DiffusionPolicy) -> dict:
@@ -102,6 +126,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     if state is not None:
         step = restore_training(state, model=policy, optim=optim, sched=sched, ema=ema)
         print(f"resumed from step {step}")
+    if device.type == "cuda" and cfg.train.cuda_graph:
+        gen = torch.Generator(device=device).manual_seed(0)   # not the training RNG streams
+        graph_denoiser(policy, data.sample(cfg.train.batch_size, gen), gen)
     counts = param_report(policy)
     print(f"task {data.task}: {len(data.demos.episodes)} episodes, {len(data.demos)} steps, "
           f"{len(data.index)} windows; device {device}")

@@ -54,6 +54,9 @@ class TrainConfig:
     checkpoint_every: int = field_spec(1000, min=1, help="steps between checkpoints (and one at the end)")
     eval_every: int = field_spec(0, min=0, help="steps between closed-loop evals (0: none during training)")
     device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
+    cuda_graph: bool = field_spec(True, help="on CUDA, replay the denoiser's forward/backward as CUDA graphs "
+                                             "(same maths; the Mamba denoisers launch thousands of small kernels "
+                                             "a step); falls back to eager with one log line if capture fails")
 
 
 @dataclass

@@ -174,6 +174,79 @@ def test_cli_train_resume_eval(dataset, tmp_path, capsys):
     assert result["mean_episode_length"] >= 1 and result["params_total"] > result["params_denoiser"]
 
 
+def test_export_acting_checkpoint(dataset, tmp_path, capsys):
+    """export drops the optimiser state and casts weight matrices to float16: a smaller file that
+    eval accepts, acting like the original up to float16 rounding (float32: exactly), and that
+    --resume refuses by name."""
+    from agents.common.run_dir import RunDir
+    from networks.diffusion_policy import make_policy
+
+    args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}"]
+    assert main(["train", *args]) == 0
+    (run,) = (tmp_path / "bc_diffusion").iterdir()
+    ckpt = RunDir(run).latest_checkpoint()
+    assert main(["export", str(run)]) == 0
+    half = run / "export" / f"{ckpt.stem}_float16.pt"
+    assert f"-> {half}" in capsys.readouterr().out
+    assert main(["export", str(ckpt), "--dtype", "float32", "--out", str(tmp_path / "f32.pt")]) == 0
+    full, small = RunDir.load_checkpoint(ckpt), RunDir.load_checkpoint(half)
+    assert "optim" not in small and "model" not in small and small["exported"]["dtype"] == "float16"
+    assert half.stat().st_size < 0.4 * ckpt.stat().st_size
+    dtypes = {k: v.dtype for k, v in small["ema_model"].items() if v.is_floating_point()}
+    assert torch.float16 in dtypes.values() and dtypes["state_norm.scale"] == torch.float32
+
+    cfg = from_dict(Config, full["config"])
+    obs = Windows(cfg, torch.device("cpu")).sample(3, torch.Generator().manual_seed(0))
+    obs = {k: v[:, : cfg.policy.n_obs_steps] for k, v in obs.items() if k != "action"}
+
+    def act(state):
+        policy = make_policy(cfg.policy, int(state["num_points"]))
+        policy.load_state_dict(state["ema_model"])
+        return policy.predict_action(obs, generator=torch.Generator().manual_seed(1))["action"]
+
+    reference = act(full)
+    assert torch.equal(act(RunDir.load_checkpoint(tmp_path / "f32.pt")), reference)
+    assert torch.allclose(act(small), reference, atol=2e-2 * float(reference.abs().max()) + 1e-3)
+    assert main(["eval", str(half), "--episodes", "1", "--no-video"]) == 0
+    assert json.loads((run / "eval" / f"eval_{half.stem}.json").read_text())["episodes"] == 1
+    half.rename(run / "checkpoints" / "ckpt_000000000099.pt")             # mistaken for a training one
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "written by `export`" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("denoiser", DENOISERS)
+def test_cuda_graph_denoiser_matches_eager(denoiser):
+    """train.cuda_graph: the graphed forward/backward gives the eager loss and gradients."""
+    from agents.bc_diffusion import graph_denoiser
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    eager = tiny_policy(denoiser, horizon=16, n_action_steps=8, down_dims=[16, 32, 64]).to(dev)
+    graphed = tiny_policy(denoiser, horizon=16, n_action_steps=8, down_dims=[16, 32, 64]).to(dev)
+    graphed.load_state_dict(eager.state_dict())
+
+    def batch(seed):
+        g = torch.Generator(device=dev).manual_seed(seed)
+        return {"point_cloud": torch.rand(4, 2, 64, 3, device=dev, generator=g),
+                "agent_pos": torch.randn(4, 2, 11, device=dev, generator=g),
+                "action": torch.randn(4, 16, 4, device=dev, generator=g)}
+
+    assert graph_denoiser(graphed, batch(0), torch.Generator(device=dev).manual_seed(0))
+    for seed in (1, 2):                                  # replays with new inputs, not the capture's
+        losses = []
+        for policy in (eager, graphed):
+            policy.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            loss = policy.compute_loss(batch(seed))
+            loss.backward()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
+        for (name, a), b in zip(eager.named_parameters(), graphed.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
 def test_clear_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"policy\.denoiser.*'mamba1', 'mamba2', 'bidirectional'"):
         load_config(Config, TINY, ["policy.denoiser=transformer"])

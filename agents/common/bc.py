@@ -4,6 +4,7 @@
     python agents/bc_<name>.py info DIR            validate a dataset, print a summary
     python agents/bc_<name>.py train [key=value ...] [--config FILE] [--resume RUN_DIR] [--dry-run]
     python agents/bc_<name>.py eval CHECKPOINT|RUN_DIR [--episodes N] [--seed S] [--no-video]
+    python agents/bc_<name>.py export CHECKPOINT|RUN_DIR [--dtype float16] [--out FILE]
 
 An agent supplies its typed config class, its data module's ``main``, the functions
 ``train(cfg, run, state)``, ``evaluate(cfg, state, args, out_dir) -> dict`` and ``dry_run(cfg)``,
@@ -50,6 +51,9 @@ def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: 
 def restore_training(state: dict, **stateful) -> int:
     """Resume: ``obj.load_state_dict(state[name])`` for each ``name=obj`` (model, optimiser, lr
     schedule, sampler, EMA...), then the RNG streams; returns the step the checkpoint was taken at."""
+    if "exported" in state:
+        raise RunDirError(f"this checkpoint was written by `export` from {state['exported']['from']}: it holds "
+                          "the acting weights only (no optimiser state) and can be evaluated, not resumed")
     for name, obj in stateful.items():
         obj.load_state_dict(state[name])
     set_rng_state(state["rng"])
@@ -60,10 +64,37 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried")
+
+
+def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float16) -> dict:
+    """A training checkpoint -> the acting checkpoint ``eval`` needs: config, task facts and the
+    acting weights (``ema_model`` where the agent keeps an EMA, else ``model``), without optimiser,
+    schedule, sampler or RNG state. Weight matrices and filters (>= 2 dims) are cast to ``dtype``;
+    vectors (biases, norms, normaliser statistics) stay float32, they are few and they set the
+    output scale. Loading casts back to the model's dtype. For shipping a policy (or moving one off
+    a GPU machine with a size limit on what comes back), not for resuming."""
+    out = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
+    if "ema_model" in out:
+        out.pop("model", None)
+
+    def cast(v):
+        if isinstance(v, dict):
+            return {k: cast(x) for k, x in v.items()}
+        if torch.is_tensor(v) and v.is_floating_point() and v.dim() >= 2:
+            return v.to(dtype)
+        return v
+
+    weights = "ema_model" if "ema_model" in out else "model"
+    out[weights] = cast(out[weights])
+    out["exported"] = {"from": source, "dtype": str(dtype).removeprefix("torch.")}
+    return out
+
+
 def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval,export}")
     for name, text in (("generate", "write or continue a dataset of expert demonstrations (generate --help)"),
                        ("info", "validate a dataset and print a summary")):
         p = sub.add_parser(name, help=text, add_help=False)      # the data module parses its own --help
@@ -81,6 +112,12 @@ def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argp
     ev.add_argument("--seed", type=int, default=None, help="first env seed (default: the config's eval.seed)")
     ev.add_argument("--no-video", action="store_true", help="skip the video and plots")
     ev.add_argument("--out", metavar="DIR", default=None, help="where eval files go (default RUN_DIR/eval)")
+    ex = sub.add_parser("export", help="write the acting weights alone (no optimiser state), e.g. in float16")
+    ex.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint file or run directory (latest)")
+    ex.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float16",
+                    help="dtype of weight matrices/filters (vectors stay float32)")
+    ex.add_argument("--out", metavar="FILE", default=None,
+                    help="default RUN_DIR/export/<checkpoint>_<dtype>.pt; `eval FILE` evaluates it")
     return parser
 
 
@@ -109,6 +146,16 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
             result = evaluate(cfg, state, args, out)
             write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
             print(f"eval of {ckpt}: {format_eval(result)}\nwrote {out}")
+            return 0
+        if args.command == "export":
+            ckpt, state = eval_checkpoint(args.checkpoint)
+            dest = Path(args.out) if args.out else ckpt.parent.parent / "export" / f"{ckpt.stem}_{args.dtype}.pt"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            torch.save(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), tmp)
+            os.replace(tmp, dest)
+            print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {args.dtype} weights); "
+                  f"evaluate with: eval {dest}")
             return 0
         cfg, run, state = resolve_run(args, config_cls)
         if check is not None:             # dataset and config problems before a run directory exists

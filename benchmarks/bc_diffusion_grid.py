@@ -1,0 +1,117 @@
+"""Train the DP3-UNet vs Mamba Policy grid (tasks x denoisers x seeds) at once on one machine, at an
+equal step budget, then export each run's acting weights; benchmarks/bc_diffusion_table.py makes
+the table from the evaluated runs.
+
+    python benchmarks/bc_diffusion_grid.py --tasks push pick_place --seeds 0 1 --steps 4000 \\
+        --unet-dims 64 128 256 --mamba-dims 16 32 64 --runs runs/manip_grid
+    python benchmarks/bc_diffusion_grid.py ... --budget-s 420     # steps from a timed calibration
+    python agents/bc_diffusion.py eval RUN --episodes 20 --no-video        # each run, then:
+    python benchmarks/bc_diffusion_table.py runs/manip_grid/bc_diffusion/* --out benchmarks/results/...
+
+Every run is ``agents/bc_diffusion.py train --config configs/manip/<task>_<denoiser>.yaml`` with
+``seed``, ``name=<task>_<denoiser>_s<seed>``, the widths and ``--set`` overrides; all run in
+parallel (``--parallel``), which suits a GPU: these small denoisers leave it mostly idle, one at a
+time. ``--budget-s S`` first trains every run for ``--calibration-steps`` steps (all at once, as
+the real runs will be), reads the slowest run's steps/s and picks the step count that fits S
+seconds for all: the budget is equal in steps, set by the slowest denoiser. Datasets must exist
+(``agents/bc_diffusion.py generate``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bc_navigation_compare import run_parallel  # noqa: E402
+
+AGENT = [sys.executable, str(ROOT / "agents" / "bc_diffusion.py")]
+DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional")
+
+
+def jobs(args, root: Path, steps: int, extra: list[str]) -> list[tuple[str, list[str]]]:
+    out = []
+    for task in args.tasks:
+        for den in args.denoisers:
+            dims = args.unet_dims if den == "unet" else args.mamba_dims
+            for seed in args.seeds:
+                name = f"{task}_{den}_s{seed}"
+                argv = [*AGENT, "train", "--config", str(ROOT / "configs" / "manip" / f"{task}_{den}.yaml"),
+                        f"seed={seed}", f"name={name}", f"run_root={root}", f"train.steps={steps}",
+                        *([f"policy.down_dims=[{','.join(map(str, dims))}]"] if dims else []), *args.set, *extra]
+                out.append((name, argv))
+    return out
+
+
+def slowest_rate(root: Path) -> float:
+    """Min over runs of the last logged steps/s (the steady rate: start-up is in the first rows)."""
+    rates = []
+    for f in (root / "bc_diffusion").glob("*/bc_diffusion/scalars/train/steps_per_s.csv"):
+        rows = list(csv.reader(f.open()))
+        rates.append(float(rows[-1][1]))
+        print(f"  {f.parents[3].name}: {rates[-1]:.1f} steps/s")
+    if not rates:
+        raise SystemExit(f"calibration wrote no steps/s logs under {root}")
+    return min(rates)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=["push", "pick_place"], choices=["push", "pick_place"])
+    p.add_argument("--denoisers", nargs="+", default=list(DENOISERS), choices=DENOISERS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--unet-dims", nargs="+", type=int, default=None, help="default: the configs' widths")
+    p.add_argument("--mamba-dims", nargs="+", type=int, default=None, help="default: the configs' widths")
+    p.add_argument("--steps", type=int, default=None, help="gradient steps per run (or --budget-s)")
+    p.add_argument("--budget-s", type=float, default=None, help="wall seconds for the whole grid at once")
+    p.add_argument("--calibration-steps", type=int, default=60)
+    p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
+    p.add_argument("--runs", default="runs/manip_grid", help="run root (runs go to RUNS/bc_diffusion/)")
+    p.add_argument("--parallel", type=int, default=None, help="runs at once (default: all)")
+    p.add_argument("--export", default="float16", choices=["none", "float32", "float16", "bfloat16"],
+                   help="export each run's acting weights in this dtype (RUN/export/)")
+    args = p.parse_args(argv)
+    if (args.steps is None) == (args.budget_s is None):
+        p.error("give exactly one of --steps and --budget-s")
+    root = Path(args.runs)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    n = len(args.tasks) * len(args.denoisers) * len(args.seeds)
+    limit = args.parallel or n
+    steps = args.steps
+    if steps is None:
+        calib = root / "_calibration"
+        t0 = time.perf_counter()
+        run_parallel(jobs(args, calib, args.calibration_steps, ["train.log_every=20", "logger=csv"]),
+                     calib / "logs", limit, env)
+        rate = slowest_rate(calib)
+        startup = time.perf_counter() - t0 - args.calibration_steps / rate   # imports, data, graph capture
+        waves = -(-n // limit)
+        steps = max(args.calibration_steps, int(0.92 * rate * (args.budget_s / waves - startup)))
+        shutil.rmtree(calib)
+        print(f"calibration: slowest {rate:.1f} steps/s with {limit} at once -> {steps} steps per run", flush=True)
+    t0 = time.perf_counter()
+    failed = None
+    try:
+        run_parallel(jobs(args, root, steps, []), root / "logs", limit, env)
+    except SystemExit as e:            # the other runs' results are still worth exporting
+        failed = str(e)
+    print(f"trained {n} runs x {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.export != "none":
+        for run in sorted((root / "bc_diffusion").glob("*_s*-*")):
+            if subprocess.run([*AGENT, "export", str(run), "--dtype", args.export], env=env).returncode:
+                failed = f"{failed or ''} export of {run.name}".strip()
+    if failed:
+        print(f"failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
