@@ -75,6 +75,10 @@ class NavDataConfig:
     balanced_cues: bool = field_spec(True, help="episode i gets cue i mod 2**depth (else drawn by the env)")
     cue_style: str = field_spec("room", choices=["room", "panel"],
                                 help="cue on every start-room wall (room) or on one wall cell (panel: harder)")
+    action_noise: float = field_spec(0.0, min=0.0, max=1.0,
+                                     help="DART: std of Gaussian noise on the executed expert action (action "
+                                          "units); waypoint labels are then the expert's own drive from each "
+                                          "visited pose")
     collision_backend: str = field_spec("pybullet", choices=["pybullet", "grid"],
                                         help="wall contacts from PyBullet or the numpy grid test (the same "
                                              "answers, cross-checked in tests; grid needs no pybullet)")
@@ -256,6 +260,8 @@ def episode_rows(ep: dict, config: NavDataConfig, index: int, start: int, seed: 
     from envs.nav_expert import waypoint_labels
 
     wp, wyaw, dist = waypoint_labels(ep["pose"], config.num_waypoints, config.waypoint_spacing)
+    if "labels" in ep:                # DART: the expert's intended waypoints (envs.nav_expert.expert_labels)
+        wp, wyaw = ep["labels"]
     n = len(ep["action"])
     steps = {"rgb": ep["rgb"], "action": ep["action"], "waypoints": wp, "waypoint_yaw": wyaw,
              "temporal_distance": dist, "pose": ep["pose"], "episode": np.full(n, index), "step": np.arange(n)}
@@ -270,7 +276,7 @@ _WORKER_ENV: dict = {}
 
 def _rollout_job(job) -> dict:
     """One expert episode (in a worker process or inline); the env is built once per process."""
-    from envs.nav_expert import NavExpert, rollout
+    from envs.nav_expert import NavExpert, expert_labels, rollout
     from envs.navigation import NavigationEnv
 
     env_kwargs, config, seed, i = job
@@ -280,8 +286,13 @@ def _rollout_job(job) -> dict:
         _WORKER_ENV.clear()
         _WORKER_ENV[key] = (env, NavExpert(env))
     env, expert = _WORKER_ENV[key]
-    return rollout(env, expert, seed=episode_seed(seed, i),
-                   options={"cue": i % 2 ** config.depth} if config.balanced_cues else None)
+    noise = config.action_noise
+    ep = rollout(env, expert, seed=episode_seed(seed, i),
+                 options={"cue": i % 2 ** config.depth} if config.balanced_cues else None,
+                 noise=noise, rng=np.random.default_rng([seed, i, 7]) if noise > 0 else None)
+    if noise > 0:     # the driven trajectory is not the expert's intent: relabel from each pose
+        ep["labels"] = expert_labels(expert, ep["pose"], config.num_waypoints, config.waypoint_spacing)
+    return ep
 
 
 def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = None,

@@ -20,7 +20,12 @@ turns on the spot instead of grazing one. Measured: 100% success on 300 + 300 + 
 episodes of depth 1 / 2 / 3, no collision.
 
 Labels (``waypoint_labels``) come from the trajectory the expert actually drove, as ViNT's do
-from recorded robot odometry: the future poses, not the planner's cell centres.
+from recorded robot odometry: the future poses, not the planner's cell centres. With DART-style
+noise injection (``rollout(..., noise=...)``: the executed action is the expert's plus Gaussian
+noise, so the data visit the off-path states a cloned policy drifts into) the driven trajectory
+is no longer the expert's intent, so ``expert_labels`` relabels every visited pose with the
+expert's own noise-free drive from it (the same kinematics as the env; equal to
+``waypoint_labels`` when there was no noise, which the tests check).
 """
 from __future__ import annotations
 
@@ -71,6 +76,25 @@ class NavExpert:
             left -= seg
         return pts[-1]
 
+    def drive(self, pose, action) -> np.ndarray:
+        """The env's motion for one step of ``action`` from ``pose`` (its substeps of the exact
+        unicycle), without the wall check."""
+        env, pose = self.env, np.asarray(pose, np.float64)
+        v, w = float(action[0]) * env.max_speed, float(action[1]) * env.max_turn_rate
+        for _ in range(env.substeps):
+            pose = unicycle(pose, v, w, env.dt / env.substeps)
+        return pose
+
+    def safe(self, pose, action) -> bool:
+        """Whether one step of ``action`` keeps the body ``margin`` clear of the walls."""
+        env, pose = self.env, np.asarray(pose, np.float64)
+        v, w = float(action[0]) * env.max_speed, float(action[1]) * env.max_turn_rate
+        for _ in range(env.substeps):
+            pose = unicycle(pose, v, w, env.dt / env.substeps)
+            if self.guard.hits(pose[0], pose[1]):
+                return False
+        return True
+
     def act(self, pose) -> np.ndarray:
         x, y, yaw = (float(v) for v in pose)
         env = self.env
@@ -93,18 +117,27 @@ class NavExpert:
 
 
 def rollout(env, expert: NavExpert, seed: int | None = None, options: dict | None = None,
-            max_steps: int | None = None) -> dict:
+            max_steps: int | None = None, noise: float = 0.0, rng: np.random.Generator | None = None) -> dict:
     """One expert episode. Arrays over the T + 1 observations (the last one is where the episode
     ended; its action is zero): rgb [T+1, 3, H, W], action [T+1, 2], pose [T+1, 3]; goal_rgb
-    [3, H, W], goal_pose [3], cue, success, collision, path_length, shortest_path_length."""
+    [3, H, W], goal_pose [3], cue, success, collision, path_length, shortest_path_length.
+    ``noise`` > 0 (DART): the env executes the expert's action plus N(0, noise^2) per component
+    (clipped; a noisy step that would come within the expert's wall margin is replaced by the
+    expert's own, so the data stay collision-free); ``action`` records the expert's action."""
     obs, info = env.reset(seed=seed, options=options)
     expert.reset()
     rgbs, poses, actions = [obs["rgb"]], [info["pose"]], []
     limit = max_steps or env.max_episode_steps
     term = trunc = False
+    if noise > 0 and rng is None:
+        raise ValueError("rollout: noise > 0 needs a seeded rng")
     while not (term or trunc) and len(actions) < limit:
         a = expert.act(info["pose"])
-        obs, _, term, trunc, info = env.step(a)
+        executed = a
+        if noise > 0:
+            noisy = np.clip(a + rng.normal(0.0, noise, 2), -1.0, 1.0).astype(np.float32)
+            executed = noisy if expert.safe(info["pose"], noisy) else a
+        obs, _, term, trunc, info = env.step(executed)
         actions.append(a)
         rgbs.append(obs["rgb"])
         poses.append(info["pose"])
@@ -113,6 +146,34 @@ def rollout(env, expert: NavExpert, seed: int | None = None, options: dict | Non
             "goal_rgb": obs["goal_rgb"], "goal_pose": env.layout.goal.astype(np.float32), "cue": int(info["cue"]),
             "success": bool(info["success"]), "collision": bool(info["collision"]),
             "path_length": float(info["path_length"]), "shortest_path_length": float(info["shortest_path_length"])}
+
+
+def _robot_frame(pose: np.ndarray, future: np.ndarray):
+    """pose [N, 3], future [N, K, 3] -> positions [N, K, 2] in the robot frame at pose (x forward,
+    y left) and headings [N, K] relative to its yaw, wrapped to [-pi, pi)."""
+    rel = future[..., :2] - pose[:, None, :2]
+    c, s = np.cos(pose[:, 2])[:, None], np.sin(pose[:, 2])[:, None]
+    wp = np.stack([c * rel[..., 0] + s * rel[..., 1], -s * rel[..., 0] + c * rel[..., 1]], -1)
+    dyaw = (future[..., 2] - pose[:, None, 2] + np.pi) % (2 * np.pi) - np.pi
+    return wp.astype(np.float32), dyaw.astype(np.float32)
+
+
+def expert_labels(expert: NavExpert, pose: np.ndarray, num: int = 5, spacing: int = 1):
+    """The waypoint labels of the expert's intent: from each visited pose [T+1, 3], drive the
+    (reset) expert noise-free with the env's kinematics for num * spacing steps, holding where it
+    comes within the goal radius (where the env ends an episode); -> waypoints [T+1, num, 2] and
+    waypoint_yaw [T+1, num] as ``waypoint_labels``. Temporal distance stays the episode's own
+    steps-to-go (ViNT's label)."""
+    env = expert.env
+    pose = np.asarray(pose, np.float64)
+    future = np.empty((len(pose), num, 3))
+    for t, p in enumerate(pose):
+        traj = [p]
+        while len(traj) <= num * spacing:
+            done = np.hypot(*(traj[-1][:2] - expert.goal)) < env.goal_radius
+            traj.append(traj[-1] if done else expert.drive(traj[-1], expert.act(traj[-1])))
+        future[t] = np.asarray(traj)[spacing * np.arange(1, num + 1)]
+    return _robot_frame(pose, future)
 
 
 def waypoint_labels(pose: np.ndarray, num: int = 5, spacing: int = 1):
@@ -124,8 +185,4 @@ def waypoint_labels(pose: np.ndarray, num: int = 5, spacing: int = 1):
     pose = np.asarray(pose, np.float64)
     n = len(pose)
     idx = np.minimum(np.arange(n)[:, None] + spacing * np.arange(1, num + 1)[None], n - 1)   # [T+1, num]
-    rel = pose[idx, :2] - pose[:, None, :2]
-    c, s = np.cos(pose[:, 2])[:, None], np.sin(pose[:, 2])[:, None]
-    wp = np.stack([c * rel[..., 0] + s * rel[..., 1], -s * rel[..., 0] + c * rel[..., 1]], -1)
-    dyaw = (pose[idx, 2] - pose[:, None, 2] + np.pi) % (2 * np.pi) - np.pi
-    return wp.astype(np.float32), dyaw.astype(np.float32), (n - 1 - np.arange(n)).astype(np.int64)
+    return (*_robot_frame(pose, pose[idx]), (n - 1 - np.arange(n)).astype(np.int64))

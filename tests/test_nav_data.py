@@ -10,7 +10,7 @@ from tensordict import MemoryMappedTensor
 
 from agents.nav_data import (NavDataConfig, NavDatasetError, episode_rows, episode_seed, generate,
                              load_dataset, main, replay_buffer)
-from envs.nav_expert import NavExpert, rollout
+from envs.nav_expert import NavExpert, expert_labels, rollout, waypoint_labels
 from envs.navigation import NavigationEnv
 
 SMALL = NavDataConfig(depth=1, image_size=16, max_episode_steps=300)   # ~125 steps per episode
@@ -49,6 +49,46 @@ def test_round_trip_values_match_a_fresh_rollout(dataset_dir):
     assert ds.goal_rgb(ids).shape == (2, 2, 3, 16, 16)
     assert torch.equal(ds.goal_rgb(ids)[1, 1], ds.episodes["goal_rgb"][1])
     env.close()
+
+
+def test_expert_labels_are_the_driven_labels_without_noise():
+    """Relabelling each pose with the expert's own drive reproduces the odometry labels of a
+    noise-free episode (up to float32 poses)."""
+    env = NavigationEnv(**SMALL.env_kwargs())
+    expert = NavExpert(env)
+    ep = rollout(env, expert, seed=episode_seed(7, 0))
+    wp, yaw = expert_labels(expert, ep["pose"], 5, 2)
+    ref_wp, ref_yaw, _ = waypoint_labels(ep["pose"], 5, 2)
+    np.testing.assert_allclose(wp, ref_wp, atol=1e-4)
+    np.testing.assert_allclose(np.cos(yaw - ref_yaw), 1.0, atol=1e-6)
+    env.close()
+
+
+def test_dart_noise_leaves_the_path_and_labels_the_expert(tmp_path):
+    """action_noise: the robot leaves the expert's path yet stays collision-free, the action
+    column is the expert's action at each visited pose, the waypoints are the expert's drive from
+    it, and the data are seeded (a second generate writes the same bytes)."""
+    noisy = NavDataConfig(**{**SMALL.__dict__, "action_noise": 0.3})
+    path = generate(tmp_path / "dart", 2, seed=7, config=noisy, progress=False)
+    ds, clean = load_dataset(path), load_dataset(generate(tmp_path / "clean", 2, seed=7, config=SMALL, progress=False))
+    assert ds.manifest["config"]["action_noise"] == 0.3 and bool(ds.episodes["success"].all())
+    assert not bool(ds.episodes["collision"].any())
+    n = min(int(ds.episodes["length"][0]), int(clean.episodes["length"][0]))
+    assert not torch.allclose(ds.steps["pose"][:n], clean.steps["pose"][:n], atol=1e-2)   # off the expert's path
+    env = NavigationEnv(**ds.manifest["env"])
+    env.reset(seed=episode_seed(7, 0), options={"cue": 0})
+    expert = NavExpert(env)
+    expert.reset()
+    end = int(ds.episodes["length"][0]) - 1
+    poses = ds.steps["pose"][:end].numpy()
+    for t in (0, end // 3, 2 * end // 3):
+        np.testing.assert_array_equal(ds.steps["action"][t].numpy(), expert.act(poses[t]))
+    wp, _ = expert_labels(expert, poses[: end // 2], 5, 1)
+    np.testing.assert_array_equal(ds.steps["waypoints"][: end // 2].numpy(), wp)
+    assert _files(generate(tmp_path / "again", 2, seed=7, config=noisy, progress=False)) == _files(path)
+    env.close()
+    with pytest.raises(ValueError, match="noise > 0 needs a seeded rng"):
+        rollout(env, expert, seed=1, noise=0.1)
 
 
 def test_resume_writes_what_one_run_writes_and_drops_a_torn_episode(dataset_dir, tmp_path):
