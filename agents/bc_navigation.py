@@ -240,6 +240,16 @@ def run_episode(env, model, device, seed: int, cue: int, cfg: Config, record: bo
     return info, np.array(trail), frames, policy_s, steps
 
 
+def entered_wrong_leaf(layout, trail: np.ndarray) -> bool:
+    """Whether a trail [T, 2] of positions entered a leaf room other than the goal's (zone 2 + k is
+    leaf k; the goal is in leaf ``cue``). The env lets a policy that guessed wrong at a junction
+    turn back and still succeed within its time limit, so success alone can pass the memoryless
+    ceiling; success without a wrong leaf ("direct") cannot."""
+    ix, iy = np.floor(trail[:, 0]).astype(int), np.floor(trail[:, 1]).astype(int)
+    zone = layout.zone[iy, ix]
+    return bool(((zone >= 2) & (zone != 2 + layout.cue)).any())
+
+
 def expert_reference(env, seed: int, cue: int):
     """The expert's (path length, trail) on the same map and cue: SPL's reference path."""
     from envs.nav_expert import NavExpert, rollout
@@ -268,9 +278,10 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
         record = i == 0 and cfg.eval.video and not args.no_video
         info, trail, frames, secs, steps = run_episode(env, model, device, seed, cue, cfg, record)
         expert_len, expert_trail, _ = expert_reference(env, seed, cue)
-        success = bool(info["success"])
+        success, wrong_leaf = bool(info["success"]), entered_wrong_leaf(env.layout, trail)
         path = float(info["path_length"])
-        rows.append({"seed": seed, "cue": cue, "success": success, "collision": bool(info["collision"]),
+        rows.append({"seed": seed, "cue": cue, "success": success, "wrong_leaf": wrong_leaf,
+                     "direct_success": success and not wrong_leaf, "collision": bool(info["collision"]),
                      "steps": steps, "path_length": path, "expert_path_length": expert_len,
                      "spl": success * expert_len / max(path, expert_len)})
         policy_s, policy_steps = policy_s + secs, policy_steps + steps
@@ -280,6 +291,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
             plots.append((env.layout.grid.copy(), env.layout.goal[:2].copy(), trail, expert_trail, success))
     env.close()
     result = {"episodes": episodes, "success_rate": float(np.mean([r["success"] for r in rows])),
+              "direct_success_rate": float(np.mean([r["direct_success"] for r in rows])),
               "spl": float(np.mean([r["spl"] for r in rows])),
               "collision_rate": float(np.mean([r["collision"] for r in rows])),
               "mean_steps": float(np.mean([r["steps"] for r in rows])),

@@ -178,9 +178,26 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
     for key in ("success_rate", "spl", "collision_rate", "control_hz", "mean_steps"):
         assert key in result
     assert 0.0 <= result["spl"] <= result["success_rate"] <= 1.0 and result["control_hz"] > 0
+    assert 0.0 <= result["direct_success_rate"] <= result["success_rate"]
     assert (run / "eval" / "trajectories.png").stat().st_size > 1000
     assert len(json.loads((run / "eval" / "episodes.json").read_text())) == 2
     assert any((run / "eval").glob("episode_0.*"))
+
+
+def test_wrong_leaf_detection():
+    """Direct success needs the trail to stay out of every leaf room but the goal's."""
+    from agents.bc_navigation import entered_wrong_leaf
+    from envs.navigation import NavigationEnv
+
+    env = NavigationEnv(depth=2, image_size=16, collision_backend="grid")
+    for cue in range(4):
+        env.reset(seed=3, options={"cue": cue})
+        L = env.layout
+        for leaf in range(4):
+            trail = np.stack([L.start[:2], L.leaf_goals[leaf][:2]])
+            assert entered_wrong_leaf(L, trail) == (leaf != cue), (cue, leaf)
+        assert not entered_wrong_leaf(L, L.start[None, :2])          # the start room is no leaf
+    env.close()
 
 
 def test_vint_trains_through_the_same_cli(dataset, tmp_path):
