@@ -72,8 +72,10 @@ def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float
     acting weights (``ema_model`` where the agent keeps an EMA, else ``model``), without optimiser,
     schedule, sampler or RNG state. Weight matrices and filters (>= 2 dims) are cast to ``dtype``;
     vectors (biases, norms, normaliser statistics) stay float32, they are few and they set the
-    output scale. Loading casts back to the model's dtype. For shipping a policy (or moving one off
-    a GPU machine with a size limit on what comes back), not for resuming."""
+    output scale. Loading casts back to the model's dtype. float16 acts close to, not exactly like,
+    the original, and closed-loop episodes can diverge from it (float32 export is exact). For
+    shipping a policy (or moving one off a GPU machine with a size limit on what comes back), not
+    for resuming."""
     out = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
     if "ema_model" in out:
         out.pop("model", None)
