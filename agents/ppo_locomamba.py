@@ -33,12 +33,12 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
-from agents.common.config import ConfigError, load_config, read_config_file, save_config, to_dict
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run, run_agent
+from agents.common.config import load_config, read_config_file, to_dict
 from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
 from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update, slices  # noqa: F401
-from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
 from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report
 
@@ -156,33 +156,22 @@ def load_new(args) -> Config:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        if args.eval:
-            return run_eval(args)
-        cfg, run, state = resolve(args)
-        check_consistency(cfg)
-    except (ConfigError, RunDirError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        import yaml
+    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
+                     dry_run=dry_run, train=train, load_new=load_new)
 
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        nets = build_policy(cfg)
-        print(parameter_report(nets))
-        env = make_env(cfg.env, seed=cfg.seed, num_envs=1, primer=nets.primer())
-        td = nets.policy(env.reset())
-        print(f"env ok: observation keys {sorted(k for k in env.observation_spec.keys())}, "
-              f"action {tuple(td['action'].shape)}")
-        env.close()
-        return 0
-    if run is None:
-        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
-        save_config(cfg, run.config_path)
-    print(f"run directory: {run.path}")
-    return train(cfg, run, state)
+
+def dry_run(cfg: Config) -> int:
+    import yaml
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    nets = build_policy(cfg)
+    print(parameter_report(nets))
+    env = make_env(cfg.env, seed=cfg.seed, num_envs=1, primer=nets.primer())
+    td = nets.policy(env.reset())
+    print(f"env ok: observation keys {sorted(k for k in env.observation_spec.keys())}, "
+          f"action {tuple(td['action'].shape)}")
+    env.close()
+    return 0
 
 
 def run_eval(args) -> int:

@@ -28,11 +28,11 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
-from agents.common.config import ConfigError, from_dict, save_config, to_dict
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, run_agent
+from agents.common.config import from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update
-from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.common.ppo import compute_advantages, episode_stats, ppo_update
+from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
 
@@ -239,28 +239,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        if args.eval:
-            return run_eval(args)
-        cfg, run, state = resolve_run(args, Config)
-        check_consistency(cfg)
-    except (ConfigError, RunDirError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        return dry_run(cfg)
-    if run is None:
-        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
-    save_config(cfg, run.config_path)       # on resume too: overrides such as total_frames stick
-    print(f"run directory: {run.path}")
-    try:
-        train(cfg, run, state)
-    except NonFiniteLoss as err:
-        print(f"error: {err}; stopping. Last good checkpoint: {run.latest_checkpoint() or 'none yet'}",
-              file=sys.stderr)
-        return 1
+    # save_config_on_resume: overrides given to --resume (say a larger total_frames) stick
+    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
+                     dry_run=dry_run, train=train_cli, save_config_on_resume=True)
+
+
+def train_cli(cfg: Config, run: RunDir, state: dict | None) -> int:
+    train(cfg, run, state)       # its result dict is for sweeps; the command line reports exit 0
     return 0
 
 

@@ -22,7 +22,6 @@ LossModule. The update below is the same maths in ~25 lines, with the target upd
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import shutil
 import sys
@@ -36,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run
-from agents.common.config import ConfigError, from_dict, save_config, to_dict
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, run_agent
+from agents.common.config import ConfigError, from_dict, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.td3_config import Config, check_consistency
 from agents.td3_setup import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
                               parameter_report, to_storage, windows)
@@ -206,21 +205,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        if args.eval:
-            return run_eval(args)
-        cfg, run, state = resolve_run(args, Config)
-        check_consistency(cfg)
-    except (ConfigError, RunDirError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    try:
-        return dry_run(cfg) if args.dry_run else start(cfg, run, state)
-    except ConfigError as err:  # e.g. an env id that gymnasium cannot make
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
+                     dry_run=dry_run, train=train,
+                     launch_errors=(ConfigError,))      # e.g. an env id that gymnasium cannot make
 
 
 def dry_run(cfg: Config) -> int:
@@ -235,14 +222,6 @@ def dry_run(cfg: Config) -> int:
     print(f"env ok: observation keys {sorted(map(str, env.observation_spec.keys()))}, action {tuple(td['action'].shape)}")
     env.close()
     return 0
-
-
-def start(cfg: Config, run: RunDir | None, state: dict | None) -> int:
-    if run is None:
-        run = RunDir.create(cfg.run_root, AGENT, cfg.name)
-        save_config(cfg, run.config_path)
-    print(f"run directory: {run.path}")
-    return train(cfg, run, state)
 
 
 def run_eval(args) -> int:

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
 from pathlib import Path
 
-from agents.common.config import describe, load_config
+from agents.common.config import ConfigError, describe, load_config, save_config
+from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError
 
 
@@ -49,3 +52,40 @@ def eval_checkpoint(arg) -> tuple[Path, dict]:
     if ckpt is None:
         raise RunDirError(f"--eval {arg}: no checkpoint found")
     return Path(ckpt), RunDir.load_checkpoint(ckpt)
+
+
+def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, load_new=None,
+              save_config_on_resume: bool = False, launch_errors: tuple = ()) -> int:
+    """The flow of every RL agent script's ``main``: ``--eval``, or resolve the config and run
+    directory (``--resume``) and ``check(cfg)`` them (a user error: one line on stderr, exit 2);
+    then ``dry_run(cfg)``, or create the run directory, write its config.yaml and
+    ``train(cfg, run, state) -> exit code``. A NonFiniteLoss that reaches here exits 1 naming the
+    last good checkpoint; ``launch_errors`` raised by dry_run/train exit 2 with one line.
+    ``save_config_on_resume``: rewrite config.yaml on resume too, so overrides (say a larger
+    total_frames) stick for the next resume."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    try:
+        if args.eval:
+            return run_eval(args)
+        cfg, run, state = resolve_run(args, config_cls, load_new)
+        check(cfg)
+    except (ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.dry_run:
+            return dry_run(cfg)
+        new = run is None
+        if new:
+            run = RunDir.create(cfg.run_root, agent, cfg.name)
+        if new or save_config_on_resume:
+            save_config(cfg, run.config_path)
+        print(f"run directory: {run.path}")
+        return train(cfg, run, state)
+    except launch_errors as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as err:
+        print(f"error: {err}; stopping. Last good checkpoint: {run.latest_checkpoint() or 'none yet'}",
+              file=sys.stderr)
+        return 1
