@@ -33,6 +33,8 @@ import torch
 from agents.bc_diffusion_config import Config
 from agents.common.bc import bc_main, bc_parser, parameter_count, pick_device, restore_training, warmup_cosine
 from agents.common.config import to_dict
+from agents.common.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
+                                            portable_schedule_state)
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.nonfinite import check_finite
 from agents.common.run_dir import RunDir, rng_state
@@ -64,41 +66,26 @@ class Windows:
         return {"point_cloud": self.pc[obs], "agent_pos": self.pos[obs], "action": self.act[rows]}
 
 
-def ema_warmup_avg_fn(max_decay: float, power: float = 0.75):
-    """``multi_avg_fn`` for torch's AveragedModel: EMA with Diffusion Policy's warm-up, decay =
-    min(max_decay, 1 - (1 + n)^-power) after n updates, so a short run's EMA is not still mostly its
-    random initialisation (a fixed 0.9999 needs ~10^4 steps). torch's get_ema_multi_avg_fn is
-    the same update with a constant decay. Why not diffusers' EMAModel: importing
-    diffusers.training_utils pulls diffusers' model zoo (and transformers/peft when installed)."""
-
-    def avg(ema_params, params, n_averaged):
-        decay = min(max_decay, 1.0 - (1.0 + float(n_averaged)) ** -power)
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-
-    return avg
-
-
-def graph_denoiser(policy: DiffusionPolicy, batch: dict, gen: torch.Generator) -> bool:
-    """Capture the denoiser's training forward and backward as CUDA graphs (torch's
-    make_graphed_callables; the encoder, noising, optimiser and EMA stay eager). A Mamba UNet step
-    is thousands of tiny kernels (the pure-PyTorch scan steps through the horizon), so on a GPU it
-    is bound by launch overhead, which graph replay removes. Static shapes: the training batch size
-    is fixed. Eval-mode calls (sampling) run the eager forward (make_graphed_callables keys on
-    ``module.training``). The capture's example inputs come from a private generator, so the
-    training RNG streams (and a resumed run) are the same as without graphs."""
-    with torch.no_grad():
-        cond = policy.condition(batch["point_cloud"], batch["agent_pos"])
-    B, T, A = batch["action"].shape
-    x = torch.randn(B, T, A, device=cond.device, generator=gen)
-    k = torch.randint(0, policy.noise_scheduler.config.num_train_timesteps, (B,), device=cond.device, generator=gen)
-    try:
-        policy.denoiser = torch.cuda.make_graphed_callables(policy.denoiser, (x, k, cond.requires_grad_(True)))
-    except Exception as e:  # an op that cannot be captured: train eagerly, same maths
-        print(f"CUDA graph capture of the denoiser failed ({type(e).__name__}: {e}); training eagerly")
-        return False
-    policy.zero_grad(set_to_none=True)     # capture's warm-up backward passes left gradients
-    print("denoiser forward/backward captured as CUDA graphs (train.cuda_graph=true)")
-    return True
+@torch.no_grad()
+def ema_update_(ema, model: torch.nn.Module, max_decay: float, power: float = 0.75) -> None:
+    """One EMA update of ``ema`` (torch's AveragedModel with use_buffers=True, kept for its
+    state_dict layout) towards ``model``, with Diffusion Policy's warm-up: after n updates the decay
+    is min(max_decay, 1 - (1 + n)^-power), so the first update (n = 0) copies and a short run's EMA
+    is not still mostly its random initialisation (a fixed 0.9999 needs ~10^4 steps). Tensor maths
+    only: AveragedModel.update_parameters branches on its counter (a host sync), this can run inside
+    a CUDA graph. Why not diffusers' EMAModel: importing diffusers.training_utils pulls diffusers'
+    model zoo (and transformers/peft when installed)."""
+    n = ema.n_averaged
+    keep = (1.0 - (1.0 + n.float()) ** -power).clamp(max=max_decay)
+    pairs = list(zip([*ema.module.parameters(), *ema.module.buffers()], [*model.parameters(), *model.buffers()]))
+    avg = [d for d, _ in pairs if d.is_floating_point()]
+    delta = torch._foreach_sub([s.detach() for d, s in pairs if d.is_floating_point()], avg)
+    torch._foreach_mul_(delta, 1.0 - keep)
+    torch._foreach_add_(avg, delta)
+    for d, s in pairs:
+        if not d.is_floating_point():
+            d.copy_(s)
+    n += 1
 
 
 def param_report(policy: DiffusionPolicy) -> dict:
@@ -121,14 +108,11 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
                               weight_decay=cfg.train.weight_decay)
     sched = warmup_cosine(optim, cfg.train.warmup, cfg.train.steps)
     # use_buffers: the EMA copy carries the normalisers too, so it is a complete acting policy
-    ema = AveragedModel(policy, multi_avg_fn=ema_warmup_avg_fn(cfg.train.ema_decay), use_buffers=True)
+    ema = AveragedModel(policy, device=device, use_buffers=True)
     step = 0
     if state is not None:
         step = restore_training(state, model=policy, optim=optim, sched=sched, ema=ema)
         print(f"resumed from step {step}")
-    if device.type == "cuda" and cfg.train.cuda_graph:
-        gen = torch.Generator(device=device).manual_seed(0)   # not the training RNG streams
-        graph_denoiser(policy, data.sample(cfg.train.batch_size, gen), gen)
     counts = param_report(policy)
     print(f"task {data.task}: {len(data.demos.episodes)} episodes, {len(data.demos)} steps, "
           f"{len(data.index)} windows; device {device}")
@@ -139,31 +123,47 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     def save() -> Path:
         return run.save_checkpoint({
             "model": policy.state_dict(), "ema": ema.state_dict(), "ema_model": ema.module.state_dict(),
-            "optim": optim.state_dict(), "sched": sched.state_dict(), "step": step, "rng": rng_state(),
+            "optim": portable_optimizer_state(optim.state_dict()),
+            "sched": portable_schedule_state(sched.state_dict()), "step": step, "rng": rng_state(),
             "config": to_dict(cfg), "task": data.task, "num_points": data.num_points, "params": counts}, step)
 
-    policy.train()
-    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step")
-    running, n, t0 = 0.0, 0, time.perf_counter()
-    while step < cfg.train.steps:
+    def train_step() -> torch.Tensor:
+        """One step but zeroing the gradients: sample windows, noise-prediction loss, AdamW, EMA."""
         loss = policy.compute_loss(data.sample(cfg.train.batch_size))
-        optim.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
         optim.step()
+        ema_update_(ema, policy, cfg.train.ema_decay)
+        return loss.detach()
+
+    policy.train()
+    graphed = None
+    if device.type == "cuda" and cfg.train.cuda_graph:
+        make_capturable(optim, device)
+        try:
+            graphed = GraphedTrainStep(train_step, [policy, ema], optim)
+            print("training step captured as one CUDA graph (train.cuda_graph=true)")
+        except Exception as e:  # an op that cannot be captured: the same step, eagerly
+            print(f"CUDA graph capture of the training step failed ({type(e).__name__}: {e}); training eagerly")
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step")
+    running, n, t0 = 0.0, 0, time.perf_counter()
+    while step < cfg.train.steps:
+        if graphed is not None:
+            loss = graphed()
+        else:
+            optim.zero_grad(set_to_none=True)
+            loss = train_step()
         sched.step()
-        ema.update_parameters(policy)
         step += 1
-        loss = loss.detach()
         check_finite(step, loss=loss)          # one sync a step; cheap next to a UNet step
         running, n = running + float(loss), n + 1
         bar.update()
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             dt = time.perf_counter() - t0
-            log_scalars(logger, {"train/loss": running / n, "train/lr": sched.get_last_lr()[0],
+            log_scalars(logger, {"train/loss": running / n, "train/lr": float(sched.get_last_lr()[0]),
                                  "train/steps_per_s": n / dt}, step)
-            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{float(sched.get_last_lr()[0]):.1e}")
             running, n, t0 = 0.0, 0, time.perf_counter()
         if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
             save()

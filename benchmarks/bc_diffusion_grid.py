@@ -23,7 +23,6 @@ import argparse
 import csv
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,9 +106,12 @@ def main(argv=None) -> int:
         failed = str(e)
     print(f"trained {n} runs x {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.export != "none":
-        for run in sorted((root / "bc_diffusion").glob("*_s*-*")):
-            if subprocess.run([*AGENT, "export", str(run), "--dtype", args.export], env=env).returncode:
-                failed = f"{failed or ''} export of {run.name}".strip()
+        exports = [(f"export_{run.name}", [*AGENT, "export", str(run), "--dtype", args.export])
+                   for run in sorted((root / "bc_diffusion").glob("*_s*-*"))]
+        try:
+            run_parallel(exports, root / "logs", limit, env)
+        except SystemExit as e:
+            failed = f"{failed or ''} {e}".strip()
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
         return 1

@@ -21,8 +21,8 @@ Denoisers, all the same UNet skeleton (down levels -> 2 mid blocks -> up levels,
     paper. Default widths [128,256,512] (Mamba Policy's): 47.86M params with mamba1, the paper's
     47.9M (-81%). The released code builds the attention block but, for the mamba variants, skips
     it in forward; we run it, as the paper describes. Mixers: mamba1, mamba2 and
-    bidirectional (a forward Mamba1 plus a second Mamba1 on the time-reversed sequence, summed,
-    as in Vision Mamba; Vim shares in/out projections between directions, we do not).
+    bidirectional (Vision Mamba's "v2" block, as Mamba Policy uses: a forward and a time-reversed
+    Mamba1 scan sharing one in_proj and out_proj, summed).
 Mamba mixers are networks/mamba1.py / mamba2.py (pure PyTorch; mamba-ssm kernels on CUDA).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from networks.mamba1 import Mamba1Mixer
+from networks.mamba1 import BiMamba1Mixer, Mamba1Mixer
 from networks.mamba2 import Mamba2Mixer
 
 DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional")
@@ -107,26 +107,24 @@ def _zero_states(mixer, x: Tensor):
 
 class SequenceMamba(nn.Module):
     """[B, T, D] -> [B, T, D] over the whole sequence with zero initial state (no memory across
-    calls: each denoising pass sees one action chunk). kind: mamba1 | mamba2 | bidirectional."""
+    calls: each denoising pass sees one action chunk). kind: mamba1 | mamba2 | bidirectional
+    (Vision Mamba's v2: shared in/out projections, networks/mamba1.BiMamba1Mixer)."""
 
     def __init__(self, dim: int, kind: str, d_state: int = 16):
         super().__init__()
         self.kind = kind
         if kind == "mamba2":
             # headdim 32 as Mamba Policy; d_inner = 2 * dim must split into heads
-            self.fwd = Mamba2Mixer(dim, d_state=max(d_state, 64), headdim=32)
+            self.mixer = Mamba2Mixer(dim, d_state=max(d_state, 64), headdim=32)
+        elif kind == "bidirectional":
+            self.mixer = BiMamba1Mixer(dim, d_state=d_state)
         else:
-            self.fwd = Mamba1Mixer(dim, d_state=d_state)
-        self.bwd = Mamba1Mixer(dim, d_state=d_state) if kind == "bidirectional" else None
-
-    def _run(self, mixer, x: Tensor) -> Tensor:
-        return mixer(x, *_zero_states(mixer, x))[0]
+            self.mixer = Mamba1Mixer(dim, d_state=d_state)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self._run(self.fwd, x)
-        if self.bwd is not None:
-            y = y + self._run(self.bwd, x.flip(1)).flip(1)
-        return y
+        if self.kind == "bidirectional":
+            return self.mixer(x)
+        return self.mixer(x, *_zero_states(self.mixer, x))[0]
 
 
 class XMambaBlock(nn.Module):

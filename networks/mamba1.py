@@ -193,6 +193,11 @@ class Mamba1Mixer(nn.Module):
         Returns xc, z, delta, A, B, C and the new conv state.
         """
         xi, z = self.in_proj(x).chunk(2, dim=-1)
+        xc, delta, A, Bm, Cm, conv_state = self.ssm_inputs(xi, conv_state, is_init)
+        return xc, z, delta, A, Bm, Cm, conv_state
+
+    def ssm_inputs(self, xi, conv_state, is_init=None):
+        """The in_proj's x half [.., d_inner] -> causal conv + SiLU -> xc, delta, A, B, C, conv state."""
         if is_init is None:
             xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
         else:
@@ -200,8 +205,20 @@ class Mamba1Mixer(nn.Module):
         xc = F.silu(xc)
         dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
-        A = -torch.exp(self.A_log.to(x.dtype))
-        return xc, z, delta, A, Bm, Cm, conv_state
+        A = -torch.exp(self.A_log.to(xi.dtype))
+        return xc, delta, A, Bm, Cm, conv_state
+
+    def scan_sequence(self, xi):
+        """One whole sequence from zero state: in_proj's x half [B, T, d_inner] -> the SSM output
+        [B, T, d_inner] before the gate and out_proj (BiMamba1Mixer runs two of these)."""
+        B, T, _ = xi.shape
+        is_init = torch.zeros(B, T, dtype=torch.bool, device=xi.device)
+        is_init[:, 0] = True
+        conv = xi.new_zeros(B, self.d_inner, self.d_conv - 1)
+        xc, delta, A, Bm, Cm, _ = self.ssm_inputs(xi, conv, is_init)
+        y, _ = selective_scan_chunked(xc, delta, A, Bm, Cm, self.D, xi.new_zeros(B, self.d_inner, self.d_state),
+                                      is_init, self.chunk_size)
+        return y
 
     def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
         """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
@@ -222,3 +239,26 @@ class Mamba1Mixer(nn.Module):
         xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = selective_state_step(xc, delta, A, Bm, Cm, self.D, ssm_state)
         return self.out_proj(y * F.silu(z)), conv_state, ssm_state
+
+
+class BiMamba1Mixer(nn.Module):
+    """Vision Mamba's bidirectional Mamba1 (Vim's ``bimamba_type="v2"``, which Mamba Policy's
+    bidirectional variant uses): one in_proj and one out_proj shared by a forward scan and a scan
+    over the time-reversed sequence, each scan with its own conv, x_proj, dt_proj, A and D; the two
+    outputs are summed (Vim's default, if_divide_out=False) before the SiLU(z) gate and out_proj.
+
+    x [B, T, d_model] -> [B, T, d_model], whole sequences from zero state only: a scan that reads
+    the future has no step-by-step (recurrent) form. Pure PyTorch: mamba-ssm's own kernels have no
+    bidirectional mode (Vim patches them), so this runs selective_scan_chunked on any device.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, **kw):
+        super().__init__()
+        self.fwd = Mamba1Mixer(d_model, d_state, **kw)
+        self.bwd = Mamba1Mixer(d_model, d_state, **kw)
+        del self.bwd.in_proj, self.bwd.out_proj      # shared with fwd (Vim's v2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        xi, z = self.fwd.in_proj(x).chunk(2, dim=-1)                     # [B, T, d_inner] each
+        y = self.fwd.scan_sequence(xi) + self.bwd.scan_sequence(xi.flip(1)).flip(1)
+        return self.fwd.out_proj(y * F.silu(z))

@@ -25,6 +25,32 @@ def dataset(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("bcd") / "push", 2, GEN, progress=False)
 
 
+def synthetic_dataset(root: Path, episodes: int = 3, length: int = 20) -> Path:
+    """A dataset in generate's on-disk format from random arrays (points inside the workspace), for
+    machines without pybullet (the GPU one); returns the directory train's data.path takes."""
+    import dataclasses
+
+    from tensordict import TensorDict
+
+    from agents.manip_data import _merge, _write_json
+
+    cfg = dataclasses.replace(GEN, horizon=length)
+    (root / "pending").mkdir(parents=True)
+    _write_json(root / "config.json", dataclasses.asdict(cfg))
+    g = torch.Generator().manual_seed(0)
+    lo, hi = torch.tensor(WORKSPACE_LOW, dtype=torch.float32), torch.tensor(WORKSPACE_HIGH, dtype=torch.float32)
+    for i in range(episodes):
+        ep = root / "pending" / f"ep_{i:06d}"
+        TensorDict({"point_cloud": lo + (hi - lo) * torch.rand(length, cfg.num_points, 3, generator=g),
+                    "agent_pos": 0.1 * torch.randn(length, 11, generator=g),
+                    "action": torch.rand(length, 4, generator=g) * 2 - 1,
+                    "episode": torch.full((length,), i), "step": torch.arange(length)},
+                   batch_size=[length]).memmap(prefix=ep)
+        _write_json(ep / "record.json", {"episode": i, "seed": i, "attempts": 1, "length": length, "success": True})
+    _merge(root, cfg)
+    return root
+
+
 def tiny_policy(denoiser="mamba1", **kw):
     kw = {"down_dims": [16, 32], "horizon": 8, "n_action_steps": 4, "num_train_timesteps": 20,
           "num_inference_steps": 4, "num_points": 64, "encoder_dim": 16, **kw}
@@ -48,6 +74,13 @@ def test_env_observation_window():
     assert ((pc >= lo) & (pc <= hi)).all()
     assert torch.equal(pos[0, 1], torch.from_numpy(obs2["agent_pos"]))     # newest last
     assert pos[0, 1, 0] > pos[0, 0, 0]                                     # moved +x
+
+
+def test_synthetic_dataset_loads(tmp_path):
+    from agents.manip_data import load_dataset
+
+    demos = load_dataset(synthetic_dataset(tmp_path / "d", episodes=2, length=7))
+    assert len(demos) == 14 and [r["length"] for r in demos.episodes] == [7, 7]
 
 
 def test_training_windows_from_dataset(dataset):
@@ -117,6 +150,36 @@ def test_denoiser_forward_and_gradients(denoiser):
         assert any("A_log" in n and g.abs().sum() > 0 for n, g in grads.items())  # the SSM is in the graph
     if denoiser == "bidirectional":
         assert any(".bwd." in n and g.abs().sum() > 0 for n, g in grads.items())
+
+
+def test_bidirectional_mixer_is_vims_v2_block():
+    """BiMamba1Mixer: shared in/out projections, forward scan + scan of the reversed sequence
+    (checked against the reference loop), and swapping the two branches' parameters on a reversed
+    input gives the reversed output."""
+    import torch.nn.functional as F
+
+    from networks.mamba1 import BiMamba1Mixer, selective_scan_reference
+
+    torch.manual_seed(0)
+    mix = BiMamba1Mixer(8, d_state=4).double()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    assert not hasattr(mix.bwd, "in_proj") and not hasattr(mix.bwd, "out_proj")
+    xi, z = mix.fwd.in_proj(x).chunk(2, dim=-1)
+    is_init = torch.zeros(2, 6, dtype=torch.bool)
+    is_init[:, 0] = True
+
+    def reference_scan(branch, seq):
+        xc, delta, A, Bm, Cm, _ = branch.ssm_inputs(seq, seq.new_zeros(2, 16, 3), is_init)
+        return selective_scan_reference(xc, delta, A, Bm, Cm, branch.D, seq.new_zeros(2, 16, 4), is_init)[0]
+
+    y = reference_scan(mix.fwd, xi) + reference_scan(mix.bwd, xi.flip(1)).flip(1)
+    torch.testing.assert_close(mix(x), mix.fwd.out_proj(y * F.silu(z)))
+    swapped = BiMamba1Mixer(8, d_state=4).double()
+    state = mix.state_dict()
+    state = {k.replace("fwd.", "tmp.").replace("bwd.", "fwd.").replace("tmp.", "bwd."): v for k, v in state.items()}
+    state = {("fwd." + k[4:] if k[4:] in ("in_proj.weight", "out_proj.weight") else k): v for k, v in state.items()}
+    swapped.load_state_dict(state)
+    torch.testing.assert_close(swapped(x.flip(1)), mix(x).flip(1))
 
 
 def test_parameter_counts_at_default_widths():
@@ -214,37 +277,70 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
     assert "written by `export`" in capsys.readouterr().err
 
 
+def test_ema_update_matches_averaged_model():
+    """ema_update_ (tensor maths, graph-safe) is torch's AveragedModel update with Diffusion
+    Policy's warm-up decay min(max_decay, 1 - (1 + n)^-0.75): first update copies, buffers averaged."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from agents.bc_diffusion import ema_update_
+
+    def warmup_decay_avg(ema_params, params, n_averaged):     # the oracle: AveragedModel's own path
+        decay = min(0.9, 1.0 - (1.0 + float(n_averaged)) ** -0.75)
+        for e, p in zip(ema_params, params):
+            e.copy_(decay * e + (1 - decay) * p)
+
+    torch.manual_seed(0)
+    model = tiny_policy("unet")
+    oracle = AveragedModel(model, multi_avg_fn=warmup_decay_avg, use_buffers=True)
+    ours = AveragedModel(model, use_buffers=True)
+    for _ in range(6):                                       # n = 0 (copy), then decays 0.41, 0.65, ... 0.9
+        with torch.no_grad():
+            for p in [*model.parameters(), *model.buffers()]:
+                p.add_(torch.randn_like(p))
+        oracle.update_parameters(model)
+        ema_update_(ours, model, max_decay=0.9)
+    assert int(ours.n_averaged) == int(oracle.n_averaged) == 6
+    for (name, a), b in zip(oracle.module.state_dict().items(), ours.module.state_dict().values()):
+        torch.testing.assert_close(b, a, msg=name)
+    assert not torch.allclose(ours.module.state_dict()["action_norm.scale"], model.action_norm.scale)
+
+
+def test_portable_schedule_state():
+    from agents.common.cuda_graph_train import portable_schedule_state
+
+    state = {"_last_lr": [torch.tensor(0.5)], "_schedulers": [{"base_lrs": [1.0], "_last_lr": [torch.tensor(0.25)]}],
+             "last_epoch": 3}
+    out = portable_schedule_state(state)
+    assert out == {"_last_lr": [0.5], "_schedulers": [{"base_lrs": [1.0], "_last_lr": [0.25]}], "last_epoch": 3}
+    assert all(type(v) is float for v in (out["_last_lr"][0], out["_schedulers"][0]["_last_lr"][0]))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("denoiser", DENOISERS)
-def test_cuda_graph_denoiser_matches_eager(denoiser):
-    """train.cuda_graph: the graphed forward/backward gives the eager loss and gradients."""
-    from agents.bc_diffusion import graph_denoiser
-
-    torch.manual_seed(0)
-    dev = torch.device("cuda")
-    eager = tiny_policy(denoiser, horizon=16, n_action_steps=8, down_dims=[16, 32, 64]).to(dev)
-    graphed = tiny_policy(denoiser, horizon=16, n_action_steps=8, down_dims=[16, 32, 64]).to(dev)
-    graphed.load_state_dict(eager.state_dict())
-
-    def batch(seed):
-        g = torch.Generator(device=dev).manual_seed(seed)
-        return {"point_cloud": torch.rand(4, 2, 64, 3, device=dev, generator=g),
-                "agent_pos": torch.randn(4, 2, 11, device=dev, generator=g),
-                "action": torch.randn(4, 16, 4, device=dev, generator=g)}
-
-    assert graph_denoiser(graphed, batch(0), torch.Generator(device=dev).manual_seed(0))
-    for seed in (1, 2):                                  # replays with new inputs, not the capture's
-        losses = []
-        for policy in (eager, graphed):
-            policy.zero_grad(set_to_none=True)
-            torch.manual_seed(seed)
-            loss = policy.compute_loss(batch(seed))
-            loss.backward()
-            losses.append(loss.detach())
-        torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-6)
-        for (name, a), b in zip(eager.named_parameters(), graphed.parameters()):
-            torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
+    """train.cuda_graph replays the whole step (sampling, loss, backward, AdamW, EMA) as one CUDA
+    graph: the same run as eager (same RNG streams, lr schedule, EMA), and its checkpoint is an
+    ordinary one that resumes on the CPU."""
+    data = synthetic_dataset(tmp_path / "data")
+    args = ["--config", str(TINY), f"data.path={data}", f"policy.denoiser={denoiser}",
+            "train.device=cuda", "policy.horizon=16", "policy.n_action_steps=8", "policy.down_dims=[16,32,64]"]
+    states = []
+    for graph in ("false", "true"):
+        root = tmp_path / graph
+        assert main(["train", *args, f"run_root={root}", f"train.cuda_graph={graph}"]) == 0
+        (run,) = (root / "bc_diffusion").iterdir()
+        states.append(torch.load(run / "checkpoints" / "ckpt_000000000006.pt", map_location="cpu", weights_only=True))
+    eager, graphed = states
+    for part in ("model", "ema_model"):
+        for name, a in eager[part].items():
+            torch.testing.assert_close(graphed[part][name], a, rtol=1e-3, atol=1e-5, msg=f"{part}.{name}")
+    assert int(graphed["ema"]["n_averaged"]) == int(eager["ema"]["n_averaged"]) == 6
+    group = graphed["optim"]["param_groups"][0]
+    assert type(group["lr"]) is float and group["capturable"] is False
+    assert group["lr"] == pytest.approx(eager["optim"]["param_groups"][0]["lr"])
+    assert all(st["step"].device.type == "cpu" and float(st["step"]) == 6 for st in graphed["optim"]["state"].values())
+    assert main(["train", "--resume", str(run), "train.device=cpu", "train.steps=8"]) == 0
 
 
 def test_clear_errors(tmp_path, capsys):
