@@ -54,9 +54,10 @@ class TrainConfig:
     checkpoint_every: int = field_spec(1000, min=1, help="steps between checkpoints (and one at the end)")
     eval_every: int = field_spec(0, min=0, help="steps between closed-loop evals (0: none during training)")
     device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
-    cuda_graph: bool = field_spec(True, help="on CUDA, replay the denoiser's forward/backward as CUDA graphs "
-                                             "(same maths; the Mamba denoisers launch thousands of small kernels "
-                                             "a step); falls back to eager with one log line if capture fails")
+    cuda_graph: bool = field_spec(True, help="on CUDA, replay the whole training step (batch noise, loss, "
+                                             "backward, AdamW, EMA) as one CUDA graph: the Mamba denoisers launch "
+                                             "thousands of small kernels a step; falls back to eager with one log "
+                                             "line if capture fails")
 
 
 @dataclass

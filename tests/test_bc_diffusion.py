@@ -332,9 +332,19 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
         (run,) = (root / "bc_diffusion").iterdir()
         states.append(torch.load(run / "checkpoints" / "ckpt_000000000006.pt", map_location="cpu", weights_only=True))
     eager, graphed = states
+    lr, steps = 1e-4, 6                      # tiny.yaml's train.lr (the default) and train.steps
     for part in ("model", "ema_model"):
         for name, a in eager[part].items():
-            torch.testing.assert_close(graphed[part][name], a, rtol=1e-3, atol=1e-5, msg=f"{part}.{name}")
+            b = graphed[part][name]
+            if name.endswith("attn.in_proj_bias"):
+                # The key bias of softmax attention has no true gradient (softmax is shift-invariant):
+                # its gradient is rounding noise (~1e-7 against ~1 for query/value), which AdamW scales
+                # into steps of about lr. Graph capture picks its own GEMM kernels, so the noise and
+                # hence the key bias may differ by O(lr); query and value biases must still match.
+                e = a.numel() // 3
+                assert (b[e:2 * e] - a[e:2 * e]).abs().max() <= 2 * steps * lr, f"{part}.{name} key bias"
+                a, b = torch.cat([a[:e], a[2 * e:]]), torch.cat([b[:e], b[2 * e:]])
+            torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5, msg=f"{part}.{name}")
     assert int(graphed["ema"]["n_averaged"]) == int(eager["ema"]["n_averaged"]) == 6
     group = graphed["optim"]["param_groups"][0]
     assert type(group["lr"]) is float and group["capturable"] is False
