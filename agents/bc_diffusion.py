@@ -185,6 +185,8 @@ def _stack(history: deque, device) -> dict:
 @torch.no_grad()
 def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed: int, video_path) -> dict:
     """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk."""
+    from tqdm import tqdm
+
     from agents.common.video import write_video
     from envs.manipulation import PandaManipEnv
 
@@ -193,7 +195,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
     env = PandaManipEnv(task=task, num_points=policy.num_points)
     successes, lengths, times, frames = [], [], [], []
     try:
-        for ep in range(episodes):
+        bar = tqdm(range(episodes), desc=f"eval {task} ({cfg.policy.denoiser})", unit="ep", dynamic_ncols=True)
+        for ep in bar:
             obs, info = env.reset(seed=seed + ep)
             gen = torch.Generator(device).manual_seed(seed + ep)    # the sampling noise is seeded too
             history = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)  # first obs repeated
@@ -217,6 +220,7 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
                         break
             successes.append(success)
             lengths.append(steps)
+            bar.set_postfix(success=f"{np.mean(successes):.2f}")
     finally:
         env.close()
     result = {"task": task, "denoiser": cfg.policy.denoiser, "episodes": episodes,

@@ -24,18 +24,27 @@ import numpy as np
 import torch
 
 
-def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | None:
+def acting_checkpoint(run: Path) -> Path | None:
+    """The run's latest training checkpoint, else its latest `export` (a run trained on a GPU
+    machine comes back as config + logs + export/, without the training checkpoints)."""
     from agents.common.run_dir import RunDir
 
-    ckpt = RunDir(run).latest_checkpoint() if run.is_dir() else None
+    if not run.is_dir():
+        return None
+    exports = sorted((run / "export").glob("*.pt"))
+    return RunDir(run).latest_checkpoint() or (exports[-1] if exports else None)
+
+
+def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | None:
+    ckpt = acting_checkpoint(run)
     if ckpt is None:
-        print(f"skip {run}: no checkpoint", file=sys.stderr)
+        print(f"skip {run}: no checkpoint or export", file=sys.stderr)
         return None
     path = run / "eval" / f"eval_{ckpt.stem}.json"
     if not path.is_file() and evaluate:
         from agents.bc_diffusion import main as agent_main
 
-        argv = ["eval", str(run), "--no-video"] + (["--episodes", str(episodes)] if episodes else [])
+        argv = ["eval", str(ckpt), "--no-video"] + (["--episodes", str(episodes)] if episodes else [])
         if agent_main(argv) != 0:
             print(f"skip {run}: eval failed", file=sys.stderr)
             return None
@@ -56,7 +65,7 @@ def open_loop_error(run: Path, windows: int = 128) -> float:
     from agents.common.run_dir import RunDir
     from networks.diffusion_policy import make_policy
 
-    state = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
+    state = RunDir.load_checkpoint(acting_checkpoint(run))
     cfg = from_dict(Config, state["config"])
     policy = make_policy(cfg.policy, int(state["num_points"]))
     policy.load_state_dict(state["ema_model"])

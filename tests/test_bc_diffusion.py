@@ -272,6 +272,14 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
     assert torch.allclose(act(small), reference, atol=2e-2 * float(reference.abs().max()) + 1e-3)
     assert main(["eval", str(half), "--episodes", "1", "--no-video"]) == 0
     assert json.loads((run / "eval" / f"eval_{half.stem}.json").read_text())["episodes"] == 1
+    # A run back from a GPU machine has config, logs and export/ only: the table reads its export.
+    import shutil
+
+    from benchmarks.bc_diffusion_table import latest_result, open_loop_error
+    returned = shutil.copytree(run, tmp_path / "returned" / run.name, ignore=shutil.ignore_patterns("checkpoints"))
+    row = latest_result(returned, evaluate=False, episodes=None)
+    assert row is not None and row["episodes"] == 1 and row["run"] == str(returned)
+    assert 0.0 <= open_loop_error(returned, windows=4) < 2.0
     half.rename(run / "checkpoints" / "ckpt_000000000099.pt")             # mistaken for a training one
     assert main(["train", "--resume", str(run)]) == 2
     assert "written by `export`" in capsys.readouterr().err
