@@ -29,10 +29,7 @@ def acting_checkpoint(run: Path) -> Path | None:
     machine comes back as config + logs + export/, without the training checkpoints)."""
     from agents.common.run_dir import RunDir
 
-    if not run.is_dir():
-        return None
-    exports = sorted((run / "export").glob("*.pt"))
-    return RunDir(run).latest_checkpoint() or (exports[-1] if exports else None)
+    return (RunDir(run).latest_checkpoint() or RunDir(run).latest_export()) if run.is_dir() else None
 
 
 def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | None:

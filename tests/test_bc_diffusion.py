@@ -280,6 +280,10 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
     row = latest_result(returned, evaluate=False, episodes=None)
     assert row is not None and row["episodes"] == 1 and row["run"] == str(returned)
     assert 0.0 <= open_loop_error(returned, windows=4) < 2.0
+    assert main(["eval", str(returned), "--episodes", "1", "--no-video"]) == 0     # its export, too
+    assert f"eval of {returned / 'export' / half.name}" in capsys.readouterr().out
+    assert main(["export", str(returned)]) == 2                                   # no training checkpoint
+    assert f"export {returned}: no checkpoint found in {returned / 'checkpoints'}\n" in capsys.readouterr().err
     half.rename(run / "checkpoints" / "ckpt_000000000099.pt")             # mistaken for a training one
     assert main(["train", "--resume", str(run)]) == 2
     assert "written by `export`" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argp
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     train.add_argument("--dry-run", action="store_true", help="validate, load the dataset, build, print, exit")
     ev = sub.add_parser("eval", help="closed-loop evaluation of a checkpoint in the env")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint file or run directory (latest)")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint or export file, or run directory (its latest checkpoint, else its latest export/)")
     ev.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
     ev.add_argument("--seed", type=int, default=None, help="first env seed (default: the config's eval.seed)")
     ev.add_argument("--no-video", action="store_true", help="skip the video and plots")
@@ -141,7 +141,7 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
         if args.command == "eval":
             if args.episodes is not None and args.episodes < 1:
                 parser.error("--episodes must be >= 1")
-            ckpt, state = eval_checkpoint(args.checkpoint)
+            ckpt, state = eval_checkpoint(args.checkpoint, "eval", exports=True)
             cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
             out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
             out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
             print(f"eval of {ckpt}: {format_eval(result)}\nwrote {out}")
             return 0
         if args.command == "export":
-            ckpt, state = eval_checkpoint(args.checkpoint)
+            ckpt, state = eval_checkpoint(args.checkpoint, "export")
             dest = Path(args.out) if args.out else ckpt.parent.parent / "export" / f"{ckpt.stem}_{args.dtype}.pt"
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp")

@@ -45,12 +45,15 @@ def resolve_run(args, config_cls, load_new=None):
     return load_config(config_cls, args.config, args.overrides), None, None
 
 
-def eval_checkpoint(arg) -> tuple[Path, dict]:
-    """``--eval`` takes a checkpoint file or a run directory (its latest checkpoint): (path, state)."""
+def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[Path, dict]:
+    """``flag`` takes a checkpoint file or a run directory (its latest checkpoint; with ``exports``,
+    else its latest exported one): (path, state). ``flag`` names the option or subcommand in errors."""
     path = Path(arg)
-    ckpt = RunDir(path).latest_checkpoint() if path.is_dir() else path
+    run = RunDir(path) if path.is_dir() else None
+    ckpt = path if run is None else run.latest_checkpoint() or (run.latest_export() if exports else None)
     if ckpt is None:
-        raise RunDirError(f"--eval {arg}: no checkpoint found")
+        where = f"{run.checkpoints}" + (f" or {path / 'export'}" if exports else "")
+        raise RunDirError(f"{flag} {arg}: no checkpoint found in {where}")
     return Path(ckpt), RunDir.load_checkpoint(ckpt)
 
 

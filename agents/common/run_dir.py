@@ -152,6 +152,12 @@ class RunDir:
         files = self._checkpoint_files()
         return files[-1][1] if files else None
 
+    def latest_export(self) -> Path | None:
+        """The last of export/*.pt (``bc_*.py export``): acting weights alone, as a run trained on
+        another machine comes back without its training checkpoints."""
+        files = sorted((self.path / "export").glob("*.pt"))
+        return files[-1] if files else None
+
     @staticmethod
     def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         path = Path(path)
