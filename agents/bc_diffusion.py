@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from agents.bc_diffusion_config import Config
-from agents.common.bc import bc_main, bc_parser, parameter_count, pick_device, restore_training, warmup_cosine
+from agents.common.bc import bc_main, bc_parser, parameter_count, restore_training, warmup_cosine
+from agents.common.cli import pick_device
 from agents.common.config import to_dict
 from agents.common.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
                                             portable_schedule_state)

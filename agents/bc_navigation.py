@@ -33,7 +33,8 @@ from tensordict import TensorDict
 
 from agents import nav_data
 from agents.bc_nav_config import Config
-from agents.common.bc import bc_main, bc_parser, pick_device, restore_training, warmup_cosine
+from agents.common.bc import bc_main, bc_parser, restore_training, warmup_cosine
+from agents.common.cli import pick_device
 from agents.common.config import ConfigError, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.nonfinite import check_finite

@@ -33,7 +33,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, resolve_run, run_agent
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, resolve_run, run_agent
 from agents.common.config import load_config, read_config_file, to_dict
 from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
@@ -52,8 +52,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     from torchrl.objectives import ClipPPOLoss
     from tqdm import tqdm
 
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
     start_frames = 0 if resume_state is None else int(resume_state["frames"])
     iteration = 0 if resume_state is None else int(resume_state["iteration"])

@@ -28,7 +28,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, run_agent
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
 from agents.common.config import from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.ppo import compute_advantages, episode_stats, ppo_update
@@ -121,7 +121,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     say = print if verbose else (lambda *a, **k: None)
-    device = torch.device(cfg.device)
+    device = pick_device(cfg.device, "device")
     state = resume_state or {}
     frames, iteration = int(state.get("frames", 0)), int(state.get("iteration", 0))
     elapsed0, curve = float(state.get("elapsed_s", 0.0)), list(state.get("curve", []))

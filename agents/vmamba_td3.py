@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, run_agent
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
 from agents.common.config import ConfigError, from_dict, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
@@ -44,12 +44,6 @@ from agents.td3_setup import (acting_policy, build_nets, check_slices, evaluate,
                               parameter_report, to_storage, windows)
 
 AGENT = "vmamba_td3"
-
-
-def pick_device(cfg: Config) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
 
 
 def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> dict:
@@ -91,7 +85,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     from torchrl.collectors import Collector
     from tqdm import tqdm
 
-    device = pick_device(cfg)
+    device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
     frames = 0 if resume_state is None else int(resume_state["frames"])
     updates = 0 if resume_state is None else int(resume_state["updates"])
@@ -228,7 +222,7 @@ def run_eval(args) -> int:
     ckpt, state = eval_checkpoint(args.eval)
     cfg = from_dict(Config, state["config"])
     env = make_env(cfg, seed=cfg.seed)
-    nets = build_nets(cfg, env).to(pick_device(cfg))
+    nets = build_nets(cfg, env).to(pick_device(cfg.device, "device"))
     env.close()
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes

@@ -194,3 +194,15 @@ def test_mp4_without_imageio_falls_back_to_gif(tmp_path, monkeypatch, caplog):
 def test_bad_frames_rejected(tmp_path, frames):
     with pytest.raises(ValueError, match="at least one frame|HxWx3"):
         write_video(frames, tmp_path / "x.gif")
+
+
+# ---- run_agent: every RL agent's main ---------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("agent", ["ppo_locomamba", "ppo_memory", "vmamba_td3"])
+def test_device_cuda_without_cuda_exits_2_before_a_run_dir(agent, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"agents.{agent}").main
+    assert main(["device=cuda", f"run_root={tmp_path}"]) == 2
+    assert "config key 'device': 'cuda' asked for but torch.cuda.is_available() is False" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

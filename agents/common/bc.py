@@ -27,14 +27,6 @@ from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError, set_rng_state
 
 
-def pick_device(value: str, key: str) -> torch.device:
-    """Config key ``key`` ("auto", "cpu" or "cuda") -> the torch device; cuda without CUDA is an error."""
-    if value == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"config key {key!r}: 'cuda' asked for but torch.cuda.is_available() is False; "
-                          "use cpu or auto")
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
-
-
 def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
                   final_fraction: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up to the optimiser's lr, then cosine decay to ``final_fraction`` of it
@@ -109,7 +101,8 @@ def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argp
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     train.add_argument("--dry-run", action="store_true", help="validate, load the dataset, build, print, exit")
     ev = sub.add_parser("eval", help="closed-loop evaluation of a checkpoint in the env")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint or export file, or run directory (its latest checkpoint, else its latest export/)")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR",
+                    help="checkpoint or export file, or run directory (its latest checkpoint, else its latest export/)")
     ev.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
     ev.add_argument("--seed", type=int, default=None, help="first env seed (default: the config's eval.seed)")
     ev.add_argument("--no-video", action="store_true", help="skip the video and plots")

@@ -6,6 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
+import torch
+
 from agents.common.config import ConfigError, describe, load_config, save_config
 from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError
@@ -45,6 +47,14 @@ def resolve_run(args, config_cls, load_new=None):
     return load_config(config_cls, args.config, args.overrides), None, None
 
 
+def pick_device(value: str, key: str) -> torch.device:
+    """Config key ``key`` ("auto", "cpu" or "cuda") -> the torch device; cuda without CUDA is an error."""
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key {key!r}: 'cuda' asked for but torch.cuda.is_available() is False; "
+                          "use cpu or auto")
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
+
+
 def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[Path, dict]:
     """``flag`` takes a checkpoint file or a run directory (its latest checkpoint; with ``exports``,
     else its latest exported one): (path, state). ``flag`` names the option or subcommand in errors."""
@@ -72,6 +82,7 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
             return run_eval(args)
         cfg, run, state = resolve_run(args, config_cls, load_new)
         check(cfg)
+        pick_device(cfg.device, "device")        # device=cuda without CUDA: one line, before a run dir
     except (ConfigError, RunDirError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
