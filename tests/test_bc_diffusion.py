@@ -391,3 +391,35 @@ def test_benchmark_table_groups_seeds():
     assert "## push" in text
     assert "| unet | 2.00M | 2 | 10 | 0.50 ± 0.50 |" in text and "| mamba1 | 0.50M | 1 | 10 | 0.50 ± 0.00 |" in text
     assert text.index("| unet |") < text.index("| mamba1 |")
+
+
+def test_warmup_cosine_is_torchs_curve_and_resumes_over_a_new_length():
+    """warmup_cosine follows torch's LinearLR + CosineAnnealingLR (SequentialLR) step for step; a
+    resumed run that asks for more steps decays over the new length, not the checkpoint's."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    from agents.common.bc import warmup_cosine
+
+    def lrs(sched, n):
+        out = []
+        for _ in range(n):
+            out.append(sched.optimizer.param_groups[0]["lr"])
+            sched.optimizer.step()
+            sched.step()
+        return out
+
+    def sgd():
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+
+    o = sgd()
+    ref = SequentialLR(o, [LinearLR(o, start_factor=1e-3, end_factor=1.0, total_iters=5),
+                           CosineAnnealingLR(o, T_max=15, eta_min=0.01)], milestones=[5])
+    np.testing.assert_allclose(lrs(warmup_cosine(sgd(), 5, 20), 20), lrs(ref, 20), rtol=1e-6)
+
+    short = warmup_cosine(sgd(), 5, 10)
+    lrs(short, 7)
+    resumed = warmup_cosine(sgd(), 5, 20)
+    resumed.load_state_dict(short.state_dict())
+    resumed.step()
+    assert resumed.get_last_lr()[0] == pytest.approx(lrs(warmup_cosine(sgd(), 5, 20), 9)[-1])
+    assert resumed.get_last_lr()[0] > 0.05          # the 10-step schedule would be near its floor (0.01)

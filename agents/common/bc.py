@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,16 +29,24 @@ from agents.common.run_dir import RunDir, RunDirError, set_rng_state
 
 
 def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                  final_fraction: float = 0.1) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up to the optimiser's lr, then cosine decay to ``final_fraction`` of it
-    (Diffusion Policy's and ViNT's schedule shape), from torch's own schedulers."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+                  final_fraction: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up (from 1e-3 of the optimiser's lr) to its lr, then cosine decay to
+    ``final_fraction`` of it: Diffusion Policy's and ViNT's schedule shape, the same curve as torch's
+    LinearLR + CosineAnnealingLR in a SequentialLR. A LambdaLR because its state is just the step:
+    a run resumed with a larger train.steps then decays over the new length, where SequentialLR
+    would restore the old cosine length from the checkpoint."""
+    from torch.optim.lr_scheduler import LambdaLR
 
     warmup_steps = max(1, min(warmup_steps, total_steps - 1)) if total_steps > 1 else 1
-    base = optim.param_groups[0]["lr"]
-    warm = LinearLR(optim, start_factor=1e-3, end_factor=1.0, total_iters=warmup_steps)
-    decay = CosineAnnealingLR(optim, T_max=max(1, total_steps - warmup_steps), eta_min=base * final_fraction)
-    return SequentialLR(optim, [warm, decay], milestones=[warmup_steps])
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return 1e-3 + (1.0 - 1e-3) * step / warmup_steps
+        t = min(step - warmup_steps, decay_steps) / decay_steps
+        return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return LambdaLR(optim, factor)
 
 
 def restore_training(state: dict, **stateful) -> int:
@@ -47,7 +56,11 @@ def restore_training(state: dict, **stateful) -> int:
         raise RunDirError(f"this checkpoint was written by `export` from {state['exported']['from']}: it holds "
                           "the acting weights only (no optimiser state) and can be evaluated, not resumed")
     for name, obj in stateful.items():
-        obj.load_state_dict(state[name])
+        try:
+            obj.load_state_dict(state[name])
+        except (KeyError, ValueError, RuntimeError) as e:   # a checkpoint of an older layout
+            raise RunDirError(f"checkpoint entry {name!r} does not load into this version's "
+                              f"{type(obj).__name__} ({type(e).__name__}: {e}); start a new run") from e
     set_rng_state(state["rng"])
     return int(state["step"])
 
