@@ -27,9 +27,13 @@ import torch
 def acting_checkpoint(run: Path) -> Path | None:
     """The run's latest training checkpoint, else its latest `export` (a run trained on a GPU
     machine comes back as config + logs + export/, without the training checkpoints)."""
-    from agents.common.run_dir import RunDir
+    from agents.common.cli import checkpoint_path
+    from agents.common.run_dir import RunDirError
 
-    return (RunDir(run).latest_checkpoint() or RunDir(run).latest_export()) if run.is_dir() else None
+    try:
+        return checkpoint_path(run, "table", exports=True) if run.is_dir() else None
+    except RunDirError:
+        return None
 
 
 def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | None:

@@ -344,7 +344,7 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
         (run,) = (root / "bc_diffusion").iterdir()
         states.append(torch.load(run / "checkpoints" / "ckpt_000000000006.pt", map_location="cpu", weights_only=True))
     eager, graphed = states
-    lr, steps = 1e-4, 6                      # tiny.yaml's train.lr (the default) and train.steps
+    tiny = load_config(Config, TINY, []).train
     for part in ("model", "ema_model"):
         for name, a in eager[part].items():
             b = graphed[part][name]
@@ -354,7 +354,7 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
                 # into steps of about lr. Graph capture picks its own GEMM kernels, so the noise and
                 # hence the key bias may differ by O(lr); query and value biases must still match.
                 e = a.numel() // 3
-                assert (b[e:2 * e] - a[e:2 * e]).abs().max() <= 2 * steps * lr, f"{part}.{name} key bias"
+                assert (b[e:2 * e] - a[e:2 * e]).abs().max() <= 2 * tiny.steps * tiny.lr, f"{part}.{name} key bias"
                 a, b = torch.cat([a[:e], a[2 * e:]]), torch.cat([b[:e], b[2 * e:]])
             torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5, msg=f"{part}.{name}")
     assert int(graphed["ema"]["n_averaged"]) == int(eager["ema"]["n_averaged"]) == 6
@@ -363,6 +363,14 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
     assert group["lr"] == pytest.approx(eager["optim"]["param_groups"][0]["lr"])
     assert all(st["step"].device.type == "cpu" and float(st["step"]) == 6 for st in graphed["optim"]["state"].values())
     assert main(["train", "--resume", str(run), "train.device=cpu", "train.steps=8"]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_train_device_cuda_without_cuda_exits_2_before_a_run_dir(dataset, tmp_path, capsys):
+    args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}", "train.device=cuda"]
+    assert main(["train", *args]) == 2
+    assert "config key 'train.device': 'cuda' asked for" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from agents.common.cli import eval_checkpoint, format_eval, resolve_run
+from agents.common.cli import eval_checkpoint, format_eval, pick_device, resolve_run
 from agents.common.config import ConfigError, describe, from_dict, save_config
 from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError, set_rng_state
@@ -168,6 +168,7 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
         cfg, run, state = resolve_run(args, config_cls)
         if check is not None:             # dataset and config problems before a run directory exists
             check(cfg)
+        pick_device(cfg.train.device, "train.device")   # cuda without CUDA: one line, before a run dir
         if args.dry_run:
             return dry_run(cfg)
         if run is None:

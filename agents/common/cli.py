@@ -55,16 +55,24 @@ def pick_device(value: str, key: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
 
 
-def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[Path, dict]:
-    """``flag`` takes a checkpoint file or a run directory (its latest checkpoint; with ``exports``,
-    else its latest exported one): (path, state). ``flag`` names the option or subcommand in errors."""
+def checkpoint_path(arg, flag: str = "--eval", exports: bool = False) -> Path:
+    """``flag`` takes a checkpoint file or a run directory: its latest checkpoint, or with
+    ``exports`` else its latest exported one. ``flag`` names the option or subcommand in errors."""
     path = Path(arg)
-    run = RunDir(path) if path.is_dir() else None
-    ckpt = path if run is None else run.latest_checkpoint() or (run.latest_export() if exports else None)
+    if not path.is_dir():
+        return path
+    run = RunDir(path)
+    ckpt = run.latest_checkpoint() or (run.latest_export() if exports else None)
     if ckpt is None:
         where = f"{run.checkpoints}" + (f" or {path / 'export'}" if exports else "")
         raise RunDirError(f"{flag} {arg}: no checkpoint found in {where}")
-    return Path(ckpt), RunDir.load_checkpoint(ckpt)
+    return ckpt
+
+
+def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[Path, dict]:
+    """checkpoint_path(...) and the state it holds."""
+    ckpt = checkpoint_path(arg, flag, exports)
+    return ckpt, RunDir.load_checkpoint(ckpt)
 
 
 def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, load_new=None,
