@@ -11,9 +11,12 @@ Keys. in_keys = [input, "is_init", *state keys]; out_keys = [output, *("next", s
 Step mode (default): any batch shape, one step per call; the state is zeroed where
 ``is_init`` is true, then advanced. Sequence mode (``with set_recurrent_mode(True)``):
 the last batch dim is time; the state is read at t=0 and reset wherever ``is_init`` is
-true (t=0 included), so rows may hold several episodes without padding. As in TorchRL's
-LSTMModule, in sequence mode ("next", state) holds the final state at the last step
-and zeros at earlier steps (per-step states are not materialised).
+true (t=0 included), so rows may hold several episodes without padding. In sequence mode
+("next", state) holds each row's final state at the last step; it is an expanded
+(stride-0) view of that final state along time, so earlier steps repeat it rather than
+holding their own per-step state (TorchRL's LSTMModule writes zeros there; neither
+materialises per-step states, and only the last step's entry is meaningful). Writing into
+it in place (``td["next", key][..] = ..``) is not supported: ``set`` a new tensor instead.
 """
 from __future__ import annotations
 
@@ -118,11 +121,14 @@ class StatefulMemory(TensorDictModuleBase):
             is_init = is_init.reshape(-1, T)
             first = {n: s.reshape(-1, T, *s.shape[len(shape):])[:, 0] for n, s in zip(names, states)}
             y, final = self.core.sequence(x, is_init, first)
-            outs = []
-            for n in names:  # final state at the last step, zeros elsewhere (as TorchRL)
-                f = final[n]
-                pad = f.new_zeros(f.shape[0], T - 1, *f.shape[1:])
-                outs.append(torch.cat([pad, f[:, None]], dim=1).reshape(*shape, *f.shape[1:]))
+            # ("next", state) is a stride-0 view of each row's final state over time: the last
+            # step holds the true next state (what step_mdp and a consumer of the row's end read;
+            # PPO's bootstrap reads the collected step-mode states, not these) and no
+            # [*B, T, state] tensor is written. TorchRL's LSTMModule
+            # materialises zeros at the earlier steps instead: 575 MB per call for mamba2 at
+            # T=1024 (issue 22), half of sequence mode's time, for values no consumer uses.
+            outs = [final[n].reshape(*shape[:-1], 1, *final[n].shape[1:])
+                    .expand(*shape, *final[n].shape[1:]) for n in names]
         else:
             x = x.reshape(-1, x.shape[-1])
             keep = (~is_init.reshape(-1)).to(x.dtype)
