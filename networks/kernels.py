@@ -6,6 +6,12 @@ import attempt and one log line saying which path is used. CPU tensors always ta
 pure-PyTorch path. ``use_kernels``: "auto" (kernels when they import), True (required:
 error if missing), False (never).
 
+Mamba1 sequence scan on CUDA (``mamba1_scan_path``): the Triton scan of
+``networks.triton_scan`` when triton imports (resets and the carried state native, no
+build step), else mamba-ssm's ``selective_scan_fn`` through ``scan_with_resets``, else
+PyTorch; one log line names the choice. ``MAMBAZOO_MAMBA1_SCAN=triton|mamba_ssm|torch``
+forces one (benchmarks compare them).
+
 What the kernels cover, and what falls back to PyTorch (per call):
 - Mamba2 sequence: ``mamba_chunk_scan_combined`` with ``initial_states`` and
   ``seq_idx`` (segment resets) and ``return_final_states``; the short conv stays ours
@@ -19,7 +25,9 @@ What the kernels cover, and what falls back to PyTorch (per call):
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
 import torch
 
@@ -64,7 +72,47 @@ def wanted(use_kernels, x: torch.Tensor) -> bool:
     return False
 
 
+_MAMBA1_PATH_LOGGED = False
+
+
+def mamba1_scan_path(use_kernels, x: torch.Tensor) -> str:
+    """The Mamba1 sequence scan for ``x``: "triton", "mamba_ssm" or "torch" (see the module doc)."""
+    global _MAMBA1_PATH_LOGGED
+    if use_kernels is False or not x.is_cuda:
+        return "torch"
+    from . import triton_scan  # imports no triton itself; available() tries it once
+
+    forced = os.environ.get("MAMBAZOO_MAMBA1_SCAN")
+    if forced == "torch":
+        path = "torch"
+    elif forced != "mamba_ssm" and _triton_available(triton_scan):
+        path = "triton"
+    else:  # use_kernels=True without triton or mamba-ssm raises in wanted()
+        path = "mamba_ssm" if wanted(use_kernels, x) else "torch"
+    if not _MAMBA1_PATH_LOGGED:
+        _MAMBA1_PATH_LOGGED = True
+        log.warning("mambazoo: Mamba1 sequence scan on CUDA: %s", {
+            "triton": "Triton (networks/triton_scan.py)",
+            "mamba_ssm": "mamba-ssm selective_scan_fn + scan_with_resets",
+            "torch": "pure PyTorch"}[path])
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_available(triton_scan) -> bool:
+    return triton_scan.available()
+
+
+def wants_mamba1_scan(use_kernels, x: torch.Tensor) -> bool:
+    """Mamba1Mixer.forward: does the sequence leave the PyTorch path (``mamba1_forward``)?"""
+    return mamba1_scan_path(use_kernels, x) != "torch"
+
+
 def mamba1_forward(m, x, is_init, conv_state, ssm_state):
+    if mamba1_scan_path(m.use_kernels, x) == "triton":
+        from . import triton_scan
+
+        return triton_scan.mamba1_forward(m, x, is_init, conv_state, ssm_state)
     xc, z, delta, A, Bm, Cm, conv_state = m.prepare(x, conv_state, is_init)
     # Under autocast our conv stays fp32 while the projections give bf16; the kernel wants one dtype.
     z, delta, Bm, Cm = (t.to(xc.dtype) for t in (z, delta, Bm, Cm))

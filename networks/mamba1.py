@@ -222,7 +222,7 @@ class Mamba1Mixer(nn.Module):
 
     def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
         """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
-        if kernels.wanted(self.use_kernels, x):
+        if kernels.wants_mamba1_scan(self.use_kernels, x):  # Triton or mamba-ssm, CUDA only
             return kernels.mamba1_forward(self, x, is_init, conv_state, ssm_state)
         xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
         if scan == "reference":

@@ -1,0 +1,308 @@
+"""Mamba1 selective scan alone, forward+backward: our Triton scan vs our previous GPU path vs
+mamba-ssm's bare ``selective_scan_fn`` (issue 19, item 1).
+
+Rows, B=8, d_inner=512, d_state=16, fp32, T = 1024..16384, ~4 resets per row and a carried
+initial state for ours (the bare kernel has neither: it is the speed to match):
+  triton       networks.triton_scan.selective_scan_fn: resets, h0, final state (with its
+               gradient), delta_bias + softplus + z fused;
+  ssm+rewrite  our previous CUDA path: mamba-ssm's kernel behind kernels.scan_with_resets
+               (extra state-load/reset steps, scatter/gather), softplus in torch;
+  torch        our pure-PyTorch chunked scan (the path without mamba-ssm; T <= --torch-max-len);
+  bare         mamba-ssm's selective_scan_fn, delta_bias/softplus/z fused, no resets, no h0.
+Then a tiling sweep of the Triton scan (BD channels per program, BT steps per chunk, warps)
+at one T, so the default in networks/triton_scan.py can be set from a measurement.
+
+It starts with a correctness check of the Triton scan against the float64 PyTorch loop
+(outputs, final state, every gradient; resets and h0) and exits 1 if it fails.
+Timing: warm-up calls (Triton compiles on the first), then CUDA-event medians of --repeats
+calls; peak is max_memory_allocated above the inputs during the timed calls.
+
+    python benchmarks/triton_scan_bench.py                 # H100/H200: well under 2 minutes
+    TRITON_INTERPRET=1 python benchmarks/triton_scan_bench.py --smoke   # CPU: the script runs
+Writes benchmarks/results/triton_scan.md (--out).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from networks import kernels, triton_scan  # noqa: E402
+from networks.mamba1 import selective_scan_chunked, selective_scan_reference  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--d-inner", type=int, default=512)
+    p.add_argument("--d-state", type=int, default=16)
+    p.add_argument("--resets", type=int, default=4, help="resets per row (random steps)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--torch-max-len", type=int, default=4096)
+    p.add_argument("--sweep-len", type=int, default=4096, help="T of the tiling sweep (0: no sweep)")
+    p.add_argument("--budget-s", type=float, default=100.0, help="skip what is left after this long")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script (CPU interpreter)")
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "triton_scan.md"))
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.lengths, a.batch, a.d_inner, a.d_state, a.repeats, a.sweep_len = [40, 64], 2, 8, 4, 2, 40
+        a.out = os.path.join("/tmp", "triton_scan_smoke.md")
+    return a
+
+
+SWEEP = [(4, 32, 4), (2, 32, 4), (8, 32, 4), (4, 64, 4), (4, 64, 8), (8, 16, 4), (2, 64, 4), (1, 64, 2)]
+
+
+def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
+    r = lambda *s: torch.randn(*s, device=device, generator=gen, dtype=dtype)  # noqa: E731
+    x = dict(u=r(Bt, Di, T), delta=r(Bt, Di, T) * 0.5 - 1.0, A=-torch.exp(r(Di, N) * 0.5 + 1.0),
+             B=r(Bt, N, T), C=r(Bt, N, T), D=r(Di), z=r(Bt, Di, T), delta_bias=r(Di) * 0.5,
+             h0=r(Bt, Di, N))
+    reset = torch.zeros(Bt, T, dtype=torch.bool, device=device)
+    for b in range(Bt):  # ~n_resets per row at random steps (t=0 possible: an episode start)
+        reset[b, torch.randint(0, T, (n_resets,), device=device, generator=gen)] = True
+    return x, reset
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_calls(fn, repeats, device, warmup=3):
+    """Median ms of ``repeats`` calls (CUDA events on GPU), and peak MB above the start."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else math.nan
+    return statistics.median(times), peak
+
+
+# ------------------------------------------------------------------------ the candidates
+def leaves(x, keys):
+    return {k: x[k].detach().clone().requires_grad_() for k in keys}
+
+
+def run_triton(x, reset):
+    y, h = triton_scan.selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
+                                         x["delta_bias"], True, True, initial_state=x["h0"], reset=reset)
+    return y, h
+
+
+def run_rewrite(x, reset, scan_fn):
+    """kernels.mamba1_forward's scan: softplus in torch, mamba-ssm kernel behind the rewrite."""
+    delta = F.softplus(x["delta"] + x["delta_bias"][:, None])
+    return kernels.scan_with_resets(scan_fn, x["u"], delta, x["A"], x["B"], x["C"], x["D"], x["z"],
+                                    x["h0"], reset)
+
+
+def run_torch(x, reset):
+    """The pure-PyTorch chunked scan (time-major inside; this layout is what it is given)."""
+    delta = F.softplus(x["delta"] + x["delta_bias"][:, None])
+    tr = lambda t: t.transpose(1, 2)  # noqa: E731
+    y, h = selective_scan_chunked(tr(x["u"]), tr(delta), x["A"], tr(x["B"]), tr(x["C"]), x["D"], x["h0"], reset)
+    return tr(y) * F.silu(x["z"]), h
+
+
+def run_bare(x, scan_fn):
+    return scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"],
+                   delta_softplus=True), None
+
+
+def fwd_bwd(run, x, keys, gen):
+    """A closure doing forward + backward with fixed random output gradients."""
+    inp = leaves(x, keys)
+    y, h = run(inp)
+    gy = torch.randn(y.shape, device=y.device, generator=gen)
+    # mamba-ssm's final state carries no gradient (the rewrite returns it as is): only ours get one.
+    with_h = h is not None and h.requires_grad
+    gh = torch.randn(h.shape, device=y.device, generator=gen) if with_h else None
+
+    def step():
+        for t in inp.values():
+            t.grad = None
+        y, h = run(inp)
+        outs, grads = ([y, h], [gy, gh]) if with_h else ([y], [gy])
+        torch.autograd.backward(outs, grads)
+    return step
+
+
+# ------------------------------------------------------------------------ correctness
+def check(device, gen):
+    """Triton vs the float64 PyTorch loop: outputs, final state, all gradients."""
+    Bt, Di, N, T = (2, 16, 8, 300) if device.type == "cuda" else (2, 4, 3, 40)
+    x, reset = make_inputs(Bt, Di, N, T, 4, device, gen)
+    reset[0, 0] = reset[1, T - 1] = True
+    keys = list(x)
+    xt = leaves(x, keys)
+    y, h = run_triton(xt, reset)
+    xr = {k: v.detach().double().requires_grad_() for k, v in x.items()}
+    delta = F.softplus(xr["delta"] + xr["delta_bias"][:, None])
+    tr = lambda t: t.transpose(1, 2)  # noqa: E731
+    yr, hr = selective_scan_reference(tr(xr["u"]), tr(delta), xr["A"], tr(xr["B"]), tr(xr["C"]), xr["D"],
+                                      xr["h0"], reset)
+    yr = tr(yr) * F.silu(xr["z"])
+    gy, gh = torch.randn_like(yr), torch.randn_like(hr)
+    torch.autograd.backward([yr, hr], [gy, gh])
+    torch.autograd.backward([y, h], [gy.float(), gh.float()])
+    errs, ok = {}, True
+    for name, a, b, tol in [("out", y, yr, 1e-5), ("last", h, hr, 1e-5)] + \
+            [("d" + k, xt[k].grad, xr[k].grad, 5e-5) for k in keys]:
+        scale = b.abs().max().clamp(min=1.0).item()
+        errs[name] = (a.double() - b).abs().max().item() / scale
+        ok &= errs[name] <= tol
+    return ok, errs
+
+
+# ------------------------------------------------------------------------ main
+def versions(device):
+    v = {"torch": torch.__version__}
+    try:
+        import triton
+        v["triton"] = triton.__version__
+    except Exception as exc:
+        v["triton"] = f"not importable ({type(exc).__name__})"
+    try:
+        import mamba_ssm
+        v["mamba-ssm"] = mamba_ssm.__version__
+    except Exception as exc:
+        v["mamba-ssm"] = f"not importable ({type(exc).__name__})"
+    v["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (Triton interpreter)"
+    return v
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    interp = os.environ.get("TRITON_INTERPRET") == "1"
+    if not torch.cuda.is_available() and not interp:
+        sys.exit("needs a CUDA device (or TRITON_INTERPRET=1 with --smoke to check the script on CPU)")
+    device = torch.device("cpu" if interp else "cuda")
+    if not triton_scan.available():
+        sys.exit("triton does not import")
+    gen = torch.Generator(device=device).manual_seed(0)
+    v = versions(device)
+    print(" | ".join(f"{k} {val}" for k, val in v.items()))
+    ok, errs = check(device, gen)
+    print("correctness (max |err| / max |ref|, vs float64 loop):",
+          " ".join(f"{k} {e:.1e}" for k, e in errs.items()), "OK" if ok else "FAILED")
+    if not ok:
+        sys.exit(1)
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as ssm_scan
+    except Exception:
+        ssm_scan = None
+    Bt, Di, N = args.batch, args.d_inner, args.d_state
+    all_keys = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"]
+    cands = {"triton": (lambda x, r: run_triton(x, r), all_keys)}
+    if ssm_scan is not None:
+        cands["ssm+rewrite"] = (lambda x, r: run_rewrite(x, r, ssm_scan), all_keys)
+    cands["torch"] = (run_torch, all_keys)
+    if ssm_scan is not None:
+        cands["bare"] = (lambda x, r: run_bare(x, ssm_scan), all_keys[:-1])
+    rows, skipped = [], []
+    for T in args.lengths:
+        x, reset = make_inputs(Bt, Di, N, T, args.resets, device, gen)
+        row = {"T": T}
+        for name, (run, keys) in cands.items():
+            if name == "torch" and T > args.torch_max_len:
+                continue
+            if time.monotonic() - t_start > args.budget_s:
+                skipped.append(f"{name}@{T}")
+                continue
+            step = fwd_bwd(lambda inp: run(inp, reset), x, keys, gen)
+            reps = args.repeats if name != "torch" else max(2, args.repeats // 3)
+            row[name], row[name + "_mb"] = time_calls(step, reps, device)
+            del step
+        rows.append(row)
+        print(fmt_row(row, cands))
+        del x, reset
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    sweep = []
+    if args.sweep_len:
+        x, reset = make_inputs(Bt, Di, N, args.sweep_len, args.resets, device, gen)
+        for cfg in SWEEP:
+            if time.monotonic() - t_start > args.budget_s:
+                skipped.append(f"sweep {cfg}")
+                continue
+            triton_scan.set_config(cfg)
+            step = fwd_bwd(lambda inp: run_triton(inp, reset), x, all_keys, gen)
+            ms, mb = time_calls(step, args.repeats, device)
+            sweep.append((cfg, ms, mb))
+            print(f"tiling BD={cfg[0]} BT={cfg[1]} warps={cfg[2]}: {ms:.3f} ms, {mb:.0f} MB")
+        triton_scan.set_config(None)
+    write_md(args, v, errs, rows, cands, sweep, skipped, time.monotonic() - t_start)
+    print(f"wrote {args.out} ({time.monotonic() - t_start:.0f} s)")
+
+
+def fmt_row(row, cands):
+    parts = [f"T={row['T']:>6}"]
+    for name in cands:
+        if name in row:
+            parts.append(f"{name} {row[name]:8.3f} ms {row[name + '_mb']:7.0f} MB")
+    if "bare" in row:
+        parts.append(f"triton/bare {row['triton'] / row['bare']:.2f}x")
+    return " | ".join(parts)
+
+
+def write_md(args, v, errs, rows, cands, sweep, skipped, took):
+    names = list(cands)
+    lines = ["# Mamba1 selective scan, forward+backward (benchmarks/triton_scan_bench.py)", "",
+             f"B={args.batch}, d_inner={args.d_inner}, d_state={args.d_state}, fp32, ~{args.resets} resets "
+             "per row + carried state for ours; median of "
+             f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
+             "", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+             f"Triton tiling (BD, BT, warps): default {triton_scan.DEFAULT_CONFIG}.", "",
+             "Correctness vs the float64 PyTorch loop (max |err| / max |ref|): "
+             + ", ".join(f"{k} {e:.1e}" for k, e in errs.items()), "",
+             "| T | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} MB" for n in names)
+             + (" | triton / bare | triton / ssm+rewrite |" if "bare" in names else " |"),
+             "|" + "---|" * (1 + 2 * len(names) + (2 if "bare" in names else 0))]
+    for r in rows:
+        ms = lambda n: f"{r[n]:.3f}" if n in r else "-"  # noqa: E731
+        mb = lambda n: f"{r[n + '_mb']:.0f}" if n in r else "-"  # noqa: E731
+        line = f"| {r['T']} | " + " | ".join(map(ms, names)) + " | " + " | ".join(map(mb, names))
+        if "bare" in names:
+            ratio = lambda n: f"{r['triton'] / r[n]:.2f}x" if n in r and "triton" in r else "-"  # noqa: E731
+            line += f" | {ratio('bare')} | {ratio('ssm+rewrite')}"
+        lines.append(line + " |")
+    if sweep:
+        lines += ["", f"Triton tiling sweep at T={args.sweep_len} (fwd+bwd):", "",
+                  "| BD | BT | warps | ms | MB |", "|---|---|---|---|---|"]
+        lines += [f"| {c[0]} | {c[1]} | {c[2]} | {ms:.3f} | {mb:.0f} |" for c, ms, mb in sweep]
+    if skipped:
+        lines += ["", f"Skipped (time budget {args.budget_s:.0f} s): " + ", ".join(skipped)]
+    lines += ["", f"Run took {took:.0f} s."]
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

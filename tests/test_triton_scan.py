@@ -1,0 +1,388 @@
+"""networks.triton_scan (the Triton Mamba1 scan) == the pure-PyTorch reference loop.
+
+Two modes, same test bodies (the ``device`` parameter):
+- ``cuda``: marked ``cuda`` (``python -m pytest -m cuda tests/test_triton_scan.py``); needs
+  a CUDA device and triton.
+- ``cpu``: Triton's interpreter on CPU tensors. The interpreter is chosen when triton is
+  first imported (older triton) or when a kernel is decorated (newer), and torchrl /
+  tensordict import triton as soon as ``networks`` is imported, so these cases only run in
+  a child process started with TRITON_INTERPRET=1 (``test_interpreter_mode``). The parent
+  skips that when triton is not installed (CI) or when a small interpreter run is slow.
+
+Every comparison is against ``selective_scan_reference`` run in float64 on the same
+inputs, so the error measured is the kernel's own. Tolerances, relative to the largest
+entry of the reference (``close``):
+- float32 kernel: outputs and final states 1e-5, gradients 5e-5. Observed here (interpreter,
+  T<=300) ~1e-7..1e-6; a wrong reset, carry or gradient term is off by O(1e-2..1).
+- float64 kernel: 1e-10 everything (observed ~1e-15).
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from networks.mamba1 import selective_scan_reference
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTERP = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _has_triton():
+    # find_spec, not import: importing triton here would fix the interpreter choice too early.
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ValueError, ImportError):  # e.g. sys.modules["triton"] = None (import blocked)
+        return False
+
+
+HAS_TRITON = _has_triton()
+F32 = dict(out=1e-5, grad=5e-5)
+F64 = dict(out=1e-10, grad=1e-10)
+
+DEVICES = [
+    pytest.param("cuda", marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"),
+        pytest.mark.skipif(INTERP, reason="TRITON_INTERPRET=1 runs triton on CPU, not CUDA"),
+    ]),
+    pytest.param("cpu", marks=pytest.mark.skipif(
+        not INTERP, reason="runs in the TRITON_INTERPRET=1 child process of test_interpreter_mode")),
+]
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"]
+
+
+def sizes(device):
+    """Interpreter: tiny (it runs every tile in numpy), with T spanning 3 chunks of 16 and
+    Di/N not multiples of the tile (masking). CUDA: the default tiling at a realistic width."""
+    if device == "cpu":
+        return dict(Bt=3, Di=6, N=3, T=37, config=(4, 16, 1))
+    return dict(Bt=4, Di=40, N=16, T=300, config=None)
+
+
+@pytest.fixture(autouse=True)
+def _reset_config():
+    yield
+    if "networks.triton_scan" in sys.modules:
+        sys.modules["networks.triton_scan"].set_config(None)
+
+
+def make_inputs(device, Bt, Di, N, T, G=1, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    bc = (Bt, G, N, T) if G > 1 else (Bt, N, T)
+    x = dict(u=r(Bt, Di, T), delta=r(Bt, Di, T) * 0.5 - 1.0,
+             A=-torch.exp(r(Di, N) * 0.5 + 1.0),      # |A| ~0.5..15, as the S4D init and after training
+             B=r(*bc), C=r(*bc), D=r(Di), z=r(Bt, Di, T),
+             delta_bias=r(Di) * 0.5, h0=r(Bt, Di, N))
+    return {k: v.to(device=device, dtype=dtype) for k, v in x.items()}
+
+
+def resets(Bt, T, device, kind="mixed"):
+    """mixed: t=0 and inside (row 0), inside and at the last step (row 1), back to back on
+    both sides of each chunk boundary (row 2); rows >= 3 carry their state through."""
+    rs = torch.zeros(Bt, T, dtype=torch.bool)
+    if kind == "mixed":
+        rs[0, [0, 9]] = True
+        rs[1, [5, T - 1]] = True
+        for c in (16, 32, 64):      # chunk boundaries of the tilings tested (BT = 16, 32, 64)
+            if c < T:
+                rs[2, [c - 1, c]] = True
+    return rs.to(device)
+
+
+def reference(x, used, softplus, reset):
+    """float64 oracle: selective_scan_reference per group, mamba-ssm's delta/z conventions."""
+    x = {k: v.detach().double().requires_grad_() for k, v in x.items()}
+    u, B, C = x["u"], x["B"], x["C"]
+    Bt, Di, T = u.shape
+    delta = x["delta"] + (x["delta_bias"][:, None] if "delta_bias" in used else 0)
+    delta = F.softplus(delta) if softplus else delta
+    D = x["D"] if "D" in used else u.new_zeros(Di)
+    h0 = x["h0"] if "h0" in used else u.new_zeros(Bt, Di, x["A"].shape[1])
+    rs = reset if reset is not None else torch.zeros(Bt, T, dtype=torch.bool, device=u.device)
+    G = B.shape[1] if B.dim() == 4 else 1
+    Bg, Cg = (B, C) if G > 1 else (B[:, None], C[:, None])
+    Dg = Di // G
+    ys, hs = [], []
+    for g in range(G):
+        c = slice(g * Dg, (g + 1) * Dg)
+        y, h = selective_scan_reference(u[:, c].transpose(1, 2), delta[:, c].transpose(1, 2), x["A"][c],
+                                        Bg[:, g].transpose(1, 2), Cg[:, g].transpose(1, 2), D[c], h0[:, c], rs)
+        ys.append(y.transpose(1, 2))
+        hs.append(h)
+    y, h = torch.cat(ys, 1), torch.cat(hs, 1)
+    if "z" in used:
+        y = y * F.silu(x["z"])
+    return x, y, h
+
+
+def run_triton(x, used, softplus, reset, return_last=True):
+    from networks.triton_scan import selective_scan_fn
+
+    x = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
+    opt = lambda k: x[k] if k in used else None  # noqa: E731
+    res = selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], opt("D"), opt("z"),
+                            opt("delta_bias"), softplus, return_last, initial_state=opt("h0"), reset=reset)
+    y, h = res if return_last else (res, None)
+    return x, y, h
+
+
+def close(a, b, tol, what):
+    scale = b.abs().max().clamp(min=1.0)
+    err = (a.double() - b.double()).abs().max()
+    assert err <= tol * scale, f"{what}: max abs diff {err:.3e} (scale {scale:.3e}, tol {tol:g} x scale)"
+    return err.item() / scale.item()
+
+
+def check(device, used, softplus, reset_kind, dtype=torch.float32, G=1, return_last=True, seed=0,
+          config="default"):
+    from networks import triton_scan
+
+    s = sizes(device)
+    triton_scan.set_config(s["config"] if config == "default" else config)
+    tol = F32 if dtype == torch.float32 else F64
+    x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], G=G, seed=seed, dtype=dtype)
+    if not softplus:  # a negative step would make exp(delta * A) grow: give it positive steps
+        x["delta"] = F.softplus(x["delta"])
+    reset = None if reset_kind == "none" else resets(s["Bt"], s["T"], device, reset_kind)
+    xr, y_ref, h_ref = reference(x, used, softplus, reset)
+    xt, y, h = run_triton(x, used, softplus, reset, return_last)
+    assert y.dtype == dtype and y.shape == y_ref.shape
+    errs = {"out": close(y, y_ref, tol["out"], "out")}
+    if return_last:
+        errs["last"] = close(h, h_ref, tol["out"], "final state")
+    g = torch.Generator().manual_seed(seed + 1)
+    w = torch.randn(y_ref.shape, generator=g, dtype=torch.float64).to(device)
+    w_h = torch.randn(h_ref.shape, generator=g, dtype=torch.float64).to(device)
+    loss_ref = (y_ref * w).sum() + ((h_ref * w_h).sum() if return_last else 0)
+    loss_ref.backward()
+    loss = (y.double() * w).sum() + ((h.double() * w_h).sum() if return_last else 0)
+    loss.backward()
+    for k in NAMES:
+        if k in used or k in ("u", "delta", "A", "B", "C"):
+            assert xt[k].grad is not None, f"no gradient for {k}"
+            errs["d" + k] = close(xt[k].grad, xr[k].grad, tol["grad"], f"d{k}")
+        else:
+            assert xt[k].grad is None
+    print({k: f"{v:.1e}" for k, v in errs.items()})  # shown with -s: the observed errors
+    return errs
+
+
+ALL = set(NAMES)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["full", "resets_no_h0", "h0_no_resets", "plain_no_last"])
+def test_matches_reference_float32(device, case):
+    """Outputs, final state and every gradient (the final state's included)."""
+    if case == "full":              # Mamba1 in RL: everything fused, carried state and resets
+        check(device, ALL, True, "mixed")
+    elif case == "resets_no_h0":
+        check(device, ALL - {"h0"}, True, "mixed")
+    elif case == "h0_no_resets":
+        check(device, ALL - {"z", "delta_bias"}, False, "none")
+    else:                           # mamba-ssm's defaults, and no final-state gradient
+        check(device, {"D"}, False, "none", return_last=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_float64(device):
+    check(device, ALL, True, "mixed", dtype=torch.float64)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_groups_as_in_ss2d(device):
+    """Variable B/C with groups (VMamba's four directions): channel d reads group d // (Di/G)."""
+    check(device, ALL, True, "mixed", G=2, seed=3)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config", [(1, 16, 1), (2, 64, 2), (8, 16, 4)], ids=lambda c: "x".join(map(str, c)))
+def test_tilings_agree(device, config):
+    """The result must not depend on the tiling: one channel per program (BD=1), a chunk
+    longer than the sequence (BT=64 > T in the interpreter), more channels than Di/G."""
+    check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_reset_cuts_the_past_exactly(device):
+    """After a reset nothing before it may matter, bit for bit: the reset step's decay is
+    exactly 0 in every combination of the parallel scan."""
+    from networks import triton_scan
+    from networks.triton_scan import selective_scan_fn
+
+    s = sizes(device)
+    triton_scan.set_config(s["config"])
+    x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=7)
+    rs = torch.zeros(s["Bt"], s["T"], dtype=torch.bool, device=device)
+    cut = 20
+    rs[:, cut] = True
+    args = lambda x: (x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True, True)  # noqa: E731
+    y1, h1 = selective_scan_fn(*args(x), initial_state=x["h0"], reset=rs)
+    x2 = dict(x)
+    for k in ("u", "delta", "B", "C", "z"):
+        x2[k] = x[k].clone()
+        x2[k][..., :cut] += 3.0
+    y2, h2 = selective_scan_fn(*args(x2), initial_state=x["h0"] + 3.0, reset=rs)
+    assert torch.equal(y1[..., cut:], y2[..., cut:]) and torch.equal(h1, h2)
+    assert not torch.allclose(y1[..., :cut], y2[..., :cut])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mamba1_mixer_on_triton_matches_pytorch_path(device):
+    """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
+    pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
+    carried states and every parameter."""
+    from networks import triton_scan
+    from networks.mamba1 import Mamba1Mixer
+
+    s = sizes(device)
+    triton_scan.set_config(s["config"])
+    torch.manual_seed(11)
+    d_model = 8 if device == "cpu" else 32
+    m = Mamba1Mixer(d_model, d_state=4 if device == "cpu" else 16, use_kernels=False).to(device)
+    Bt, T = 3, s["T"]
+    x = torch.randn(Bt, T, d_model, device=device)
+    is_init = resets(Bt, T, device)
+    conv0 = torch.randn(Bt, m.d_inner, m.d_conv - 1, device=device)
+    ssm0 = torch.randn(Bt, m.d_inner, m.d_state, device=device)
+    outs = []
+    for fn in (lambda *a: m(*a), lambda *a: triton_scan.mamba1_forward(m, *a)):
+        m.zero_grad()
+        leaves = [t.clone().requires_grad_() for t in (x, conv0, ssm0)]
+        y, conv, ssm = fn(leaves[0], is_init, leaves[1], leaves[2])
+        g = torch.Generator().manual_seed(12)
+        loss = sum((t * torch.randn(t.shape, generator=g).to(device)).sum() for t in (y, conv, ssm))
+        loss.backward()
+        outs.append(dict(y=y, conv=conv, ssm=ssm, dx=leaves[0].grad, dconv0=leaves[1].grad,
+                         dssm0=leaves[2].grad, **{"d" + n: p.grad.clone() for n, p in m.named_parameters()}))
+    ref, tri = outs
+    for k in ref:  # the PyTorch path is itself float32 here: tolerances x4
+        close(tri[k], ref[k], 4 * (F32["out"] if k in ("y", "conv", "ssm") else F32["grad"]), k)
+
+
+class _FakeCuda:
+    is_cuda = True  # all the dispatch reads of a tensor
+
+
+@pytest.mark.parametrize("triton_ok, ssm_ok, forced, use_kernels, expect", [
+    (True, True, None, "auto", "triton"),          # Triton first: native resets, no build step
+    (True, False, None, True, "triton"),
+    (False, True, None, "auto", "mamba_ssm"),
+    (False, False, None, "auto", "torch"),
+    (True, True, None, False, "torch"),
+    (True, True, "mamba_ssm", "auto", "mamba_ssm"),  # MAMBAZOO_MAMBA1_SCAN forces a path
+    (True, True, "torch", True, "torch"),
+    (False, False, None, True, RuntimeError),      # use_kernels=True: some kernel is required
+])
+def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forced, use_kernels, expect):
+    from networks import kernels
+
+    monkeypatch.setattr(kernels, "_triton_available", lambda mod: triton_ok)
+    monkeypatch.setattr(kernels, "_KERNELS", {"scan": None} if ssm_ok else False)
+    monkeypatch.setattr(kernels, "_MAMBA1_PATH_LOGGED", False)
+    if forced:
+        monkeypatch.setenv("MAMBAZOO_MAMBA1_SCAN", forced)
+    else:
+        monkeypatch.delenv("MAMBAZOO_MAMBA1_SCAN", raising=False)
+    if expect is RuntimeError:
+        with pytest.raises(RuntimeError, match="use_kernels=True"):
+            kernels.mamba1_scan_path(use_kernels, _FakeCuda())
+        return
+    with caplog.at_level("WARNING", logger="mambazoo"):
+        assert kernels.mamba1_scan_path(use_kernels, _FakeCuda()) == expect
+        assert kernels.mamba1_scan_path(use_kernels, _FakeCuda()) == expect
+        assert kernels.mamba1_scan_path("auto", torch.zeros(1)) == "torch"   # CPU tensors: never CUDA kernels
+    lines = [r.getMessage() for r in caplog.records if "Mamba1 sequence scan" in r.getMessage()]
+    if use_kernels is not False:
+        name = {"triton": "Triton", "mamba_ssm": "mamba-ssm", "torch": "pure PyTorch"}[expect]
+        assert len(lines) == 1 and name in lines[0], lines   # one line per process, naming the path
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not HAS_TRITON or INTERP, reason="needs triton compiling for CUDA")
+def test_auto_dispatch_runs_triton_on_cuda(monkeypatch):
+    """make_memory("mamba1") with use_kernels="auto" on CUDA runs the Triton scan."""
+    from networks import kernels, make_memory, triton_scan
+
+    monkeypatch.delenv("MAMBAZOO_MAMBA1_SCAN", raising=False)
+    assert kernels.mamba1_scan_path("auto", torch.zeros(1, device="cuda")) == "triton"
+    calls = []
+    real = triton_scan.mamba1_forward
+    monkeypatch.setattr(triton_scan, "mamba1_forward", lambda *a: calls.append(1) or real(*a))
+    mem = make_memory("mamba1", 32, 32, use_kernels="auto").cuda()
+    m = mem.core.mixers[0]
+    x = torch.randn(2, 50, 32, device="cuda")
+    is_init = torch.zeros(2, 50, dtype=torch.bool, device="cuda")
+    conv = torch.zeros(2, m.d_inner, m.d_conv - 1, device="cuda")
+    ssm = torch.zeros(2, m.d_inner, m.d_state, device="cuda")
+    m(x, is_init, conv, ssm)
+    assert calls, "the Mamba1 mixer did not take the Triton scan"
+
+
+def test_import_needs_no_triton():
+    """``import networks`` (and this module) must work where triton is absent: CI does not
+    install it. Simulated by blocking the import in a fresh interpreter."""
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import networks, networks.kernels, networks.triton_scan as ts, networks.mamba1\n"
+            "assert not ts.available()\n"
+            "import torch\n"
+            "try:\n"
+            "    ts.selective_scan_fn(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.zeros(2, 4),\n"
+            "                         torch.zeros(1, 5, 3), torch.zeros(1, 5, 3))\n"
+            "except ValueError as e:\n"
+            "    assert 'B must be' in str(e), e\n"
+            "else:\n"
+            "    raise AssertionError('a wrong B shape must be refused before any kernel')\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+# The probe: a small forward+backward in the interpreter, timed end to end (python start,
+# torch + triton import, one scan). The full interpreter suite is run only if this is fast.
+PROBE = """
+import torch
+from networks.triton_scan import selective_scan_fn, set_config
+set_config((4, 16, 1))
+u, d, z = (torch.randn(2, 4, 20, requires_grad=True) for _ in range(3))
+A = -torch.rand(4, 3).add(0.5).requires_grad_()
+B, C = (torch.randn(2, 3, 20, requires_grad=True) for _ in range(2))
+h0 = torch.randn(2, 4, 3, requires_grad=True)
+rs = torch.zeros(2, 20, dtype=torch.bool); rs[0, 7] = True
+y, h = selective_scan_fn(u, d, A, B, C, None, z, None, True, True, initial_state=h0, reset=rs)
+(y.sum() + h.sum()).backward()
+"""
+PROBE_BUDGET_S = 20.0
+
+
+@pytest.mark.skipif(INTERP, reason="this test starts the interpreter run; it is not part of it")
+def test_interpreter_mode():
+    """Every ``cpu`` case above, in a child process with TRITON_INTERPRET=1."""
+    if not HAS_TRITON:
+        pytest.skip("triton is not installed (CI does not install it): no interpreter to run")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=PROBE_BUDGET_S)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"a small Triton-interpreter scan took > {PROBE_BUDGET_S:.0f} s here: too slow to run the suite")
+    took = time.monotonic() - t0
+    # A probe that runs but fails is a broken kernel (or an incompatible triton): fail, never skip.
+    assert r.returncode == 0, f"interpreter probe failed:\n{r.stderr[-4000:]}"
+    if took > PROBE_BUDGET_S:
+        pytest.skip(f"a small Triton-interpreter scan took {took:.1f} s here (> {PROBE_BUDGET_S:.0f} s)")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                        os.path.abspath(__file__), "-k", "cpu"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    tail = r.stdout[-6000:] + r.stderr[-2000:]
+    assert r.returncode == 0, f"interpreter cases failed:\n{tail}"
+    summary = r.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "skipped" not in summary and "failed" not in summary, tail
