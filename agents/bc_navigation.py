@@ -343,7 +343,14 @@ def check(cfg: Config):
     if cfg.model.kind == "mambavint" and len(train_ids) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size ({cfg.train.batch_size} streams) exceeds the {len(train_ids)} "
                           "training episodes: lower it or generate more episodes")
-    build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
+    try:
+        with torch.device("meta"):      # shapes only: no memory, no compute
+            build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
+    except ConfigError:
+        raise
+    except (ValueError, AssertionError, RuntimeError) as err:   # e.g. a memory width its kind cannot take
+        raise ConfigError(f"config key 'model.dim': {cfg.model.dim} does not fit model.kind={cfg.model.kind} "
+                          f"(memory {cfg.model.memory_kind}): {err}") from None
     return ds
 
 

@@ -140,8 +140,8 @@ def _merge(root: Path, cfg: GenerateConfig) -> list[dict]:
     pending = {i: p for i, p in _pending(root).items() if i not in merged}  # merged already: stale
     if not pending and (root / "data").is_dir():
         return list(merged.values())
-    old = TensorDict.load_memmap(root / "data") if merged else None
-    parts = {i: TensorDict.load_memmap(p) for i, p in pending.items()}
+    old = _load_memmap(root / "data") if merged else None
+    parts = {i: _load_memmap(p) for i, p in pending.items()}
     records = {**merged, **{i: _read_json(p / "record.json", "episode record") for i, p in pending.items()}}
     order = sorted(records)
     total = sum(records[i]["length"] for i in order)
@@ -288,11 +288,26 @@ def load_dataset(path: str | Path) -> ManipDemos:
         raise DatasetError(f"{data_dir}: dataset version {meta.get('version')} but this code reads {VERSION}")
     _check_files(data_dir)
     try:
-        data = TensorDict.load_memmap(data_dir)
+        data = _load_memmap(data_dir)
+    except DatasetError:
+        raise
     except Exception as e:  # missing meta.json, truncated .memmap files, ...
         raise DatasetError(f"cannot memory-map {data_dir}: {type(e).__name__}: {e}") from e
     _validate(data, meta, data_dir)
     return ManipDemos(data, meta, data_dir)
+
+
+def _load_memmap(path: Path) -> TensorDict:
+    """TensorDict.load_memmap that never unpickles: a dataset someone else made must not run code.
+    A pickle file anywhere in the folder (tensordict's other.pickle for non-tensor fields, or any
+    *.pkl) is refused by name first; allow_pickle=False backs that up inside tensordict."""
+    from agents.common.replay_io import ReplayError, refuse_pickles
+
+    try:
+        refuse_pickles(path, "dataset folder")
+    except ReplayError as err:
+        raise DatasetError(str(err)) from None
+    return TensorDict.load_memmap(path, allow_pickle=False)
 
 
 def _check_files(data_dir: Path) -> None:

@@ -54,12 +54,12 @@ class TD3Config:
     critic_lr: float = field_spec(1e-3, min=0.0, max=1.0)
     gamma: float = field_spec(0.99, min=0.0, max=1.0)
     tau: float = field_spec(0.005, min=0.0, max=1.0, help="target soft-update rate")
-    policy_noise: float = field_spec(0.2, min=0.0, help="target policy smoothing noise std")
-    noise_clip: float = field_spec(0.2, min=0.0, help="clip of the smoothing noise")
+    policy_noise: float = field_spec(0.2, min=0.0, max=10.0, help="target policy smoothing noise std")
+    noise_clip: float = field_spec(0.2, min=0.0, max=10.0, help="clip of the smoothing noise")
     policy_delay: int = field_spec(2, min=1, help="critic updates per actor/target update")
-    grad_clip: float = field_spec(10.0, min=0.0, help="max grad norm (0: off)")
-    ou_sigma: float = field_spec(0.2, min=0.0, help="OU exploration noise scale")
-    ou_theta: float = field_spec(0.15, min=0.0, help="OU mean reversion")
+    grad_clip: float = field_spec(10.0, min=0.0, max=1e6, help="max grad norm (0: off)")
+    ou_sigma: float = field_spec(0.2, min=0.0, max=10.0, help="OU exploration noise scale")
+    ou_theta: float = field_spec(0.15, min=0.0, max=10.0, help="OU mean reversion")
     ou_eps_end: float = field_spec(0.1, min=0.0, max=1.0, help="final OU noise multiplier (starts at 1)")
     ou_anneal_frames: int = field_spec(50_000, min=1, help="frames over which the OU noise decays")
 
@@ -75,7 +75,7 @@ class ReplayConfig:
 
 @dataclass
 class TrainConfig:
-    total_frames: int = field_spec(200_000, min=1, help="env steps")
+    total_frames: int = field_spec(200_000, min=1, max=10**12, help="env steps")
     learning_starts: int = field_spec(2000, min=0, help="random-action steps before updates start")
     frames_per_batch: int = field_spec(100, min=1, help="env steps between update rounds")
     updates_per_step: float = field_spec(1.0, min=0.0, max=64.0, help="gradient updates per env step")
@@ -112,6 +112,24 @@ def check_consistency(cfg: Config) -> None:
     if cfg.replay.batch_size * cfg.replay.seq_len > cfg.replay.size:
         raise ConfigError(f"config key 'replay.batch_size': batch_size x seq_len = "
                           f"{cfg.replay.batch_size * cfg.replay.seq_len} exceeds replay.size={cfg.replay.size}")
+    if cfg.model.encoder == "memory":
+        check_memory_size(cfg)
     if is_drone(cfg) and cfg.model.encoder == "vmamba" and cfg.env.image_size % cfg.model.patch_size:
         raise ConfigError(f"config key 'env.image_size': {cfg.env.image_size} must be a multiple of "
                           f"model.patch_size ({cfg.model.patch_size})")
+
+
+def check_memory_size(cfg: Config) -> None:
+    """Build the memory encoder once on the meta device (no memory, no compute): a memory_hidden
+    the kind cannot take (mamba2's heads, a transformer's head count...) is a ConfigError naming the
+    key before a run directory exists, not a ValueError traceback from inside training."""
+    import torch
+
+    from networks.memory_encoder import MemorySequenceEncoder
+
+    try:
+        with torch.device("meta"):
+            MemorySequenceEncoder(1, cfg.model.memory, cfg.model.memory_hidden, cfg.model.memory_layers)
+    except (ValueError, AssertionError, RuntimeError) as err:
+        raise ConfigError(f"config key 'model.memory_hidden': {cfg.model.memory_hidden} does not fit "
+                          f"model.memory={cfg.model.memory} ({err})") from None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,11 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
+from agents.common.cli import agent_parser, eval_checkpoint, format_eval, output_root, pick_device, run_agent
 from agents.common.config import ConfigError, from_dict, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.run_dir import RunDir, rng_state, set_rng_state
-from agents.td3_config import Config, check_consistency
+from agents.common import replay_io
+from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.td3_config import Config, check_consistency, is_drone
 from agents.td3_setup import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
                               parameter_report, to_storage, windows)
 
@@ -82,13 +82,16 @@ def step(optim, loss, module: nn.Module, grad_clip: float) -> None:
 
 
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
-    from torchrl.collectors import Collector
+    """Collect + update in segments of ``train.checkpoint_every`` frames. Each segment starts a
+    fresh env (seeded with seed + frames) and collector from the RNG state saved with the
+    checkpoint that ends the previous one, exactly as ``--resume`` does: so a resumed run is the
+    uninterrupted run, bit for bit (tested), at the cost of one truncated episode per checkpoint."""
     from tqdm import tqdm
 
     device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
-    frames = 0 if resume_state is None else int(resume_state["frames"])
-    updates = 0 if resume_state is None else int(resume_state["updates"])
+    st = resume_state or {}
+    frames, updates = int(st.get("frames", 0)), int(st.get("updates", 0))
     env = make_env(cfg, seed=cfg.seed + frames)
     nets = build_nets(cfg, env).to(device)
     print(parameter_report(nets))
@@ -97,78 +100,93 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     policy, ou = acting_policy(cfg, nets, env.action_spec)
     replay = make_replay(cfg, run.path / "replay_storage")
     episode = 0  # running episode id stored with each step: the SliceSampler's trajectory key
+    returns, losses, last_eval, rng = [], [], frames, None
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
         for k, o in optims.items():
             o.load_state_dict(resume_state["optim_" + k])
         ou.load_state_dict(resume_state["ou"])
-        set_rng_state(resume_state["rng"])
-        if (run.path / "replay").is_dir():
-            replay.loads(str(run.path / "replay"))
+        if "replay" not in resume_state:
+            raise RunDirError("this checkpoint predates the pickle-free replay format (its replay/ folder was "
+                              "written by torchrl's dumps, which loads pickle files): start a new run")
+        replay_io.load(replay, run.path / "replay", resume_state["replay"])
+        # folders of saves that a kill cut short (no checkpoint names them) go now
+        replay_io.prune(run.path / "replay", [replay_io.folder_name(s) for s, _ in run._checkpoint_files()])
         episode = int(resume_state["episode"]) + 1  # the env starts a new episode after a resume
+        returns, losses = list(st.get("returns", [])), list(st.get("losses", []))
+        last_eval = int(st.get("last_eval", frames))
+        rng = resume_state["rng"]
+        env.close()
+        env = None                        # the segment below makes it after the RNG is restored
         print(f"resumed at frame {frames} ({updates} updates, replay {len(replay)} steps)")
     remaining = cfg.train.total_frames - frames
     if remaining <= 0:
         print(f"nothing to do: {frames} frames done (train.total_frames={cfg.train.total_frames})")
         return 0
     fpb = cfg.train.frames_per_batch
-    collector = Collector(env, policy, frames_per_batch=fpb, total_frames=math.ceil(remaining / fpb) * fpb,
-                          init_random_frames=max(0, cfg.train.learning_starts - frames),
-                          policy_device=device, env_device="cpu", storing_device="cpu",
-                          # the OU module keeps its noise in the tensordict: the collector adds its primer
-                          auto_register_policy_transforms=True)
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
-    t0, start, last_ckpt, last_eval = time.perf_counter(), frames, frames, frames
-    returns, losses, last_good = [], [], run.latest_checkpoint()
-    for batch in collector:
-        frames += batch.numel()
-        ou.step(batch.numel())
-        done = batch["next", "done"].squeeze(-1)
-        returns += batch["next", "episode_reward"][done].flatten().tolist()
-        stored, episode = to_storage(cfg, batch, episode)
-        replay.extend(stored)
-        if frames >= cfg.train.learning_starts and len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
-            for _ in range(int(round(batch.numel() * cfg.train.updates_per_step))):
-                sample = replay.sample()
-                check_slices(cfg, sample)
-                updates += 1
-                try:
-                    losses.append({k: float(v) for k, v in td3_update(cfg, nets, optims, sample, updates, device).items()})
-                except FloatingPointError as err:
-                    bar.close()
-                    collector.shutdown()
-                    print(f"error: {err} at frame {frames}; stopping. Last good checkpoint: "
-                          f"{last_good or 'none yet'}", file=sys.stderr)
-                    return 1
-            collector.update_policy_weights_()
-        elapsed = time.perf_counter() - t0
-        scalars = {"time/steps_per_s": (frames - start) / elapsed, "time/elapsed_s": elapsed,
-                   "train/updates": updates, "train/ou_eps": float(ou.eps)}
-        if returns:
-            scalars["train/episode_return"] = sum(returns[-10:]) / len(returns[-10:])
-        for k in ("critic_loss", "actor_loss", "q1"):
-            vals = [l[k] for l in losses[-200:] if k in l]
-            if vals:
-                scalars[f"loss/{k}"] = sum(vals) / len(vals)
-        log_scalars(logger, scalars, frames)
-        bar.update(batch.numel())
-        bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
-                        sps=f"{scalars['time/steps_per_s']:.0f}")
-        if bar.disable and (frames // fpb) % 20 == 0:  # no tty (logs, CI): a line now and then
-            print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
-                  f"steps/s {scalars['time/steps_per_s']:.0f} updates {updates}", flush=True)
-        finished = frames >= cfg.train.total_frames
-        if frames - last_ckpt >= cfg.train.checkpoint_every or finished:
-            last_good, last_ckpt = save(cfg, run, nets, optims, ou, replay, frames, updates, episode), frames
-        if cfg.train.eval_every and frames - last_eval >= cfg.train.eval_every and not finished:
-            last_eval = frames
-            result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
-            log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
-            print(f"\neval at {frames}: {format_eval(result)}", flush=True)
-        if finished:
-            break
-    collector.shutdown()
+    t0, start = time.perf_counter(), frames
+    last_good = run.latest_checkpoint()
+    finished = False
+    while not finished:                   # one segment: from a checkpoint (or the start) to the next
+        if rng is not None:
+            set_rng_state(rng)
+        if env is None:
+            env = make_env(cfg, seed=cfg.seed + frames)
+        seg = min(math.ceil(cfg.train.checkpoint_every / fpb), math.ceil((cfg.train.total_frames - frames) / fpb))
+        collector = make_collector(cfg, env, policy, device, seg * fpb, frames)
+        for batch in collector:
+            frames += batch.numel()
+            ou.step(batch.numel())
+            done = batch["next", "done"].squeeze(-1)
+            returns = (returns + batch["next", "episode_reward"][done].flatten().tolist())[-10:]
+            stored, episode = to_storage(cfg, batch, episode)
+            replay.extend(stored)
+            if frames >= cfg.train.learning_starts and len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
+                for _ in range(int(round(batch.numel() * cfg.train.updates_per_step))):
+                    sample = replay.sample()
+                    check_slices(cfg, sample)
+                    updates += 1
+                    try:
+                        out = td3_update(cfg, nets, optims, sample, updates, device)
+                    except FloatingPointError as err:
+                        bar.close()
+                        collector.shutdown()
+                        print(f"error: {err} at frame {frames}; stopping. Last good checkpoint: "
+                              f"{last_good or 'none yet'}", file=sys.stderr)
+                        return 1
+                    losses = (losses + [{k: float(v) for k, v in out.items()}])[-200:]
+                collector.update_policy_weights_()
+            elapsed = time.perf_counter() - t0
+            scalars = {"time/steps_per_s": (frames - start) / elapsed, "time/elapsed_s": elapsed,
+                       "train/updates": updates, "train/ou_eps": float(ou.eps)}
+            if returns:
+                scalars["train/episode_return"] = sum(returns) / len(returns)
+            for k in ("critic_loss", "actor_loss", "q1"):
+                vals = [l[k] for l in losses if k in l]
+                if vals:
+                    scalars[f"loss/{k}"] = sum(vals) / len(vals)
+            log_scalars(logger, scalars, frames)
+            bar.update(batch.numel())
+            bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
+                            sps=f"{scalars['time/steps_per_s']:.0f}")
+            if bar.disable and (frames // fpb) % 20 == 0:  # no tty (logs, CI): a line now and then
+                print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
+                      f"steps/s {scalars['time/steps_per_s']:.0f} updates {updates}", flush=True)
+            finished = frames >= cfg.train.total_frames
+            if cfg.train.eval_every and frames - last_eval >= cfg.train.eval_every and not finished:
+                last_eval = frames
+                result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
+                log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
+                print(f"\neval at {frames}: {format_eval(result)}", flush=True)
+        collector.shutdown()
+        env.close()
+        env = None
+        rng = rng_state()
+        last_good = save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
+                         rng=rng, returns=returns, losses=losses, last_eval=last_eval)
+        episode += 1                      # the next segment's env starts a new episode, as on resume
     bar.close()
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000, out_dir=run.videos / f"eval_{frames}")
     log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
@@ -177,18 +195,49 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     return 0
 
 
-def save(cfg, run, nets, optims, ou, replay, frames, updates, episode) -> Path:
-    # The replay buffer is written next to the checkpoint (tmp dir, then renamed), so a resumed run
-    # continues with the same data instead of re-collecting learning_starts random steps.
-    tmp, final = run.path / "replay.tmp", run.path / "replay"
-    shutil.rmtree(tmp, ignore_errors=True)
-    replay.dumps(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+def make_collector(cfg: Config, env, policy, device, total: int, frames: int):
+    from torchrl.collectors import Collector
+
+    return Collector(env, policy, frames_per_batch=cfg.train.frames_per_batch, total_frames=total,
+                     init_random_frames=max(0, cfg.train.learning_starts - frames),
+                     policy_device=device, env_device="cpu", storing_device="cpu",
+                     # the OU module keeps its noise in the tensordict: the collector adds its primer
+                     auto_register_policy_transforms=True)
+
+
+def keep_rng(fn, *args, **kwargs):
+    """``fn(...)`` without touching the training RNG streams (an eval must not shift the run)."""
+    state = rng_state()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        set_rng_state(state)
+
+
+KEEP_CHECKPOINTS = 2   # the newest and one to fall back to; each names its own replay folder
+
+
+def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=None, returns=(), losses=(),
+         last_eval=0) -> Path:
+    """Crash-consistent: the replay goes to its own folder replay/<frame>/ (fsynced, with a manifest),
+    then the checkpoint (atomic rename) names that folder and the manifest's sha256, then folders
+    that no kept checkpoint names are deleted. A kill at any point leaves the newest checkpoint
+    paired with exactly the replay it was written with."""
+    entry = replay_io.save(replay, run.path / "replay", frames)
     state = {"model": nets.state_dict(), "frames": frames, "updates": updates, "episode": episode,
-             "ou": ou.state_dict(),
-             "rng": rng_state(), "config": to_dict(cfg), **{"optim_" + k: o.state_dict() for k, o in optims.items()}}
-    return run.save_checkpoint(state, frames)
+             "ou": ou.state_dict(), "replay": entry, "returns": [float(r) for r in returns],
+             "losses": [dict(l) for l in losses], "last_eval": int(last_eval),
+             "rng": rng if rng is not None else rng_state(), "config": to_dict(cfg),
+             **{"optim_" + k: o.state_dict() for k, o in optims.items()}}
+    path = run.save_checkpoint(state, frames, keep=KEEP_CHECKPOINTS)
+    replay_io.prune(run.path / "replay", [replay_io.folder_name(step) for step, _ in run._checkpoint_files()])
+    return path
+
+
+def validate_checkpoint(run: RunDir, state: dict) -> None:
+    """A checkpoint is only resumable with the replay it names (the fallback to an older one skips it)."""
+    if "replay" in state:
+        replay_io.verify(run.path / "replay", state["replay"])
 
 
 # -------------------------------------------------------------------------------------- the CLI
@@ -199,9 +248,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
-                     dry_run=dry_run, train=train,
+    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check, run_eval=run_eval,
+                     dry_run=dry_run, train=train, validate_checkpoint=validate_checkpoint,
+                     frozen_on_resume=("model", "env", "replay"),   # the weights and the saved replay's layout
                      launch_errors=(ConfigError,))      # e.g. an env id that gymnasium cannot make
+
+
+def check(cfg: Config) -> None:
+    """Everything that can be checked before a run directory exists: key constraints, the env id
+    is registered, an AirSim backend answers."""
+    import gymnasium as gym
+
+    check_consistency(cfg)
+    try:
+        gym.spec(cfg.env.id)
+    except gym.error.Error as err:
+        raise ConfigError(f"config key 'env.id': {cfg.env.id!r} is not a registered gymnasium id ({err})") from None
+    if is_drone(cfg) and cfg.env.backend == "airsim":
+        import socket
+
+        try:
+            socket.create_connection((cfg.env.airsim_host, cfg.env.airsim_port), timeout=3.0).close()
+        except OSError as err:
+            raise ConfigError(f"config key 'env.airsim_host': no AirSim at {cfg.env.airsim_host}:"
+                              f"{cfg.env.airsim_port} ({err}); start it or use env.backend=pybullet") from None
 
 
 def dry_run(cfg: Config) -> int:
@@ -226,7 +296,7 @@ def run_eval(args) -> int:
     env.close()
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes
-    out_dir = ckpt.parent.parent / "videos" / f"eval_{ckpt.stem}"
+    out_dir = output_root(ckpt) / "videos" / f"eval_{ckpt.stem}"
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
     print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
     return 0

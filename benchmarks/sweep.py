@@ -199,6 +199,65 @@ def _describe(row: dict) -> str:
             f"threshold at {reach if reach is not None else '-'} steps, {row['total_s']:.0f} s")
 
 
+LOCK, WORKERS_LOCK = ".sweep.lock", ".sweep_workers.lock"
+
+
+class SweepLocked(RuntimeError):
+    """Another sweep (or the workers of one killed a moment ago) still uses the results folder."""
+
+
+def lock_results(results: Path, wait_s: float = 15.0):
+    """Exclusive ``results/.sweep.lock`` (fcntl.flock; the kernel drops it when the holder dies,
+    kill -9 included), then wait up to ``wait_s`` for pool workers of a killed sweep to notice and
+    exit (each holds ``.sweep_workers.lock`` shared while it lives). Returns the open lock file."""
+    import fcntl
+
+    f = open(results / LOCK, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise SweepLocked(f"results folder {results} is in use by another sweep (pid {holder})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    with open(results / WORKERS_LOCK, "a+") as w:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(w.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(w.fileno(), fcntl.LOCK_UN)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    f.close()
+                    raise SweepLocked(f"results folder {results}: workers of an earlier sweep are still "
+                                      "running") from None
+                time.sleep(0.2)
+    return f
+
+
+def _worker_init(parent: int, results: str) -> None:
+    """Pool worker: hold the workers' lock shared, and exit as soon as the sweep process is gone
+    (kill -9 of the sweep reparents its workers instead of ending them)."""
+    import fcntl
+    import threading
+
+    lock = open(Path(results) / WORKERS_LOCK, "a+")
+    fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="sweep-parent-watch").start()
+    _worker_init.lock = lock
+
+
 def run_local(specs: list[dict], results: Path, workers: int) -> list[dict]:
     """workers 0: one after the other in this process; else a spawn-started process pool."""
     rows = []
@@ -211,7 +270,8 @@ def run_local(specs: list[dict], results: Path, workers: int) -> list[dict]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: fresh interpreters, no torch/OpenMP state forked from this process
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(os.getpid(), str(results))) as pool:
         futures = [pool.submit(execute, spec, str(results)) for spec in specs]
         for i, fut in enumerate(as_completed(futures)):
             rows.append(fut.result())
@@ -274,7 +334,18 @@ def main(argv=None) -> int:
     if args.ray and importlib.util.find_spec("ray") is None:
         print("error: --ray needs ray: pip install -e '.[ray]'", file=sys.stderr)
         return 2
-    rows = run_ray(todo, results, args.ray_address, args.workers) if args.ray else run_local(todo, results, args.workers)
+    try:
+        lock = lock_results(results)
+    except SweepLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        # re-read after taking the lock: a sweep that held it may have finished runs meanwhile
+        todo = [s for s in todo if not is_finished(results, s["run_id"])]
+        rows = (run_ray(todo, results, args.ray_address, args.workers) if args.ray
+                else run_local(todo, results, args.workers))
+    finally:
+        lock.close()
     failed = [r for r in rows if r["status"] != "ok"]
     print(f"finished {len(rows) - len(failed)} runs, {len(failed)} failed; report: "
           f"python benchmarks/report.py {results}")

@@ -28,8 +28,9 @@ costs ~7.5 ms of CPU, a step ~9.5 ms (physics + IK alone ~1.8 ms); reset ~0.1 s.
 """
 from __future__ import annotations
 
-import hashlib
+import atexit
 import os
+import shutil
 import tempfile
 
 import gymnasium as gym
@@ -74,7 +75,7 @@ CAMERA = dict(eye=(1.05, 0.0, 0.75), target=(0.5, 0.0, 0.0), fov_deg=45.0)
 
 def light_panda_urdf() -> str:
     """pybullet_data's panda.urdf with the collision meshes also used as visuals (see module doc).
-    Written atomically to the temp dir once per pybullet_data install."""
+    Written once per process into a private temp folder (removed at exit)."""
     import pybullet_data
 
     root = os.path.join(pybullet_data.getDataPath(), "franka_panda")
@@ -82,14 +83,20 @@ def light_panda_urdf() -> str:
         text = f.read()
     text = text.replace("package://meshes/visual/", "package://meshes/collision/")
     text = text.replace("package://meshes/", os.path.join(root, "meshes") + os.sep)
-    tag = hashlib.sha1(text.encode()).hexdigest()[:10]
-    path = os.path.join(tempfile.gettempdir(), f"mambazoo_panda_light_{tag}.urdf")
-    if not os.path.exists(path):
-        fd, tmp = tempfile.mkstemp(dir=tempfile.gettempdir(), suffix=".urdf")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    global _LIGHT_URDF
+    if _LIGHT_URDF is None or not os.path.isfile(_LIGHT_URDF):
+        # a private folder per process (mkdtemp: unpredictable name, mode 0700), removed at exit: no
+        # shared /tmp name another user could plant or swap
+        folder = tempfile.mkdtemp(prefix="mambazoo_panda_")
+        atexit.register(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "panda_light.urdf")
+        with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
-    return path
+        _LIGHT_URDF = path
+    return _LIGHT_URDF
+
+
+_LIGHT_URDF = None
 
 
 class PandaManipEnv(gym.Env):

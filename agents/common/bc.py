@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from agents.common.cli import eval_checkpoint, format_eval, pick_device, resolve_run
+from agents.common.cli import (OverridesParser, check_common, eval_checkpoint, format_eval, output_root,
+                               pick_device, resolve_run, truncate_metrics_after)
 from agents.common.config import ConfigError, describe, from_dict, save_config
 from agents.common.nonfinite import NonFiniteLoss
 from agents.common.run_dir import RunDir, RunDirError, set_rng_state
@@ -101,7 +102,8 @@ def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float
 def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval,export}",
+                                parser_class=OverridesParser)
     for name, text in (("generate", "write or continue a dataset of expert demonstrations (generate --help)"),
                        ("info", "validate a dataset and print a summary")):
         p = sub.add_parser(name, help=text, add_help=False)      # the data module parses its own --help
@@ -130,13 +132,28 @@ def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argp
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
 
 def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, data_main, data_errors: tuple,
-            train, evaluate, dry_run, check=None) -> int:
+            train, evaluate, dry_run, check=None, frozen_on_resume=("model", "policy")) -> int:
+    run_box = []
+    try:
+        return _bc_main(argv, run_box, parser=parser, agent=agent, config_cls=config_cls, data_main=data_main,
+                        data_errors=data_errors, train=train, evaluate=evaluate, dry_run=dry_run, check=check,
+                        frozen_on_resume=frozen_on_resume)
+    finally:
+        for run in run_box:
+            run.unlock()
+
+
+def _bc_main(argv, run_box, *, parser, agent, config_cls, data_main, data_errors, train, evaluate, dry_run, check,
+             frozen_on_resume) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("generate", "info"):    # the data module's own CLI (argparse's REMAINDER
         return data_main(argv)                       # would not pass options such as --out through)
@@ -149,7 +166,7 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
                 parser.error("--episodes must be >= 1")
             ckpt, state = eval_checkpoint(args.checkpoint, "eval", exports=True)
             cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
-            out = Path(args.out) if args.out else ckpt.parent.parent / "eval"
+            out = Path(args.out) if args.out else output_root(ckpt) / "eval"
             out.mkdir(parents=True, exist_ok=True)
             result = evaluate(cfg, state, args, out)
             write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
@@ -157,22 +174,34 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
             return 0
         if args.command == "export":
             ckpt, state = eval_checkpoint(args.checkpoint, "export")
-            dest = Path(args.out) if args.out else ckpt.parent.parent / "export" / f"{ckpt.stem}_{args.dtype}.pt"
+            dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{args.dtype}.pt"
             dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            torch.save(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), tmp)
-            os.replace(tmp, dest)
+            import tempfile
+
+            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    torch.save(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), f)
+                os.replace(tmp, dest)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
             print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {args.dtype} weights); "
                   f"evaluate with: eval {dest}")
             return 0
-        cfg, run, state = resolve_run(args, config_cls)
+        cfg, run, state = resolve_run(args, config_cls, frozen=frozen_on_resume)   # locks a resumed run
+        if run is not None:
+            run_box.append(run)
         if check is not None:             # dataset and config problems before a run directory exists
             check(cfg)
+        check_common(cfg)
         pick_device(cfg.train.device, "train.device")   # cuda without CUDA: one line, before a run dir
         if args.dry_run:
             return dry_run(cfg)
         if run is None:
-            run = RunDir.create(cfg.run_root, agent, cfg.name)
+            run = RunDir.create(cfg.run_root, agent, cfg.name).lock()
+            run_box.append(run)
+        else:
+            truncate_metrics_after(run, int(state.get("step", 0)))
         save_config(cfg, run.config_path)
         print(f"run directory: {run.path}")
         train(cfg, run, state)

@@ -113,6 +113,8 @@ def _check_leaf(key: str, value, tp, meta: dict):
     if not ok(value):
         bound = _bounds(meta)
         raise ConfigError(f"{where}: expected {_type_name(tp)}{' ' + bound if bound else ''}, got {value!r}")
+    if tp is int and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{where}: {value} does not fit in a 64-bit int")
     if tp is float:
         value = float(value)
         if not math.isfinite(value):
@@ -170,8 +172,12 @@ def parse_override(text: str) -> tuple[str, object]:
 def apply_overrides(data: dict, overrides) -> dict:
     """New dict with each 'a.b.c=value' set (sections created); validation is left to from_dict."""
     out = copy.deepcopy(data)
+    seen = {}
     for text in overrides:
         key, value = parse_override(text)
+        if key in seen:
+            raise ConfigError(f"config key '{key}' is given twice ({seen[key]!r} and {text!r}): keep one")
+        seen[key] = text
         *path, last = key.split(".")
         node = out
         for i, part in enumerate(path):
@@ -204,6 +210,9 @@ def read_config_file(path) -> dict:
 def load_config(cls, path=None, overrides=(), *, convert=None):
     """File (optional) -> convert hook (foreign schemas, e.g. LocoTransformer JSON) -> overrides -> validation."""
     data = read_config_file(path) if path else {}
+    if path and not data:
+        raise ConfigError(f"config file {path} holds no keys (empty): refusing to run on all defaults; "
+                          "leave out --config for that")
     if convert is not None:
         data = convert(data)
     return from_dict(cls, apply_overrides(data, overrides))

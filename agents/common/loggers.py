@@ -74,3 +74,42 @@ def log_scalars(logger, scalars: dict, step: int) -> None:
         return
     for name, value in scalars.items():
         logger.log_scalar(name, float(value), step=step)
+
+
+def check_logger(backend: str, key: str = "logger") -> None:
+    """ConfigError naming ``key`` when ``backend``'s package is missing: checked before a run
+    directory exists, rather than an ImportError from ``make_logger`` inside it."""
+    import importlib.util
+
+    from agents.common.config import ConfigError
+
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(backend)
+    if package is not None and importlib.util.find_spec(package) is None:
+        hint = "pip install tensorboard" if backend == "tensorboard" else "pip install -e '.[wandb]'"
+        raise ConfigError(f"config key '{key}': {backend} needs the {package} package ({hint}), "
+                          "or use logger=csv")
+
+
+def truncate_csv_metrics(run_dir: str | Path, step: int) -> int:
+    """Resume: in every ``<run_dir>/*/scalars/**.csv`` (the csv backend's ``step,value`` lines) drop the
+    rows with a step after ``step`` (logged after the checkpoint the run resumes from, so logged
+    again) and lines that do not parse (half written at a kill). Atomic per file; returns the rows
+    dropped."""
+    dropped = 0
+    for path in sorted(Path(run_dir).glob("*/scalars/**/*.csv")):
+        keep = []
+        lines = path.read_text().splitlines(keepends=True)
+        for line in lines:
+            head, sep, value = line.rstrip("\n").partition(",")
+            try:
+                ok = line.endswith("\n") and sep and int(head) <= step and (float(value) or True)
+            except ValueError:
+                ok = False
+            if ok:
+                keep.append(line)
+        if len(keep) != len(lines):
+            dropped += len(lines) - len(keep)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(keep))
+            os.replace(tmp, path)
+    return dropped

@@ -111,6 +111,37 @@ class RunDir:
             raise RunDirError(f"cannot resume: {path} has no config.yaml (is it a run directory?)")
         return cls(path)
 
+    # ---- one process per run ----------------------------------------------------------------
+    def lock(self) -> "RunDir":
+        """Take ``<run>/.lock`` (fcntl.flock, exclusive, non-blocking) for this process: a second
+        training process on the same run gets RunDirError naming the holder's pid. The kernel drops
+        the lock when the holder dies (even by kill -9), so a stale lock file never blocks."""
+        if getattr(self, "_lock_file", None) is not None:
+            return self
+        import fcntl
+
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise RunDirError(f"run directory {self.path} is in use by another process (pid {holder}); "
+                              "wait for it to finish or stop it first") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+        return self
+
+    def unlock(self) -> None:
+        f = getattr(self, "_lock_file", None)
+        if f is not None:
+            self._lock_file = None
+            f.close()          # closing the file drops the flock
+
     # ---- checkpoints -------------------------------------------------------------------------
     def _checkpoint_files(self) -> list[tuple[int, Path]]:
         found = []
