@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters
-from . import kernels
+from . import cpu_scan, kernels
 
 
 def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
@@ -47,6 +47,8 @@ def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
 
 def selective_scan_chunked(u, delta, A, B, C, D, h0, is_init, chunk_size: int = 16):
     """Same contract as ``selective_scan_reference``; see the module docstring for why."""
+    if cpu_scan.wanted(u):  # the fused C++ scan (networks/cpu_scan.py), when it builds
+        return cpu_scan.selective_scan(u, delta, A, B, C, D, h0, is_init, chunk_size)
     # Time-major, so that each step's slice of a chunk is contiguous.
     u_t, d_t, B_t, C_t = (t.transpose(0, 1).contiguous() for t in (u, delta, B, C))
     keep = (~is_init).to(u.dtype).transpose(0, 1).contiguous()

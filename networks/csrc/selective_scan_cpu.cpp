@@ -1,0 +1,323 @@
+// Fused reset-aware selective scan (Mamba1's recurrence) for the CPU: forward and backward.
+//
+//   h_t[d, n] = a_t[d, n] * h_{t-1}[d, n] + delta_t[d] * u_t[d] * B_t[g(d), n]
+//   a_t[d, n] = exp(delta_t[d] * A[d, n]) * keep_t          (keep_t = 0 at a reset)
+//   y_t[d]    = sum_n C_t[g(d), n] * h_t[d, n] + D[d] * u_t[d]
+//
+// Layout (all contiguous): u, delta [Bt, T, Dt]; A [Dt, N]; B, C [Bt, T, G, N]; D [Dt];
+// h0 [Bt, Dt, N]; keep [Bt, T] or empty (no resets). Channel d belongs to group d / (Dt / G):
+// G = 1 for Mamba1, G = 4 directions for SS2D (VMamba's grouped B/C).
+//
+// Why this shape: each (row b, block of channels) is an independent recurrence, so the work
+// units are (b, group, channel block), run on torch's intra-op threads. Inside a unit the
+// state is held transposed, [N][block], so the innermost loop runs over contiguous channels
+// and vectorises (broadcast B_t[n], C_t[n]; no horizontal sum for y). The forward keeps only
+// the state entering every `chunk` steps (the chunked PyTorch scan's memory profile); the
+// backward recomputes a chunk's states and decays into a per-unit buffer, then runs the
+// reverse recurrence g_{t-1} = a_t * (g_t + dL/dh_t) there. Sums over channels (gB, gC) and
+// over rows (gA, gD) are written per unit and reduced afterwards, so no unit writes another's
+// memory and the result does not depend on the thread count.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+// exp for float: Cephes' expf polynomial (~2 ulp), branch-free so the channel loop vectorises
+// (std::exp does not vectorise without -ffast-math / libmvec). Arguments here are delta*A <= 0;
+// below -87.3 the result is flushed to 0 (a state decayed that far is zero in float32 anyway).
+inline float fast_exp(float x) {
+  const float xc = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
+  const float n = std::nearbyint(xc * 1.44269504088896341f);
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3f ? 0.0f : p * scale;
+}
+inline double fast_exp(double x) { return std::exp(x); }  // float64: exactness over speed
+
+struct Dims {
+  int64_t Bt, T, Dt, N, G, Di, nblk, DB, chunk, nchunks;
+  // Units per thread at least: small scans run inline on the calling thread, as torch's own
+  // elementwise ops do below 32K elements. A parallel region costs a thread wake-up, which on a
+  // loaded machine (more runnable threads than cores) is milliseconds, more than a small scan.
+  int64_t grain() const { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, T * DB * N)); }
+};
+
+Dims dims_of(const at::Tensor& u, const at::Tensor& A, const at::Tensor& B, int64_t nblk,
+             int64_t chunk) {
+  Dims s;
+  s.Bt = u.size(0);
+  s.T = u.size(1);
+  s.Dt = u.size(2);
+  s.N = A.size(1);
+  s.G = B.size(2);
+  TORCH_CHECK(s.Dt % s.G == 0, "channels ", s.Dt, " not divisible by groups ", s.G);
+  s.Di = s.Dt / s.G;
+  TORCH_CHECK(nblk >= 1 && s.Di % nblk == 0, "nblk ", nblk, " must divide ", s.Di);
+  s.nblk = nblk;
+  s.DB = s.Di / nblk;
+  s.chunk = chunk;
+  s.nchunks = (s.T + chunk - 1) / chunk;
+  return s;
+}
+
+void check_inputs(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                  const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
+                  const at::Tensor& keep) {
+  for (const at::Tensor* t : {&u, &delta, &A, &B, &C, &D}) {
+    TORCH_CHECK(t->device().is_cpu() && t->is_contiguous() && t->scalar_type() == u.scalar_type(),
+                "selective_scan_cpu: inputs must be contiguous CPU tensors of one dtype");
+  }
+  TORCH_CHECK(u.dim() == 3 && delta.sizes() == u.sizes() && A.dim() == 2 && A.size(0) == u.size(2) &&
+                  B.dim() == 4 && B.size(0) == u.size(0) && B.size(1) == u.size(1) &&
+                  B.size(3) == A.size(1) && C.sizes() == B.sizes() && D.numel() == u.size(2),
+              "selective_scan_cpu: bad shapes");
+  TORCH_CHECK(keep.numel() == 0 || (keep.is_contiguous() && keep.scalar_type() == u.scalar_type() &&
+                                    keep.numel() == u.size(0) * u.size(1)),
+              "selective_scan_cpu: keep must be empty or [Bt, T] of the inputs' dtype");
+}
+
+template <typename scalar_t>
+void forward_kernel(const Dims& s, const scalar_t* u, const scalar_t* delta, const scalar_t* A,
+                    const scalar_t* B, const scalar_t* C, const scalar_t* D, const scalar_t* h0,
+                    const scalar_t* keep, scalar_t* y, scalar_t* h_last, scalar_t* ck) {
+  const int64_t units = s.Bt * s.G * s.nblk;
+  at::parallel_for(0, units, s.grain(), [&](int64_t begin, int64_t end) {
+    const int64_t N = s.N, DB = s.DB;
+    std::vector<scalar_t> h(N * DB), At(N * DB), dt(DB), dtx(DB), acc(DB);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / (s.G * s.nblk), g = (unit / s.nblk) % s.G, blk = unit % s.nblk;
+      const int64_t d0 = g * s.Di + blk * DB;
+      for (int64_t j = 0; j < DB; ++j)
+        for (int64_t n = 0; n < N; ++n) {
+          At[n * DB + j] = A[(d0 + j) * N + n];
+          h[n * DB + j] = h0[(b * s.Dt + d0 + j) * N + n];
+        }
+      for (int64_t t = 0; t < s.T; ++t) {
+        if (ck != nullptr && t % s.chunk == 0) {  // the state entering this chunk
+          scalar_t* dst = ck + ((b * s.nchunks + t / s.chunk) * s.Dt + d0) * N;
+          for (int64_t j = 0; j < DB; ++j)
+            for (int64_t n = 0; n < N; ++n) dst[j * N + n] = h[n * DB + j];
+        }
+        const int64_t row = (b * s.T + t) * s.Dt + d0;
+        if (keep != nullptr && keep[b * s.T + t] == scalar_t(0))
+          std::fill(h.begin(), h.end(), scalar_t(0));  // a reset: h_{t-1} is taken as zero
+        for (int64_t j = 0; j < DB; ++j) {
+          dt[j] = delta[row + j];
+          dtx[j] = dt[j] * u[row + j];
+          acc[j] = D[d0 + j] * u[row + j];
+        }
+        const scalar_t* Bv = B + ((b * s.T + t) * s.G + g) * N;
+        const scalar_t* Cv = C + ((b * s.T + t) * s.G + g) * N;
+        for (int64_t n = 0; n < N; ++n) {
+          const scalar_t bn = Bv[n], cn = Cv[n];
+          scalar_t* hn = h.data() + n * DB;
+          const scalar_t* an = At.data() + n * DB;
+#pragma omp simd
+          for (int64_t j = 0; j < DB; ++j) {
+            const scalar_t hv = fast_exp(dt[j] * an[j]) * hn[j] + dtx[j] * bn;
+            hn[j] = hv;
+            acc[j] += hv * cn;
+          }
+        }
+        for (int64_t j = 0; j < DB; ++j) y[row + j] = acc[j];
+      }
+      scalar_t* dst = h_last + (b * s.Dt + d0) * N;
+      for (int64_t j = 0; j < DB; ++j)
+        for (int64_t n = 0; n < N; ++n) dst[j * N + n] = h[n * DB + j];
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_kernel(const Dims& s, const scalar_t* u, const scalar_t* delta, const scalar_t* A,
+                     const scalar_t* B, const scalar_t* C, const scalar_t* D, const scalar_t* keep,
+                     const scalar_t* ck, const scalar_t* gy, const scalar_t* g_final, scalar_t* gu,
+                     scalar_t* gdelta, scalar_t* gA_rows, scalar_t* gB_blk, scalar_t* gC_blk,
+                     scalar_t* gD_rows, scalar_t* gh0) {
+  const int64_t units = s.Bt * s.G * s.nblk;
+  at::parallel_for(0, units, s.grain(), [&](int64_t begin, int64_t end) {
+    const int64_t N = s.N, DB = s.DB, K = s.chunk;
+    // hs[i] = state before step i of the chunk (hs[0] = checkpoint), as[i] = decay of step i.
+    std::vector<scalar_t> hs((K + 1) * N * DB), as(K * N * DB), g(N * DB), At(N * DB), gAl(N * DB);
+    std::vector<scalar_t> dt(DB), xv(DB), dtx(DB), gyv(DB), gbu(DB), gdl(DB), gDl(DB);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t b = unit / (s.G * s.nblk), g_ = (unit / s.nblk) % s.G, blk = unit % s.nblk;
+      const int64_t d0 = g_ * s.Di + blk * DB;
+      for (int64_t j = 0; j < DB; ++j)
+        for (int64_t n = 0; n < N; ++n) {
+          At[n * DB + j] = A[(d0 + j) * N + n];
+          g[n * DB + j] = g_final ? g_final[(b * s.Dt + d0 + j) * N + n] : scalar_t(0);
+        }
+      std::fill(gAl.begin(), gAl.end(), scalar_t(0));
+      std::fill(gDl.begin(), gDl.end(), scalar_t(0));
+      for (int64_t c = s.nchunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * K, L = std::min(K, s.T - t0);
+        const scalar_t* src = ck + ((b * s.nchunks + c) * s.Dt + d0) * N;
+        for (int64_t j = 0; j < DB; ++j)
+          for (int64_t n = 0; n < N; ++n) hs[n * DB + j] = src[j * N + n];
+        for (int64_t i = 0; i < L; ++i) {  // recompute the chunk's states and decays
+          const int64_t t = t0 + i, row = (b * s.T + t) * s.Dt + d0;
+          const scalar_t k = keep ? keep[b * s.T + t] : scalar_t(1);
+          for (int64_t j = 0; j < DB; ++j) {
+            dt[j] = delta[row + j];
+            dtx[j] = dt[j] * u[row + j];
+          }
+          const scalar_t* Bv = B + ((b * s.T + t) * s.G + g_) * N;
+          for (int64_t n = 0; n < N; ++n) {
+            const scalar_t bn = Bv[n];
+            const scalar_t* an = At.data() + n * DB;
+            const scalar_t* hp = hs.data() + (i * N + n) * DB;
+            scalar_t* hc = hs.data() + ((i + 1) * N + n) * DB;
+            scalar_t* ai = as.data() + (i * N + n) * DB;
+#pragma omp simd
+            for (int64_t j = 0; j < DB; ++j) {
+              const scalar_t a = fast_exp(dt[j] * an[j]) * k;
+              ai[j] = a;
+              hc[j] = a * hp[j] + dtx[j] * bn;
+            }
+          }
+        }
+        for (int64_t i = L - 1; i >= 0; --i) {  // reverse recurrence over the chunk
+          const int64_t t = t0 + i, row = (b * s.T + t) * s.Dt + d0;
+          for (int64_t j = 0; j < DB; ++j) {
+            dt[j] = delta[row + j];
+            xv[j] = u[row + j];
+            dtx[j] = dt[j] * xv[j];
+            gyv[j] = gy[row + j];
+            gbu[j] = 0;
+            gdl[j] = 0;
+          }
+          const int64_t bc = ((b * s.T + t) * s.G + g_) * N;
+          const scalar_t* Bv = B + bc;
+          const scalar_t* Cv = C + bc;
+          scalar_t* gBv = gB_blk + blk * s.Bt * s.T * s.G * N + bc;
+          scalar_t* gCv = gC_blk + blk * s.Bt * s.T * s.G * N + bc;
+          for (int64_t n = 0; n < N; ++n) {
+            const scalar_t bn = Bv[n], cn = Cv[n];
+            const scalar_t* an = At.data() + n * DB;
+            const scalar_t* hp = hs.data() + (i * N + n) * DB;
+            const scalar_t* hc = hs.data() + ((i + 1) * N + n) * DB;
+            const scalar_t* ai = as.data() + (i * N + n) * DB;
+            scalar_t* gn = g.data() + n * DB;
+            scalar_t* gan = gAl.data() + n * DB;
+            scalar_t sB = 0, sC = 0;
+#pragma omp simd reduction(+ : sB, sC)
+            for (int64_t j = 0; j < DB; ++j) {
+              const scalar_t gg = gn[j] + gyv[j] * cn;     // dL/dh_t, all paths
+              sC += gyv[j] * hc[j];                          // y_t = C_t . h_t
+              const scalar_t gdA = gg * hp[j] * ai[j];       // through a_t = exp(delta_t A)
+              gdl[j] += gdA * an[j];
+              gan[j] += gdA * dt[j];
+              gbu[j] += gg * bn;                             // through delta_t u_t B_t
+              sB += gg * dtx[j];
+              gn[j] = gg * ai[j];                            // carried to step t-1
+            }
+            gBv[n] = sB;
+            gCv[n] = sC;
+          }
+          for (int64_t j = 0; j < DB; ++j) {
+            gdelta[row + j] = gdl[j] + gbu[j] * xv[j];
+            gu[row + j] = gbu[j] * dt[j] + gyv[j] * D[d0 + j];
+            gDl[j] += gyv[j] * xv[j];
+          }
+        }
+      }
+      for (int64_t j = 0; j < DB; ++j) {
+        for (int64_t n = 0; n < N; ++n) {
+          gh0[(b * s.Dt + d0 + j) * N + n] = g[n * DB + j];
+          gA_rows[(b * s.Dt + d0 + j) * N + n] = gAl[n * DB + j];
+        }
+        gD_rows[b * s.Dt + d0 + j] = gDl[j];
+      }
+    }
+  });
+}
+
+// Returns y [Bt, T, Dt], the final state [Bt, Dt, N] and (when save) the chunk-entry states
+// [Bt, nchunks, Dt, N] that backward needs.
+std::vector<at::Tensor> fwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                            const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
+                            const at::Tensor& h0, const at::Tensor& keep, int64_t chunk,
+                            int64_t nblk, bool save) {
+  check_inputs(u, delta, A, B, C, D, keep);
+  TORCH_CHECK(h0.is_contiguous() && h0.scalar_type() == u.scalar_type() &&
+                  h0.numel() == u.size(0) * u.size(2) * A.size(1),
+              "selective_scan_cpu: h0 must be a contiguous [Bt, Dt, N]");
+  const Dims s = dims_of(u, A, B, nblk, chunk);
+  auto y = at::empty_like(u);
+  auto h_last = at::empty({s.Bt, s.Dt, s.N}, u.options());
+  auto ck = save ? at::empty({s.Bt, s.nchunks, s.Dt, s.N}, u.options()) : at::empty({0}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_fwd", [&] {
+    forward_kernel<scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+                             B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), D.data_ptr<scalar_t>(),
+                             h0.data_ptr<scalar_t>(), keep.numel() ? keep.data_ptr<scalar_t>() : nullptr,
+                             y.data_ptr<scalar_t>(), h_last.data_ptr<scalar_t>(),
+                             save ? ck.data_ptr<scalar_t>() : nullptr);
+  });
+  return {y, h_last, ck};
+}
+
+// Returns gu, gdelta, gA, gB, gC, gD, gh0. g_final may be empty (no gradient into the final state).
+std::vector<at::Tensor> bwd(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A,
+                            const at::Tensor& B, const at::Tensor& C, const at::Tensor& D,
+                            const at::Tensor& keep, const at::Tensor& ck, const at::Tensor& gy,
+                            const at::Tensor& g_final, int64_t chunk, int64_t nblk) {
+  check_inputs(u, delta, A, B, C, D, keep);
+  const Dims s = dims_of(u, A, B, nblk, chunk);
+  TORCH_CHECK(ck.is_contiguous() && ck.numel() == s.Bt * s.nchunks * s.Dt * s.N, "bad checkpoints");
+  TORCH_CHECK(gy.is_contiguous() && gy.sizes() == u.sizes() && gy.scalar_type() == u.scalar_type(), "bad gy");
+  TORCH_CHECK(g_final.numel() == 0 || (g_final.is_contiguous() && g_final.numel() == s.Bt * s.Dt * s.N &&
+                                       g_final.scalar_type() == u.scalar_type()), "bad g_final");
+  auto gu = at::empty_like(u), gdelta = at::empty_like(u);
+  auto gA_rows = at::empty({s.Bt, s.Dt, s.N}, u.options());
+  auto gD_rows = at::empty({s.Bt, s.Dt}, u.options());
+  auto gB_blk = at::empty({s.nblk, s.Bt, s.T, s.G, s.N}, u.options());
+  auto gC_blk = at::empty({s.nblk, s.Bt, s.T, s.G, s.N}, u.options());
+  auto gh0 = at::empty({s.Bt, s.Dt, s.N}, u.options());
+  AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_scan_cpu_bwd", [&] {
+    backward_kernel<scalar_t>(s, u.data_ptr<scalar_t>(), delta.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+                              B.data_ptr<scalar_t>(), C.data_ptr<scalar_t>(), D.data_ptr<scalar_t>(),
+                              keep.numel() ? keep.data_ptr<scalar_t>() : nullptr, ck.data_ptr<scalar_t>(),
+                              gy.data_ptr<scalar_t>(), g_final.numel() ? g_final.data_ptr<scalar_t>() : nullptr,
+                              gu.data_ptr<scalar_t>(), gdelta.data_ptr<scalar_t>(), gA_rows.data_ptr<scalar_t>(),
+                              gB_blk.data_ptr<scalar_t>(), gC_blk.data_ptr<scalar_t>(),
+                              gD_rows.data_ptr<scalar_t>(), gh0.data_ptr<scalar_t>());
+  });
+  auto gB = s.nblk == 1 ? gB_blk[0] : gB_blk.sum(0);
+  auto gC = s.nblk == 1 ? gC_blk[0] : gC_blk.sum(0);
+  return {gu, gdelta, gA_rows.sum(0), gB, gC, gD_rows.sum(0), gh0};
+}
+
+#ifdef _OPENMP
+// The OpenMP runtime's own view, to check that the extension shares torch's runtime.
+int64_t omp_threads() { return omp_get_max_threads(); }
+#else
+int64_t omp_threads() { return -1; }
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("fwd", &fwd, "fused selective scan forward (CPU)");
+  m.def("bwd", &bwd, "fused selective scan backward (CPU)");
+  m.def("omp_threads", &omp_threads, "omp_get_max_threads() as the extension sees it");
+}
