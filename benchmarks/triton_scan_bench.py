@@ -59,7 +59,11 @@ def parse_args(argv=None):
     return a
 
 
-SWEEP = [(4, 32, 4), (2, 32, 4), (8, 32, 4), (4, 64, 4), (4, 64, 8), (8, 16, 4), (2, 64, 4), (1, 64, 2)]
+# (BD, BT, warps, stages): sm_90 registers fwd/bwd from cuobjdump, no spills unless noted:
+# (4,32,4,*) 128-139/249-255; (2,32,4,*) 96/188-238; (8,32,8,1) 128/255; (4,64,8,1) 170/246;
+# (4,64,4,1) 255/255 + 312 B stack (spills: kept as a bad-case reference).
+SWEEP = [(4, 32, 4, 2), (4, 32, 4, 1), (4, 32, 4, 3), (2, 32, 4, 2), (2, 32, 4, 1), (8, 32, 8, 2),
+         (4, 64, 8, 2), (2, 32, 2, 2), (4, 64, 4, 1)]
 
 
 def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
@@ -255,7 +259,7 @@ def main(argv=None):
             step = fwd_bwd(lambda inp: run_triton(inp, reset), x, all_keys, gen)
             ms, mb = time_calls(step, args.repeats, device)
             sweep.append((cfg, ms, mb))
-            print(f"tiling BD={cfg[0]} BT={cfg[1]} warps={cfg[2]}: {ms:.3f} ms, {mb:.0f} MB")
+            print(f"tiling BD={cfg[0]} BT={cfg[1]} warps={cfg[2]} stages={cfg[3]}: {ms:.3f} ms, {mb:.0f} MB")
         triton_scan.set_config(None)
     write_md(args, v, errs, rows, cands, sweep, skipped, time.monotonic() - t_start)
     print(f"wrote {args.out} ({time.monotonic() - t_start:.0f} s)")
@@ -278,7 +282,9 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
              "per row + carried state for ours; median of "
              f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
              "", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"Triton tiling (BD, BT, warps): default {triton_scan.DEFAULT_CONFIG}.", "",
+             f"Triton tiling (BD, BT, warps, stages): default {triton_scan.DEFAULT_CONFIG}"
+             + (f", MAMBAZOO_TRITON_SCAN={os.environ['MAMBAZOO_TRITON_SCAN']}" if os.environ.get("MAMBAZOO_TRITON_SCAN") else "")
+             + ".", "",
              "Correctness vs the float64 PyTorch loop (max |err| / max |ref|): "
              + ", ".join(f"{k} {e:.1e}" for k, e in errs.items()), "",
              "| T | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} MB" for n in names)
@@ -294,8 +300,11 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
         lines.append(line + " |")
     if sweep:
         lines += ["", f"Triton tiling sweep at T={args.sweep_len} (fwd+bwd):", "",
-                  "| BD | BT | warps | ms | MB |", "|---|---|---|---|---|"]
-        lines += [f"| {c[0]} | {c[1]} | {c[2]} | {ms:.3f} | {mb:.0f} |" for c, ms, mb in sweep]
+                  "| BD | BT | warps | stages | ms | MB |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {ms:.3f} | {mb:.0f} |" for c, ms, mb in sweep]
+        best = min(sweep, key=lambda r: r[1])
+        lines += ["", f"Fastest tiling: {best[0]} ({best[1]:.3f} ms); set it with "
+                  f"MAMBAZOO_TRITON_SCAN={','.join(map(str, best[0]))} or DEFAULT_CONFIG."]
     if skipped:
         lines += ["", f"Skipped (time budget {args.budget_s:.0f} s): " + ", ".join(skipped)]
     lines += ["", f"Run took {took:.0f} s."]

@@ -17,8 +17,8 @@ tests run it without a GPU).
 
 Kernel design. Program (row r = batch*G + group, block of BD channels) walks time in
 chunks of BT steps. Per chunk it loads u/delta/z [BD, BT] and B/C [N, BT], forms the
-per-(channel, state) decays a = exp(delta*A) (0 at resets) and inputs b = delta*u*B as a
-[BD, N, BT] tile, and solves h_t = a_t h_{t-1} + b_t with ``tl.associative_scan``; the
+per-(state, channel) decays a = exp(delta*A) (0 at resets) and inputs b = delta*u*B as an
+[N, BD, BT] tile, and solves h_t = a_t h_{t-1} + b_t with ``tl.associative_scan``; the
 state entering the chunk is carried in registers. The forward stores that entering state
 per chunk (N/BT of u's size), so the backward can recompute a chunk's states from it and
 then run the reverse recurrence g_t = dL/dh_t + a_{t+1} g_{t+1} as a reverse scan (chunks
@@ -33,11 +33,14 @@ import os
 
 import torch
 
-# Chunk length (time steps per scan tile), channels per program, warps. The [BD, N, BT]
-# tile is what each program holds in registers several times over, so BD*N_pad*BT is kept
-# at ~2K elements for 4 warps. Override for tuning: MAMBAZOO_TRITON_SCAN="BD,BT,warps".
-DEFAULT_CONFIG = (4, 32, 4)
-_CONFIG_OVERRIDE = None  # set by tests (set_config) to exercise several tilings
+# Tiling (BD channels per program, BT steps per chunk, warps, pipeline stages of the chunk
+# loop's loads). The [N, BD, BT] tile is held several times over in registers: at N=16 the
+# sm_90 build of (4, 32, 4) uses 128 registers forward and ~250 backward without spilling
+# (cuobjdump); stages >= 2 prefetch the next chunk's loads with cp.async, since the loop is
+# latency-bound (one chunk's scan waits on the previous chunk's last state).
+# Override for tuning: MAMBAZOO_TRITON_SCAN="BD,BT,warps,stages" (benchmarks/triton_scan_bench.py).
+DEFAULT_CONFIG = (4, 32, 4, 2)
+_CONFIG_OVERRIDE = None  # set by tests and the benchmark (set_config) to exercise other tilings
 
 
 def available() -> bool:
@@ -51,21 +54,27 @@ def available() -> bool:
 
 
 def set_config(config):
-    """(BD, BT, num_warps) or None for the default. For tests and benchmarks."""
+    """(BD, BT, num_warps[, stages]) or None for the default. For tests and benchmarks."""
     global _CONFIG_OVERRIDE
-    _CONFIG_OVERRIDE = None if config is None else tuple(int(v) for v in config)
+    _CONFIG_OVERRIDE = None if config is None else _full(tuple(int(v) for v in config))
+
+
+def _full(cfg):
+    if len(cfg) not in (3, 4) or any(v < 1 for v in cfg) or any(v & (v - 1) for v in cfg[:2]):
+        raise ValueError(f"tiling must be (BD, BT, warps[, stages]) with BD, BT powers of 2, got {cfg}")
+    return cfg if len(cfg) == 4 else cfg + (1,)
 
 
 def _config(T):
     if _CONFIG_OVERRIDE is not None:
-        bd, bt, w = _CONFIG_OVERRIDE
+        bd, bt, w, st = _CONFIG_OVERRIDE
     elif os.environ.get("MAMBAZOO_TRITON_SCAN"):
-        bd, bt, w = (int(v) for v in os.environ["MAMBAZOO_TRITON_SCAN"].split(","))
+        bd, bt, w, st = _full(tuple(int(v) for v in os.environ["MAMBAZOO_TRITON_SCAN"].split(",")))
     else:
-        bd, bt, w = DEFAULT_CONFIG
+        bd, bt, w, st = DEFAULT_CONFIG
     # Short sequences: no point in a chunk longer than the sequence (pow2, >= 16 for tl.arange).
     bt = min(bt, max(16, 1 << (max(T, 1) - 1).bit_length()))
-    return bd, bt, w
+    return bd, bt, w, st
 
 
 @functools.lru_cache(maxsize=None)
@@ -118,7 +127,13 @@ def _kernels():
 
     g["_delta"] = _delta
 
-    @triton.jit
+    # Tiles are [BN, BD, BT] (state, channel, time). Triton's default layout puts the 32 lanes
+    # of a warp along time (the scan is then warp shuffles), warps along channels and every
+    # state index of a (channel, step) in one thread, so the sums over N (y, dL/du, dL/ddelta)
+    # are register adds; only the sums over channels (dB, dC) cross warps. Measured with
+    # sm_90 AOT builds: [BD, BN, BT] had warps on N and 249 registers in the backward.
+    # T and n_chunks are not specialised on (divisibility by 16): one compile serves every length.
+    @triton.jit(do_not_specialize=["T", "n_chunks"])
     def fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, h0_ptr, rst_ptr,
                    out_ptr, hst_ptr, last_ptr,
                    T, Dg, N, G, n_chunks,
@@ -127,7 +142,7 @@ def _kernels():
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                    HAS_H0: tl.constexpr, HAS_RESET: tl.constexpr, SOFTPLUS: tl.constexpr,
                    SAVE: tl.constexpr, COMPUTE: tl.constexpr,
-                   BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr):
+                   BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr, NS: tl.constexpr):
         r = tl.program_id(0)
         b = (r // G).to(tl.int64)
         g = r % G
@@ -136,19 +151,19 @@ def _kernels():
         ch = (g * Dg + offs_d).to(tl.int64)                 # channel in [0, Di)
         offs_n = tl.arange(0, BN)
         mn = offs_n < N
-        mdn = md[:, None] & mn[None, :]
+        mnd = mn[:, None] & md[None, :]
         Di = Dg * G
-        A = tl.load(A_ptr + ch[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mdn, other=0.0).to(COMPUTE)
+        A = tl.load(A_ptr + offs_n[:, None] * sA_n + ch[None, :] * sA_d, mask=mnd, other=0.0).to(COMPUTE)
         if HAS_D:
             Dv = tl.load(D_ptr + ch, mask=md, other=0.0).to(COMPUTE)
         bias = tl.zeros([BD], dtype=COMPUTE)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + ch, mask=md, other=0.0).to(COMPUTE)
-        st_off = ch[:, None] * N + offs_n[None, :]           # [BD, BN] in a [.., Di, N] state
+        st_off = ch[None, :] * N + offs_n[:, None]           # [BN, BD] in a [.., Di, N] state
         if HAS_H0:
-            h = tl.load(h0_ptr + b * Di * N + st_off, mask=mdn, other=0.0).to(COMPUTE)
+            h = tl.load(h0_ptr + b * Di * N + st_off, mask=mnd, other=0.0).to(COMPUTE)
         else:
-            h = tl.zeros([BD, BN], dtype=COMPUTE)
+            h = tl.zeros([BN, BD], dtype=COMPUTE)
         u_row = u_ptr + b * su_b + ch[:, None] * su_d
         dt_row = dt_ptr + b * sdt_b + ch[:, None] * sdt_d
         z_row = z_ptr + b * sz_b + ch[:, None] * sz_d
@@ -156,7 +171,7 @@ def _kernels():
         B_row = B_ptr + b * sB_b + g * sB_g + offs_n[:, None] * sB_n
         C_row = C_ptr + b * sC_b + g * sC_g + offs_n[:, None] * sC_n
         last_col = (tl.arange(0, BT) == BT - 1)[None, None, :]
-        for c in range(0, n_chunks):
+        for c in tl.range(0, n_chunks, num_stages=NS):
             t = c * BT + tl.arange(0, BT)
             mt = t < T
             m2 = md[:, None] & mt[None, :]
@@ -165,16 +180,16 @@ def _kernels():
             dt, _ = _delta(dt_row + t[None, :] * sdt_t, m2, bias, HAS_BIAS, SOFTPLUS, COMPUTE)
             Bv = tl.load(B_row + t[None, :] * sB_t, mask=mnt, other=0.0).to(COMPUTE)
             Cv = tl.load(C_row + t[None, :] * sC_t, mask=mnt, other=0.0).to(COMPUTE)
-            a = tl.exp(dt[:, None, :] * A[:, :, None])      # [BD, BN, BT]
+            a = tl.exp(dt[None, :, :] * A[:, :, None])      # [BN, BD, BT]
             if HAS_RESET:
                 rs = tl.load(rst_ptr + b * sr_b + t * sr_t, mask=mt, other=0)
                 a = tl.where((rs != 0)[None, None, :], 0.0, a)
-            bx = (dt * u)[:, None, :] * Bv[None, :, :]
+            bx = (dt * u)[None, :, :] * Bv[:, None, :]
             if SAVE:
-                tl.store(hst_ptr + (b * n_chunks + c) * Di * N + st_off, h, mask=mdn)
+                tl.store(hst_ptr + (b * n_chunks + c) * Di * N + st_off, h, mask=mnd)
             aa, bb = tl.associative_scan((a, bx), 2, _combine)
             hs = aa * h[:, :, None] + bb
-            y = tl.sum(hs * Cv[None, :, :], axis=1)          # [BD, BT]
+            y = tl.sum(hs * Cv[:, None, :], axis=0)          # [BD, BT]
             if HAS_D:
                 y = y + Dv[:, None] * u
             if HAS_Z:
@@ -183,9 +198,9 @@ def _kernels():
             tl.store(o_row + t[None, :] * so_t, y.to(out_ptr.dtype.element_ty), mask=m2)
             # Padded steps (t >= T) have decay 1 and input 0, so the last column is h_{T-1}.
             h = tl.sum(tl.where(last_col, hs, 0.0), axis=2)
-        tl.store(last_ptr + b * Di * N + st_off, h, mask=mdn)
+        tl.store(last_ptr + b * Di * N + st_off, h, mask=mnd)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["T", "n_chunks"])
     def bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, rst_ptr, hst_ptr,
                    gout_ptr, glast_ptr,
                    du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr, dh0_ptr,
@@ -195,7 +210,7 @@ def _kernels():
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                    HAS_GLAST: tl.constexpr, HAS_RESET: tl.constexpr, SOFTPLUS: tl.constexpr,
                    COMPUTE: tl.constexpr,
-                   BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr):
+                   BD: tl.constexpr, BN: tl.constexpr, BT: tl.constexpr, NS: tl.constexpr):
         # Gradient buffers are contiguous: du/ddt/dz [Bt, Di, T], dB/dC [Bt, G, N, T] (fp32
         # or fp64, zeroed: atomics), dA/dh0 [Bt, Di, N], dD/dbias [Bt, Di] (per-batch partials).
         r = tl.program_id(0)
@@ -206,21 +221,20 @@ def _kernels():
         ch = (g * Dg + offs_d).to(tl.int64)
         offs_n = tl.arange(0, BN)
         mn = offs_n < N
-        mdn = md[:, None] & mn[None, :]
+        mnd = mn[:, None] & md[None, :]
         Di = Dg * G
-        A = tl.load(A_ptr + ch[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mdn, other=0.0).to(COMPUTE)
+        A = tl.load(A_ptr + offs_n[:, None] * sA_n + ch[None, :] * sA_d, mask=mnd, other=0.0).to(COMPUTE)
         if HAS_D:
             Dv = tl.load(D_ptr + ch, mask=md, other=0.0).to(COMPUTE)
         bias = tl.zeros([BD], dtype=COMPUTE)
         if HAS_BIAS:
             bias = tl.load(bias_ptr + ch, mask=md, other=0.0).to(COMPUTE)
-        st_off = ch[:, None] * N + offs_n[None, :]
+        st_off = ch[None, :] * N + offs_n[:, None]
         if HAS_GLAST:
-            gcar = tl.load(glast_ptr + b * Di * N + st_off, mask=mdn, other=0.0).to(COMPUTE)
+            gcar = tl.load(glast_ptr + b * Di * N + st_off, mask=mnd, other=0.0).to(COMPUTE)
         else:
-            gcar = tl.zeros([BD, BN], dtype=COMPUTE)
-        dA_acc = tl.zeros([BD, BN], dtype=COMPUTE)
-        dh0 = tl.zeros([BD, BN], dtype=COMPUTE)
+            gcar = tl.zeros([BN, BD], dtype=COMPUTE)
+        dA_acc = tl.zeros([BN, BD], dtype=COMPUTE)
         dD_acc = tl.zeros([BD], dtype=COMPUTE)
         dbias_acc = tl.zeros([BD], dtype=COMPUTE)
         u_row = u_ptr + b * su_b + ch[:, None] * su_d
@@ -232,7 +246,7 @@ def _kernels():
         grad_row = b * Di * T + ch[:, None] * T               # du/ddt/dz
         bc_row = ((b * G + g) * N + offs_n[:, None]) * T       # dB/dC
         first_col = (tl.arange(0, BT) == 0)[None, None, :]
-        for i in range(0, n_chunks):
+        for i in tl.range(0, n_chunks, num_stages=NS):
             c = n_chunks - 1 - i
             t = c * BT + tl.arange(0, BT)
             mt = t < T
@@ -242,27 +256,19 @@ def _kernels():
             dt, raw = _delta(dt_row + t[None, :] * sdt_t, m2, bias, HAS_BIAS, SOFTPLUS, COMPUTE)
             Bv = tl.load(B_row + t[None, :] * sB_t, mask=mnt, other=0.0).to(COMPUTE)
             Cv = tl.load(C_row + t[None, :] * sC_t, mask=mnt, other=0.0).to(COMPUTE)
-            a = tl.exp(dt[:, None, :] * A[:, :, None])
-            # The decay of the NEXT step, a_{t+1}, couples g_t to g_{t+1}; past T it is 1
-            # (padding), so the last real step receives the final state's gradient unchanged.
-            t1 = t + 1
-            m21 = md[:, None] & (t1 < T)[None, :]
-            dt1, _ = _delta(dt_row + t1[None, :] * sdt_t, m21, bias, HAS_BIAS, SOFTPLUS, COMPUTE)
-            a1 = tl.exp(dt1[:, None, :] * A[:, :, None])
+            a = tl.exp(dt[None, :, :] * A[:, :, None])
             if HAS_RESET:
                 rs = tl.load(rst_ptr + b * sr_b + t * sr_t, mask=mt, other=0)
                 a = tl.where((rs != 0)[None, None, :], 0.0, a)
-                rs1 = tl.load(rst_ptr + b * sr_b + t1 * sr_t, mask=t1 < T, other=0)
-                a1 = tl.where((rs1 != 0)[None, None, :], 0.0, a1)
-            bx = (dt * u)[:, None, :] * Bv[None, :, :]
-            h = tl.load(hst_ptr + (b * n_chunks + c) * Di * N + st_off, mask=mdn, other=0.0)
+            bx = (dt * u)[None, :, :] * Bv[:, None, :]
+            h = tl.load(hst_ptr + (b * n_chunks + c) * Di * N + st_off, mask=mnd, other=0.0)
             aa, bb = tl.associative_scan((a, bx), 2, _combine)
             hs = aa * h[:, :, None] + bb                     # h_t, recomputed
             go = tl.load(g_row + t[None, :] * sg_t, mask=m2, other=0.0).to(COMPUTE)
             if HAS_Z:
                 zv = tl.load(z_row + t[None, :] * sz_t, mask=m2, other=0.0).to(COMPUTE)
                 sz = _sigmoid(zv)
-                y = tl.sum(hs * Cv[None, :, :], axis=1)
+                y = tl.sum(hs * Cv[:, None, :], axis=0)
                 if HAS_D:
                     y = y + Dv[:, None] * u
                 dzv = go * y * sz * (1.0 + zv * (1.0 - sz))
@@ -272,22 +278,31 @@ def _kernels():
                 dy = go
             if HAS_D:
                 dD_acc += tl.sum(dy * u, axis=1)
-            dCv = tl.sum(dy[:, None, :] * hs, axis=0)        # [BN, BT], this block's channels
+            dCv = tl.sum(dy[None, :, :] * hs, axis=1)        # [BN, BT], this block's channels
             tl.atomic_add(dC_ptr + bc_row + t[None, :], dCv, mask=mnt)
-            gh = dy[:, None, :] * Cv[None, :, :]             # dL/dh_t through y_t
+            # a_t h_{t-1} = h_t - b_t: exact 0 at a reset (the scan gives h_t = b_t there).
+            ah = hs - bx
+            # The decay of the NEXT step, a_{t+1}, couples g_t to g_{t+1}; past T it is 1
+            # (padding), so the last real step receives the final state's gradient unchanged.
+            t1 = t + 1
+            m21 = md[:, None] & (t1 < T)[None, :]
+            dt1, _ = _delta(dt_row + t1[None, :] * sdt_t, m21, bias, HAS_BIAS, SOFTPLUS, COMPUTE)
+            a1 = tl.exp(dt1[None, :, :] * A[:, :, None])
+            if HAS_RESET:
+                rs1 = tl.load(rst_ptr + b * sr_b + t1 * sr_t, mask=t1 < T, other=0)
+                a1 = tl.where((rs1 != 0)[None, None, :], 0.0, a1)
+            gh = dy[None, :, :] * Cv[:, None, :]             # dL/dh_t through y_t
             ga, gb = tl.associative_scan((a1, gh), 2, _combine, reverse=True)
             gg = ga * gcar[:, :, None] + gb                  # dL/dh_t, total
             gcar = tl.sum(tl.where(first_col, gg, 0.0), axis=2)
-            dh0 = tl.sum(tl.where(first_col, gg * a, 0.0), axis=2)  # kept from chunk 0
-            # a_t h_{t-1} = h_t - b_t: exact 0 at a reset (the scan gives h_t = b_t there).
-            gda = gg * (hs - bx)                             # dL/d(delta_t A) per (d, n)
-            dA_acc += tl.sum(gda * dt[:, None, :], axis=2)
-            gbu = tl.sum(gg * Bv[None, :, :], axis=1)        # [BD, BT]: through b = delta u B
-            ddt = tl.sum(gda * A[:, :, None], axis=1) + gbu * u
+            gda = gg * ah                                    # dL/d(delta_t A) per (n, d)
+            dA_acc += tl.sum(gda * dt[None, :, :], axis=2)
+            gbu = tl.sum(gg * Bv[:, None, :], axis=0)        # [BD, BT]: through b = delta u B
+            ddt = tl.sum(gda * A[:, :, None], axis=0) + gbu * u
             du = gbu * dt
             if HAS_D:
                 du += Dv[:, None] * dy
-            dBv = tl.sum(gg * (dt * u)[:, None, :], axis=0)
+            dBv = tl.sum(gg * (dt * u)[None, :, :], axis=1)
             tl.atomic_add(dB_ptr + bc_row + t[None, :], dBv, mask=mnt)
             if SOFTPLUS:
                 ddt = ddt * tl.where(raw > 20.0, 1.0, _sigmoid(raw))
@@ -295,8 +310,14 @@ def _kernels():
             dbias_acc += tl.sum(ddt, axis=1)
             tl.store(du_ptr + grad_row + t[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
             tl.store(ddt_ptr + grad_row + t[None, :], ddt.to(ddt_ptr.dtype.element_ty), mask=m2)
-        tl.store(dA_ptr + b * Di * N + st_off, dA_acc, mask=mdn)
-        tl.store(dh0_ptr + b * Di * N + st_off, dh0, mask=mdn)
+        # After the loop gcar is dL/dh_0 (step 0's state); the state before it enters
+        # through step 0's decay: dL/dh0 = a_0 * g_0 (0 where the row resets at t=0).
+        dt0, _ = _delta(dt_row, md[:, None], bias, HAS_BIAS, SOFTPLUS, COMPUTE)   # [BD, 1]
+        a0 = tl.exp(tl.sum(dt0, axis=1)[None, :] * A)
+        if HAS_RESET:
+            a0 = tl.where(tl.load(rst_ptr + b * sr_b) != 0, 0.0, a0)
+        tl.store(dA_ptr + b * Di * N + st_off, dA_acc, mask=mnd)
+        tl.store(dh0_ptr + b * Di * N + st_off, a0 * gcar, mask=mnd)
         tl.store(dD_ptr + b * Di + ch, dD_acc, mask=md)
         tl.store(dbias_ptr + b * Di + ch, dbias_acc, mask=md)
 
@@ -321,7 +342,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         N = A.shape[1]
         G = B.shape[1] if B.dim() == 4 else 1
         Dg = Di // G
-        BD, BT, warps = _config(T)
+        BD, BT, warps, stages = _config(T)
         n_chunks = triton_cdiv(T, BT)
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         out = torch.empty(Bt, Di, T, device=u.device, dtype=u.dtype)
@@ -344,9 +365,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
                   HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                   HAS_H0=h0 is not None, HAS_RESET=rst is not None, SOFTPLUS=bool(softplus),
                   SAVE=save, COMPUTE=_triton_dtype(tl, compute),
-                  BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, num_warps=warps)
+                  BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, NS=stages, num_warps=warps)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, rst, hst)
-        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BD, BT, warps)
+        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BD, BT, warps, stages)
         return out, last
 
     @staticmethod
@@ -354,7 +375,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, gout, glast):
         _, bwd, tl = _kernels()
         u, delta, A, B, C, D, z, delta_bias, rst, hst = ctx.saved_tensors
-        softplus, has_h0, h0_dtype, BD, BT, warps = ctx.meta
+        softplus, has_h0, h0_dtype, BD, BT, warps, stages = ctx.meta
         Bt, Di, T = u.shape
         N = A.shape[1]
         G = B.shape[1] if B.dim() == 4 else 1
@@ -388,7 +409,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                   HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                   HAS_GLAST=glast is not None, HAS_RESET=rst is not None, SOFTPLUS=bool(softplus),
                   COMPUTE=_triton_dtype(tl, compute),
-                  BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, num_warps=warps)
+                  BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, NS=stages, num_warps=warps)
         dB = dB.to(B.dtype).reshape(B.shape)
         dC = dC.to(C.dtype).reshape(C.shape)
         return (du, ddt, dA.sum(0).to(A.dtype), dB, dC,

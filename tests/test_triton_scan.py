@@ -61,7 +61,7 @@ def sizes(device):
     """Interpreter: tiny (it runs every tile in numpy), with T spanning 3 chunks of 16 and
     Di/N not multiples of the tile (masking). CUDA: the default tiling at a realistic width."""
     if device == "cpu":
-        return dict(Bt=3, Di=6, N=3, T=37, config=(4, 16, 1))
+        return dict(Bt=3, Di=6, N=3, T=37, config=(4, 16, 1, 2))
     return dict(Bt=4, Di=40, N=16, T=300, config=None)
 
 
@@ -203,11 +203,63 @@ def test_groups_as_in_ss2d(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("config", [(1, 16, 1), (2, 64, 2), (8, 16, 4)], ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("config", [(1, 16, 1, 1), (2, 64, 2, 3), (8, 16, 4, 1)], ids=lambda c: "x".join(map(str, c)))
 def test_tilings_agree(device, config):
     """The result must not depend on the tiling: one channel per program (BD=1), a chunk
     longer than the sequence (BT=64 > T in the interpreter), more channels than Di/G."""
     check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config)
+
+
+@pytest.mark.parametrize("device", DEVICES[:1])  # CUDA only: far too slow in the interpreter
+def test_long_sequence_float32(device):
+    """T=4096 (128 chunks of the default tiling), 4 random resets per row: the carries across
+    chunks, in both directions, do not drift."""
+    from networks import triton_scan
+
+    Bt, Di, N, T = 2, 64, 16, 4096
+    x = make_inputs(device, Bt, Di, N, T, seed=21)
+    g = torch.Generator().manual_seed(22)
+    reset = torch.zeros(Bt, T, dtype=torch.bool)
+    reset[torch.arange(Bt).repeat_interleave(4), torch.randint(0, T, (4 * Bt,), generator=g)] = True
+    reset = reset.to(device)
+    xr, y_ref, h_ref = reference(x, ALL, True, reset)
+    xt, y, h = run_triton(x, ALL, True, reset)
+    close(y, y_ref, F32["out"], "out")
+    close(h, h_ref, F32["out"], "final state")
+    w = torch.randn(y_ref.shape, generator=g, dtype=torch.float64).to(device)
+    w_h = torch.randn(h_ref.shape, generator=g, dtype=torch.float64).to(device)
+    ((y_ref * w).sum() + (h_ref * w_h).sum()).backward()
+    ((y.double() * w).sum() + (h.double() * w_h).sum()).backward()
+    for k in NAMES:
+        close(xt[k].grad, xr[k].grad, F32["grad"], f"d{k}")
+    assert triton_scan._config(T)[1] == triton_scan.DEFAULT_CONFIG[1]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_inputs(device):
+    """Under autocast the projections hand the scan bf16 u/delta/z/B/C: it computes in fp32
+    and returns bf16 outputs and gradients. Tolerance 2e-2 of the largest entry (bf16 keeps
+    8 bits; the oracle sees the same bf16-rounded inputs in float64)."""
+    from networks import triton_scan
+
+    s = sizes(device)
+    triton_scan.set_config(s["config"])
+    x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=31)
+    for k in ("u", "delta", "B", "C", "z"):
+        x[k] = x[k].bfloat16()
+    reset = resets(s["Bt"], s["T"], device)
+    xr, y_ref, h_ref = reference(x, ALL, True, reset)
+    xt, y, h = run_triton(x, ALL, True, reset)
+    assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
+    close(y, y_ref, 2e-2, "out")
+    close(h, h_ref, 1e-4, "final state")   # the state itself is fp32 throughout
+    g = torch.Generator().manual_seed(32)
+    w = torch.randn(y_ref.shape, generator=g, dtype=torch.float64).to(device)
+    (y_ref * w).sum().backward()
+    (y.double() * w).sum().backward()
+    for k in NAMES:
+        assert xt[k].grad.dtype == x[k].dtype, k
+        close(xt[k].grad, xr[k].grad, 2e-2, f"d{k}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
