@@ -279,7 +279,7 @@ def _kernels():
             if HAS_D:
                 dD_acc += tl.sum(dy * u, axis=1)
             dCv = tl.sum(dy[None, :, :] * hs, axis=1)        # [BN, BT], this block's channels
-            tl.atomic_add(dC_ptr + bc_row + t[None, :], dCv, mask=mnt)
+            tl.atomic_add(dC_ptr + bc_row + t[None, :], dCv, mask=mnt, sem="relaxed")  # read after the kernel only
             # a_t h_{t-1} = h_t - b_t: exact 0 at a reset (the scan gives h_t = b_t there).
             ah = hs - bx
             # The decay of the NEXT step, a_{t+1}, couples g_t to g_{t+1}; past T it is 1
@@ -303,7 +303,7 @@ def _kernels():
             if HAS_D:
                 du += Dv[:, None] * dy
             dBv = tl.sum(gg * (dt * u)[None, :, :], axis=1)
-            tl.atomic_add(dB_ptr + bc_row + t[None, :], dBv, mask=mnt)
+            tl.atomic_add(dB_ptr + bc_row + t[None, :], dBv, mask=mnt, sem="relaxed")
             if SOFTPLUS:
                 ddt = ddt * tl.where(raw > 20.0, 1.0, _sigmoid(raw))
             ddt = tl.where(m2, ddt, 0.0)

@@ -214,8 +214,6 @@ def test_tilings_agree(device, config):
 def test_long_sequence_float32(device):
     """T=4096 (128 chunks of the default tiling), 4 random resets per row: the carries across
     chunks, in both directions, do not drift."""
-    from networks import triton_scan
-
     Bt, Di, N, T = 2, 64, 16, 4096
     x = make_inputs(device, Bt, Di, N, T, seed=21)
     g = torch.Generator().manual_seed(22)
@@ -232,7 +230,6 @@ def test_long_sequence_float32(device):
     ((y.double() * w).sum() + (h.double() * w_h).sum()).backward()
     for k in NAMES:
         close(xt[k].grad, xr[k].grad, F32["grad"], f"d{k}")
-    assert triton_scan._config(T)[1] == triton_scan.DEFAULT_CONFIG[1]
 
 
 @pytest.mark.parametrize("device", DEVICES)
