@@ -336,7 +336,7 @@ def _bc_strides(t):
 class _SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, reset, softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, reset, softplus, save):
         fwd, _, tl = _kernels()
         Bt, Di, T = u.shape
         N = A.shape[1]
@@ -347,8 +347,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         out = torch.empty(Bt, Di, T, device=u.device, dtype=u.dtype)
         last = torch.empty(Bt, Di, N, device=u.device, dtype=compute)
-        # Chunk-entry states are only needed by the backward: skipped under no_grad.
-        save = any(ctx.needs_input_grad)
+        # Chunk-entry states are only needed by the backward: skipped under no_grad (where
+        # ctx.needs_input_grad still says True for inputs that require grad).
         hst = torch.empty(Bt, n_chunks if save else 0, Di, N, device=u.device, dtype=compute)
         rst = reset.to(torch.int8) if reset is not None else None
         dummy = u  # never read: the matching HAS_* flag is off
@@ -416,7 +416,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 dD.sum(0).to(D.dtype) if D is not None else None,
                 dz if z is not None else None,
                 dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-                dh0.to(h0_dtype) if has_h0 else None, None, None)
+                dh0.to(h0_dtype) if has_h0 else None, None, None, None)
 
 
 def triton_cdiv(a, b):
@@ -451,8 +451,10 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     # The kernels index these as dense [Di] / [Bt, Di, N] (a layer slice of a stacked state is not).
     D, delta_bias, initial_state = (t.contiguous() if t is not None else None
                                     for t in (D, delta_bias, initial_state))
+    save = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
     out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                           reset, delta_softplus)
+                                           reset, delta_softplus, save)
     return (out, last) if return_last_state else out
 
 

@@ -284,6 +284,23 @@ def test_reset_cuts_the_past_exactly(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_no_grad_skips_saving_and_matches(device):
+    """Under no_grad (rollouts, evaluation) the forward runs without storing chunk states
+    (the SAVE=False kernel) and gives bit for bit what the training forward gives."""
+    from networks import triton_scan
+
+    s = sizes(device)
+    triton_scan.set_config(s["config"])
+    x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=41)
+    reset = resets(s["Bt"], s["T"], device)
+    _, y, h = run_triton(x, ALL, True, reset)
+    with torch.no_grad():
+        _, y0, h0 = run_triton(x, ALL, True, reset)
+    assert not y0.requires_grad and y.grad_fn is not None
+    assert torch.equal(y0, y.detach()) and torch.equal(h0, h.detach())
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_mamba1_mixer_on_triton_matches_pytorch_path(device):
     """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
     pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
