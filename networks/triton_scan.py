@@ -32,6 +32,9 @@ import functools
 import os
 
 import torch
+import torch.nn.functional as F
+
+from .causal_conv import causal_conv1d
 
 # Tiling (BD channels per program, BT steps per chunk, warps, pipeline stages of the chunk
 # loop's loads). The [N, BD, BT] tile is held several times over in registers: at N=16 the
@@ -463,10 +466,6 @@ def mamba1_forward(m, x, is_init, conv_state, ssm_state):
     state go straight into the kernel, and dt_proj's bias + softplus are fused into it
     (mamba-ssm's Mamba does the same), so only the bias-free dt_proj matmul runs in torch.
     The conv and projections are the mixer's own (``ssm_inputs`` minus the softplus)."""
-    import torch.nn.functional as F
-
-    from .causal_conv import causal_conv1d
-
     xi, z = m.in_proj(x).chunk(2, dim=-1)
     xc, conv_state = causal_conv1d(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
     xc = F.silu(xc)
