@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python agents/vmamba_td3.py` from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,6 +92,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
 
     device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)                 # all three streams: a fresh process must not start from urandom
+    np.random.seed(cfg.seed)
     st = resume_state or {}
     frames, updates = int(st.get("frames", 0)), int(st.get("updates", 0))
     env = make_env(cfg, seed=cfg.seed + frames)
@@ -229,7 +233,9 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
              "losses": [dict(l) for l in losses], "last_eval": int(last_eval),
              "rng": rng if rng is not None else rng_state(), "config": to_dict(cfg),
              **{"optim_" + k: o.state_dict() for k, o in optims.items()}}
+    replay_io.fault_pause("before checkpoint")
     path = run.save_checkpoint(state, frames, keep=KEEP_CHECKPOINTS)
+    replay_io.fault_pause("before prune")
     replay_io.prune(run.path / "replay", [replay_io.folder_name(step) for step, _ in run._checkpoint_files()])
     return path
 

@@ -21,7 +21,6 @@ import torch
 
 from agents import vmamba_td3
 from agents.common import replay_io
-from agents.common.loggers import truncate_csv_metrics
 from agents.common.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,6 +247,12 @@ def test_td3_killed_and_resumed_equals_the_uninterrupted_run_bit_for_bit(tmp_pat
         if step == 250:
             raise Crash("kill -9")
 
+    import random
+
+    import numpy as np
+
+    random.seed(98765)                    # as a fresh process would start: python/numpy streams elsewhere
+    np.random.seed(4321)
     with monkeypatch.context() as m:
         m.setattr(vmamba_td3, "log_scalars", dying_log)
         with pytest.raises(Crash):
@@ -412,6 +417,8 @@ LATE = [
                                                  for a, k in LATE])
 def test_bad_inputs_exit_2_naming_the_key_before_a_directory_exists(tmp_path, capsys, args, key):
     args = [a.replace("PORT", str(_free_port())) for a in args]
+    if not any(a.startswith("train.total_frames=") for a in args):   # a regression then ends quickly
+        args += ["train.total_frames=50", "train.learning_starts=50", "train.frames_per_batch=50"]
     root = tmp_path / "root"
     assert vmamba_td3.main([*args, f"run_root={root}"]) == 2
     assert f"'{key}'" in capsys.readouterr().err
@@ -455,6 +462,8 @@ def test_bc_navigation_memory_width_checked_before_a_run_dir(tmp_path, capsys):
 
 # ---- 8. metrics after a resume ---------------------------------------------------------------------
 def test_truncate_csv_metrics_drops_rows_after_the_step_and_half_lines(tmp_path):
+    from agents.common.loggers import truncate_csv_metrics
+
     f = tmp_path / "metrics" / "scalars" / "train" / "r.csv"
     f.parent.mkdir(parents=True)
     f.write_text("100,1.0\n200,2.0\n250,2.5\n30")

@@ -54,6 +54,16 @@ def refuse_pickles(path: str | Path, what: str = "directory") -> None:
                               "execute arbitrary code); delete it if you trust nothing else in there")
 
 
+def fault_pause(stage: str) -> None:
+    """benchmarks/fault_injection.py only: with MAMBAZOO_FAULT_PAUSE=<seconds> set, sleep at each
+    stage boundary of a save so that its real SIGKILLs land inside saves too (a no-op otherwise)."""
+    pause = os.environ.get("MAMBAZOO_FAULT_PAUSE")
+    if pause:
+        import time
+
+        time.sleep(float(pause))
+
+
 def folder_name(frame: int) -> str:
     return f"{int(frame):012d}"
 
@@ -101,7 +111,9 @@ def save(replay, root: str | Path, frame: int) -> dict:
             raw = value.view(torch.uint8).numpy().tobytes() if value.numel() else b""
             name = f"{i}.bin"
             with open(final / name, "wb") as f:
-                f.write(raw)
+                f.write(raw[: len(raw) // 2])
+                fault_pause("mid column")
+                f.write(raw[len(raw) // 2:])
                 f.flush()
                 os.fsync(f.fileno())
             columns.append({"key": list(key) if isinstance(key, tuple) else [key], "file": name,
@@ -111,6 +123,7 @@ def save(replay, root: str | Path, frame: int) -> dict:
     manifest = {"format": FORMAT, "version": VERSION, "frame": int(frame), "rows": n,
                 "cursor": int(writer["_cursor"]), "write_count": int(writer.get("_write_count", n)),
                 "columns": columns}
+    fault_pause("before manifest")
     text = json.dumps(manifest, indent=1).encode()
     with open(final / "manifest.json", "wb") as f:
         f.write(text)
