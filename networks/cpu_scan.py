@@ -90,7 +90,9 @@ def _load():
                 try:
                     ext = _build()
                 except Exception as exc:  # no compiler, a failed compile, a broken cache
-                    _EXT, _WHY_NOT = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}"
+                    lines = str(exc).strip().splitlines() or [""]
+                    first = next((ln for ln in lines if "error:" in ln), lines[-1])  # the compiler's first error
+                    _EXT, _WHY_NOT = False, f"{type(exc).__name__}: {first.strip()}"
                     log.warning("mambazoo: fused CPU selective scan unavailable (%s); "
                                 "using the chunked PyTorch scan", _WHY_NOT)
                 else:
@@ -173,3 +175,86 @@ def selective_scan_grouped(u, delta, A, B, C, D, chunk_size: int = 16):
     y, _ = scan(u.reshape(Bt, T, G * Di), delta.reshape(Bt, T, G * Di), A.reshape(G * Di, -1),
                 B, C, D.reshape(-1), h0, None, chunk_size)
     return y.reshape(Bt, T, G, Di)
+
+
+def step_wanted(stack, x: torch.Tensor) -> bool:
+    """The fused acting step serves a Mamba1 MambaStack on the CPU when no gradient is needed
+    (acting and collection; training's sequence mode and gradient checks stay eager)."""
+    from .mamba1 import Mamba1Mixer  # here: mamba1 imports this module
+
+    if x.device.type != "cpu" or x.dtype not in DTYPES or not isinstance(stack.mixers[0], Mamba1Mixer):
+        return False
+    if len({n.eps for n in (*stack.norms, stack.out_norm)}) != 1:  # the kernel takes one eps
+        return False
+    if x.dtype != stack.out_norm.weight.dtype:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in stack.parameters())):
+        return False
+    return available()
+
+
+def mamba1_stack_step(stack, x, states):
+    """``MambaStack.step`` for Mamba1 in one extension call: x [B, input], states {"conv": [B, L,
+    Di, K-1], "ssm": [B, L, Di, N]} (already zeroed on reset) -> (y [B, H], new states)."""
+    if _load() is False:
+        raise RuntimeError(f"the fused CPU selective scan is unavailable ({_WHY_NOT})")
+    args = _step_args(stack)
+    y, conv, ssm = _EXT.mamba1_stack_step(x.contiguous(), args[0], args[1], states["conv"].contiguous(),
+                                          states["ssm"].contiguous(), *args[2:])
+    return y, {"conv": conv, "ssm": ssm}
+
+
+def _step_args(stack):
+    """The parameters the step kernel reads, gathered once per stack (gathering them is ~20 us,
+    most of a step). The Parameter objects are kept, so optimizer steps, load_state_dict and
+    .to() (which update them in place) are seen; assigning a new Parameter to a mixer is not."""
+    cached = getattr(stack, "_cpu_step_args", None)
+    if cached is not None and cached[-1] is stack.out_norm.weight:
+        return cached[:-1]
+    empty = torch.empty(0)
+    inp = stack.in_proj
+    in_w = empty if isinstance(inp, torch.nn.Identity) else inp.weight
+    in_b = empty if isinstance(inp, torch.nn.Identity) or inp.bias is None else inp.bias
+    layers = []
+    for norm, m in zip(stack.norms, stack.mixers):
+        layers += [norm.weight, m.in_proj.weight, m.conv_weight, m.conv_bias, m.x_proj.weight,
+                   m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D, m.out_proj.weight]
+    eps = stack.norms[0].eps if stack.norms[0].eps is not None else torch.finfo(in_w.dtype).eps
+    args = (in_w, in_b, layers, stack.out_norm.weight, eps, stack.mixers[0].dt_rank)
+    object.__setattr__(stack, "_cpu_step_args", (*args, stack.out_norm.weight))
+    return args
+
+
+class _FusedConv(torch.autograd.Function):
+    """Depthwise causal conv with reset masks + bias + SiLU (the .cpp's conv_fwd/conv_bwd)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, state, seg):
+        out, new_state = _EXT.conv_fwd(x, weight, bias, state, seg)
+        ctx.save_for_backward(x, weight, bias, state, seg)
+        return out, new_state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout, gstate):
+        x, weight, bias, state, seg = ctx.saved_tensors
+        gout = torch.zeros_like(x) if gout is None else gout.contiguous()
+        gstate = x.new_empty(0) if gstate is None else gstate.contiguous()
+        gx, gw, gb, gs = _EXT.conv_bwd(x, weight, bias, state, seg, gout, gstate)
+        return gx, gw, gb, gs, None
+
+
+def causal_conv1d_silu(x, weight, bias, conv_state, is_init):
+    """SiLU(networks.causal_conv.causal_conv1d(...)) and its new state, in one pass each way.
+    x [B, T, C] (channels contiguous; rows may be a strided view, e.g. in_proj's x half)."""
+    from . import causal_conv  # segment ids from there, so what patches it (tests) applies here
+
+    seg = causal_conv.segment_ids(is_init).contiguous()
+    dtype = x.dtype
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    weight, bias, conv_state = (t.to(dtype).contiguous() for t in (weight, bias, conv_state))
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias, conv_state)):
+        return _FusedConv.apply(x, weight, bias, conv_state, seg)
+    out, new_state = _EXT.conv_fwd(x, weight, bias, conv_state, seg)
+    return out, new_state

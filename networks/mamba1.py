@@ -200,11 +200,14 @@ class Mamba1Mixer(nn.Module):
 
     def ssm_inputs(self, xi, conv_state, is_init=None):
         """The in_proj's x half [.., d_inner] -> causal conv + SiLU -> xc, delta, A, B, C, conv state."""
-        if is_init is None:
-            xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
+        if is_init is not None and cpu_scan.wanted(xi):  # taps, reset masks, SiLU: one pass (cpu_scan)
+            xc, conv_state = cpu_scan.causal_conv1d_silu(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
         else:
-            xc, conv_state = causal_conv1d(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
-        xc = F.silu(xc)
+            if is_init is None:
+                xc, conv_state = causal_conv1d_step(xi, self.conv_weight, self.conv_bias, conv_state)
+            else:
+                xc, conv_state = causal_conv1d(xi, self.conv_weight, self.conv_bias, conv_state, is_init)
+            xc = F.silu(xc)
         dt, Bm, Cm = self.x_proj(xc).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log.to(xi.dtype))

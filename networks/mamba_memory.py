@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import cpu_scan
 from .mamba1 import Mamba1Mixer
 from .mamba2 import Mamba2Mixer
 
@@ -40,6 +41,8 @@ class MambaStack(nn.Module):
         return self.out_norm(h), {"conv": torch.stack(convs, 1), "ssm": torch.stack(ssms, 1)}
 
     def step(self, x, states):
+        if cpu_scan.step_wanted(self, x):  # acting on the CPU: one fused call (networks/cpu_scan.py)
+            return cpu_scan.mamba1_stack_step(self, x, states)
         h = self.in_proj(x)
         convs, ssms = [], []
         for l, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):

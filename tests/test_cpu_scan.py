@@ -192,3 +192,80 @@ def test_loading_logs_one_line_naming_the_build(ext, fresh, caplog):
         assert cpu_scan.available() and cpu_scan.available()
     lines = mambazoo_lines(caplog)
     assert len(lines) == 1 and str(cpu_scan.build_directory()) in lines[0], lines
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("input_size,layers,batch", [(5, 2, (3,)), (16, 1, (1,)), (16, 1, (2, 3))])
+def test_fused_acting_step_matches_the_eager_step(ext, monkeypatch, dtype, input_size, layers, batch):
+    """make_memory("mamba1") step mode without autograd (acting) runs MambaStack.step in one
+    extension call; with autograd it runs the eager mixers. Both from the same random states,
+    with resets in some rows (their incoming state must be ignored)."""
+    from tensordict import TensorDict
+
+    from networks import make_memory
+    torch.manual_seed(0)
+    memory = make_memory("mamba1", input_size, 16, layers, d_state=8).to(dtype)
+    shapes = {k: tuple(s.shape) for k, s in memory.make_tensordict_primer().primers.items()}
+    g = torch.Generator().manual_seed(0)
+    is_init = torch.rand(*batch, 1, generator=g) < 0.4
+    is_init.view(-1)[0] = True                                # at least one reset row
+    td = TensorDict({"embed": torch.randn(*batch, input_size, generator=g, dtype=dtype), "is_init": is_init,
+                     **{k: torch.randn(*batch, *s, generator=g, dtype=dtype) for k, s in shapes.items()}},
+                    list(batch))
+    calls = []
+    real = cpu_scan.mamba1_stack_step
+    monkeypatch.setattr(cpu_scan, "mamba1_stack_step", lambda *a: calls.append(1) or real(*a))
+    eager = memory(td.clone())                                # parameters require grad: eager
+    assert not calls
+    with torch.no_grad():
+        fused = memory(td.clone())
+    assert calls, "the no-grad CPU step must take the fused kernel"
+    for key in ["memory", *[("next", k) for k in memory.state_keys]]:
+        torch.testing.assert_close(fused[key], eager[key].detach(), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("T,K", [(13, 4), (2, 4), (1, 3), (9, 2)])
+def test_fused_conv_matches_causal_conv1d_and_silu(ext, dtype, T, K):
+    """Conv taps masked at resets (t=0, inside, back to back, last step), the carried state
+    (also when T < K-1: the new state then still holds carried inputs), bias, SiLU; values,
+    new state and every gradient; x a strided view as in_proj's x half."""
+    from networks.causal_conv import causal_conv1d
+    g = torch.Generator().manual_seed(0)
+    Bt, C = 3, 8
+    xz = torch.randn(Bt, T, 2 * C, generator=g, dtype=dtype)
+    w, b = torch.randn(C, K, generator=g, dtype=dtype), torch.randn(C, generator=g, dtype=dtype)
+    s = torch.randn(Bt, C, K - 1, generator=g, dtype=dtype)
+    is_init = torch.zeros(Bt, T, dtype=torch.bool)
+    is_init[0, 0] = True
+    if T >= 5:
+        is_init[1, 1:4] = True
+        is_init[2, T - 1] = True
+    results = []
+    for fused in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (xz, w, b, s)]
+        x = leaves[0][..., :C]
+        if fused:
+            out, ns = cpu_scan.causal_conv1d_silu(x, *leaves[1:], is_init)
+        else:
+            out, ns = causal_conv1d(x, *leaves[1:], is_init)
+            out = F.silu(out)
+        gen = torch.Generator().manual_seed(1)
+        ((out * torch.randn(out.shape, generator=gen, dtype=dtype)).sum()
+         + (ns * torch.randn(ns.shape, generator=gen, dtype=dtype)).sum()).backward()
+        results.append((out.detach(), ns.detach(), [t.grad for t in leaves]))
+    (o0, n0, g0), (o1, n1, g1) = results
+    torch.testing.assert_close(o1, o0, **TOL[dtype])
+    torch.testing.assert_close(n1, n0, **TOL[dtype])
+    for a, c in zip(g1, g0):
+        torch.testing.assert_close(a, c, **TOL[dtype])
+
+
+def test_mamba1_sequence_uses_the_fused_conv(ext, monkeypatch):
+    from networks.mamba1 import Mamba1Mixer
+    calls = []
+    real = cpu_scan.causal_conv1d_silu
+    monkeypatch.setattr(cpu_scan, "causal_conv1d_silu", lambda *a: calls.append(1) or real(*a))
+    m = Mamba1Mixer(8, d_state=4)
+    m(torch.randn(2, 5, 8), torch.zeros(2, 5, dtype=torch.bool), torch.zeros(2, 16, 3), torch.zeros(2, 16, 4))
+    assert calls == [1]

@@ -307,6 +307,305 @@ std::vector<at::Tensor> bwd(const at::Tensor& u, const at::Tensor& delta, const 
   return {gu, gdelta, gA_rows.sum(0), gB, gC, gD_rows.sum(0), gh0};
 }
 
+// ---------------------------------------------------------------------------------------------
+// Depthwise causal conv with reset masks, + bias, + SiLU, in one pass (forward and backward).
+// networks/causal_conv.causal_conv1d's contract: x [B, T, C] (rows may be strided, channels
+// contiguous), weight [C, K], bias [C], state [B, C, K-1] (oldest first), seg [B, T] int64
+// segment ids (causal_conv.segment_ids: 0 until the first reset, +1 at each). Tap k of step t
+// reads input s = t - k and counts only if s lies in t's segment (the carried state, s < 0,
+// belongs to segment 0). The new state is the last K-1 inputs, zeroed before the row's last
+// reset. The eager version is a cat, a compare, two multiplies and an add per tap over
+// [B, T, C], plus SiLU: ~10 passes forward and more backward (issue 22's elementwise work).
+
+namespace {
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t v) { return scalar_t(1) / (scalar_t(1) + fast_exp(-v)); }
+
+template <typename scalar_t>
+void conv_forward_kernel(int64_t B, int64_t T, int64_t C, int64_t K, const scalar_t* x, int64_t sb,
+                         int64_t st, const scalar_t* w, const scalar_t* bias, const scalar_t* state,
+                         const int64_t* seg, scalar_t* out, scalar_t* new_state) {
+  const int64_t Km1 = K - 1;
+  at::parallel_for(0, B, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, T * C)), [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> acc(C);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t* sg = seg + b * T;
+      const scalar_t* xb = x + b * sb;
+      const scalar_t* stb = state + b * C * Km1;
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < C; ++c) acc[c] = bias[c];
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t s = t - k;
+          if (s >= 0 ? sg[s] != sg[t] : sg[t] != 0) continue;  // the tap crosses a reset
+          if (s >= 0) {
+            const scalar_t* xs = xb + s * st;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) acc[c] += w[c * K + Km1 - k] * xs[c];
+          } else {
+            for (int64_t c = 0; c < C; ++c) acc[c] += w[c * K + Km1 - k] * stb[c * Km1 + Km1 + s];
+          }
+        }
+        scalar_t* o = out + (b * T + t) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] = acc[c] * sigmoid(acc[c]);
+      }
+      const int64_t last = sg[T - 1];
+      for (int64_t j = 0; j < Km1; ++j) {
+        const int64_t s = T - Km1 + j;
+        const bool keep = s >= 0 ? sg[s] == last : last == 0;
+        for (int64_t c = 0; c < C; ++c)
+          new_state[(b * C + c) * Km1 + j] = !keep ? scalar_t(0) : (s >= 0 ? xb[s * st + c] : stb[c * Km1 + Km1 + s]);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void conv_backward_kernel(int64_t B, int64_t T, int64_t C, int64_t K, const scalar_t* x, int64_t sb,
+                          int64_t st, const scalar_t* w, const scalar_t* bias, const scalar_t* state,
+                          const int64_t* seg, const scalar_t* gout, const scalar_t* gns, scalar_t* gx,
+                          scalar_t* gw_rows, scalar_t* gb_rows, scalar_t* gstate) {
+  const int64_t Km1 = K - 1;
+  at::parallel_for(0, B, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, T * C)), [&](int64_t b0, int64_t b1) {
+    std::vector<scalar_t> acc(C), gp(C);
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t* sg = seg + b * T;
+      const scalar_t* xb = x + b * sb;
+      const scalar_t* stb = state + b * C * Km1;
+      scalar_t* gxb = gx + b * T * C;
+      scalar_t* gsb = gstate + b * C * Km1;
+      scalar_t* gwb = gw_rows + b * C * K;
+      scalar_t* gbb = gb_rows + b * C;
+      std::fill(gxb, gxb + T * C, scalar_t(0));
+      std::fill(gsb, gsb + C * Km1, scalar_t(0));
+      std::fill(gwb, gwb + C * K, scalar_t(0));
+      std::fill(gbb, gbb + C, scalar_t(0));
+      for (int64_t t = 0; t < T; ++t) {
+        for (int64_t c = 0; c < C; ++c) acc[c] = bias[c];  // recompute the pre-activation
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t s = t - k;
+          if (s >= 0 ? sg[s] != sg[t] : sg[t] != 0) continue;
+          for (int64_t c = 0; c < C; ++c)
+            acc[c] += w[c * K + Km1 - k] * (s >= 0 ? xb[s * st + c] : stb[c * Km1 + Km1 + s]);
+        }
+        const scalar_t* go = gout + (b * T + t) * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {  // d silu(p) / dp = sig(p) (1 + p (1 - sig(p)))
+          const scalar_t sgm = sigmoid(acc[c]);
+          gp[c] = go[c] * sgm * (scalar_t(1) + acc[c] * (scalar_t(1) - sgm));
+          gbb[c] += gp[c];
+        }
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t s = t - k;
+          if (s >= 0 ? sg[s] != sg[t] : sg[t] != 0) continue;
+          if (s >= 0) {
+            const scalar_t* xs = xb + s * st;
+            scalar_t* gs = gxb + s * C;
+#pragma omp simd
+            for (int64_t c = 0; c < C; ++c) {
+              gs[c] += w[c * K + Km1 - k] * gp[c];
+              gwb[c * K + Km1 - k] += xs[c] * gp[c];
+            }
+          } else {
+            for (int64_t c = 0; c < C; ++c) {
+              gsb[c * Km1 + Km1 + s] += w[c * K + Km1 - k] * gp[c];
+              gwb[c * K + Km1 - k] += stb[c * Km1 + Km1 + s] * gp[c];
+            }
+          }
+        }
+      }
+      if (gns != nullptr) {  // the new state holds (masked) copies of the last K-1 inputs
+        const int64_t last = sg[T - 1];
+        for (int64_t j = 0; j < Km1; ++j) {
+          const int64_t s = T - Km1 + j;
+          if (!(s >= 0 ? sg[s] == last : last == 0)) continue;
+          for (int64_t c = 0; c < C; ++c) {
+            const scalar_t g = gns[(b * C + c) * Km1 + j];
+            if (s >= 0) gxb[s * C + c] += g; else gsb[c * Km1 + Km1 + s] += g;
+          }
+        }
+      }
+    }
+  });
+}
+
+void check_conv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias, const at::Tensor& state,
+                const at::Tensor& seg) {
+  TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1 && x.device().is_cpu(), "conv: x [B, T, C], channels contiguous");
+  TORCH_CHECK(w.is_contiguous() && bias.is_contiguous() && state.is_contiguous() && seg.is_contiguous() &&
+                  w.scalar_type() == x.scalar_type() && bias.scalar_type() == x.scalar_type() &&
+                  state.scalar_type() == x.scalar_type() && seg.scalar_type() == at::kLong,
+              "conv: contiguous weight/bias/state of x's dtype, int64 seg");
+  TORCH_CHECK(w.size(0) == x.size(2) && bias.numel() == x.size(2) && state.size(0) == x.size(0) &&
+                  state.size(1) == x.size(2) && state.size(2) == w.size(1) - 1 && seg.numel() == x.size(0) * x.size(1),
+              "conv: shapes");
+}
+
+}  // namespace
+
+std::vector<at::Tensor> conv_fwd(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                                 const at::Tensor& state, const at::Tensor& seg) {
+  check_conv(x, w, bias, state, seg);
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
+  auto out = at::empty({B, T, C}, x.options()), ns = at::empty({B, C, K - 1}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_fwd", [&] {
+    conv_forward_kernel<scalar_t>(B, T, C, K, x.data_ptr<scalar_t>(), x.stride(0), x.stride(1), w.data_ptr<scalar_t>(),
+                                  bias.data_ptr<scalar_t>(), state.data_ptr<scalar_t>(), seg.data_ptr<int64_t>(),
+                                  out.data_ptr<scalar_t>(), ns.data_ptr<scalar_t>());
+  });
+  return {out, ns};
+}
+
+std::vector<at::Tensor> conv_bwd(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
+                                 const at::Tensor& state, const at::Tensor& seg, const at::Tensor& gout,
+                                 const at::Tensor& gns) {
+  check_conv(x, w, bias, state, seg);
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), K = w.size(1);
+  TORCH_CHECK(gout.is_contiguous() && gout.numel() == B * T * C && (gns.numel() == 0 || gns.is_contiguous()),
+              "conv_bwd: gradients");
+  auto gx = at::empty({B, T, C}, x.options()), gstate = at::empty_like(state);
+  auto gw_rows = at::empty({B, C, K}, x.options()), gb_rows = at::empty({B, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "conv_bwd", [&] {
+    conv_backward_kernel<scalar_t>(B, T, C, K, x.data_ptr<scalar_t>(), x.stride(0), x.stride(1), w.data_ptr<scalar_t>(),
+                                   bias.data_ptr<scalar_t>(), state.data_ptr<scalar_t>(), seg.data_ptr<int64_t>(),
+                                   gout.data_ptr<scalar_t>(), gns.numel() ? gns.data_ptr<scalar_t>() : nullptr,
+                                   gx.data_ptr<scalar_t>(), gw_rows.data_ptr<scalar_t>(), gb_rows.data_ptr<scalar_t>(),
+                                   gstate.data_ptr<scalar_t>());
+  });
+  return {gx, gw_rows.sum(0), gb_rows.sum(0), gstate};
+}
+
+// ---------------------------------------------------------------------------------------------
+// One acting step of a MambaStack of Mamba1 mixers (no autograd: acting and collection only).
+// At batch 1 the eager step is ~170 small aten ops (issue 22); here the four projections per
+// layer stay at::linear (BLAS) and everything between them (RMSNorm, conv tap + bias + SiLU,
+// softplus, the state update and read-out, D skip, SiLU gate, residual) is one loop each.
+// Per layer, `layers` holds 10 tensors: norm weight, in_proj weight, conv weight [Di, K],
+// conv bias, x_proj weight, dt_proj weight, dt_proj bias, A_log [Di, N], D, out_proj weight.
+
+template <typename scalar_t>
+scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t n) {
+  scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+template <typename scalar_t>
+void rms_norm(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t B, int64_t H, double eps) {
+  for (int64_t b = 0; b < B; ++b) {
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += double(x[b * H + i]) * double(x[b * H + i]);
+    const scalar_t r = scalar_t(1.0 / std::sqrt(ss / double(H) + eps));
+    for (int64_t i = 0; i < H; ++i) out[b * H + i] = x[b * H + i] * r * w[i];
+  }
+}
+
+// x [B, K] @ W[M, K]^T (+ bias): at batch <= 4 a loop of dot products (rows of W contiguous)
+// beats at::linear, whose dispatch and BLAS set-up cost more than the ~65K MACs themselves.
+at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor* bias = nullptr) {
+  if (x.size(0) > 4 || !x.is_contiguous())
+    return bias ? at::linear(x, W, *bias) : at::linear(x, W);
+  const int64_t B = x.size(0), K = x.size(1), M = W.size(0);
+  TORCH_CHECK(W.size(1) == K, "linear: shapes");
+  auto out = at::empty({B, M}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "small_linear", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = W.data_ptr<scalar_t>();
+    const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    scalar_t* op = out.data_ptr<scalar_t>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t m = 0; m < M; ++m) op[b * M + m] = dot(xp + b * K, wp + m * K, K) + (bp ? bp[m] : scalar_t(0));
+  });
+  return out;
+}
+
+template <typename scalar_t>
+inline scalar_t silu(scalar_t v) { return v / (scalar_t(1) + fast_exp(-v)); }
+
+// The ssm part of one step for every row and channel of a layer (a template, not a lambda
+// inside AT_DISPATCH: a #pragma cannot sit inside a macro's arguments).
+template <typename scalar_t>
+void step_ssm(int64_t B, int64_t L, int64_t l, int64_t Di, int64_t N, int64_t dt_rank, int64_t R2,
+              const scalar_t* dbc, const scalar_t* dt, const scalar_t* xc, const scalar_t* xz,
+              const scalar_t* A, const scalar_t* Dp, const scalar_t* ssm, scalar_t* ssm_new, scalar_t* yv) {
+  for (int64_t b = 0; b < B; ++b) {
+    const scalar_t* Bv = dbc + b * R2 + dt_rank;
+    const scalar_t* Cv = Bv + N;
+    for (int64_t d = 0; d < Di; ++d) {
+      const scalar_t raw = dt[b * Di + d];
+      const scalar_t delta = raw > scalar_t(20) ? raw : std::log1p(std::exp(raw));  // softplus
+      const scalar_t xv = xc[b * Di + d], dx = delta * xv;
+      const scalar_t* hs = ssm + ((b * L + l) * Di + d) * N;
+      scalar_t* nhs = ssm_new + ((b * L + l) * Di + d) * N;
+      const scalar_t* Ad = A + d * N;
+      scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t n = 0; n < N; ++n) {
+        const scalar_t v = fast_exp(delta * Ad[n]) * hs[n] + dx * Bv[n];
+        nhs[n] = v;
+        acc += v * Cv[n];
+      }
+      yv[b * Di + d] = (acc + Dp[d] * xv) * silu(xz[b * 2 * Di + Di + d]);
+    }
+  }
+}
+
+template <typename scalar_t>
+void step_conv(int64_t B, int64_t L, int64_t l, int64_t Di, int64_t Km1, const scalar_t* xz,
+               const scalar_t* cw, const scalar_t* cb, const scalar_t* conv, scalar_t* conv_new,
+               scalar_t* xc) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t d = 0; d < Di; ++d) {  // window = carried inputs (oldest first) + this input
+      const scalar_t* st = conv + ((b * L + l) * Di + d) * Km1;
+      scalar_t* nst = conv_new + ((b * L + l) * Di + d) * Km1;
+      const scalar_t xi = xz[b * 2 * Di + d];
+      scalar_t acc = cb[d] + xi * cw[d * (Km1 + 1) + Km1];
+      for (int64_t k = 0; k < Km1; ++k) acc += st[k] * cw[d * (Km1 + 1) + k];
+      for (int64_t k = 0; k + 1 < Km1; ++k) nst[k] = st[k + 1];
+      if (Km1 > 0) nst[Km1 - 1] = xi;
+      xc[b * Di + d] = silu(acc);
+    }
+}
+
+std::vector<at::Tensor> mamba1_stack_step(const at::Tensor& x_in, const at::Tensor& in_w,
+                                          const at::Tensor& in_b, const at::Tensor& conv,
+                                          const at::Tensor& ssm, const std::vector<at::Tensor>& layers,
+                                          const at::Tensor& out_norm_w, double eps, int64_t dt_rank) {
+  const int64_t L = conv.size(1), B = x_in.size(0);
+  TORCH_CHECK(int64_t(layers.size()) == 10 * L, "mamba1_stack_step: 10 tensors per layer");
+  TORCH_CHECK(conv.is_contiguous() && ssm.is_contiguous(), "mamba1_stack_step: contiguous states");
+  for (const auto& t : layers)
+    TORCH_CHECK(t.is_contiguous() && t.scalar_type() == x_in.scalar_type(), "mamba1_stack_step: parameters");
+  at::Tensor h = in_w.numel() ? small_linear(x_in.contiguous(), in_w, in_b.numel() ? &in_b : nullptr)
+                              : x_in.clone();
+  h = h.contiguous();
+  const int64_t H = h.size(1), Di = conv.size(2), Km1 = conv.size(3), N = ssm.size(3);
+  auto conv_new = at::empty_like(conv), ssm_new = at::empty_like(ssm);
+  auto hn = at::empty_like(h), xc = at::empty({B, Di}, h.options()), yv = at::empty({B, Di}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "mamba1_stack_step", [&] {
+    std::vector<scalar_t> A(Di * N);
+    for (int64_t l = 0; l < L; ++l) {
+      const at::Tensor* p = layers.data() + 10 * l;
+      rms_norm<scalar_t>(h.data_ptr<scalar_t>(), p[0].data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(), B, H, eps);
+      auto xz = small_linear(hn, p[1]).contiguous();  // [B, 2 Di]: x and the gate z
+      step_conv<scalar_t>(B, L, l, Di, Km1, xz.data_ptr<scalar_t>(), p[2].data_ptr<scalar_t>(),
+                          p[3].data_ptr<scalar_t>(), conv.data_ptr<scalar_t>(), conv_new.data_ptr<scalar_t>(),
+                          xc.data_ptr<scalar_t>());
+      auto dbc = small_linear(xc, p[4]).contiguous();  // [B, R + 2N]
+      auto dt = small_linear(dbc.narrow(1, 0, dt_rank).contiguous(), p[5], &p[6]).contiguous();  // [B, Di]
+      const scalar_t* Al = p[7].data_ptr<scalar_t>();
+      for (int64_t i = 0; i < Di * N; ++i) A[i] = -fast_exp(Al[i]);
+      step_ssm<scalar_t>(B, L, l, Di, N, dt_rank, dbc.size(1), dbc.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(),
+                         xc.data_ptr<scalar_t>(), xz.data_ptr<scalar_t>(), A.data(), p[8].data_ptr<scalar_t>(),
+                         ssm.data_ptr<scalar_t>(), ssm_new.data_ptr<scalar_t>(), yv.data_ptr<scalar_t>());
+      h.add_(small_linear(yv, p[9]));  // residual
+    }
+    rms_norm<scalar_t>(h.data_ptr<scalar_t>(), out_norm_w.data_ptr<scalar_t>(), hn.data_ptr<scalar_t>(), B, H, eps);
+  });
+  return {hn, conv_new, ssm_new};
+}
+
 #ifdef _OPENMP
 // The OpenMP runtime's own view, to check that the extension shares torch's runtime.
 int64_t omp_threads() { return omp_get_max_threads(); }
@@ -319,5 +618,8 @@ int64_t omp_threads() { return -1; }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwd", &fwd, "fused selective scan forward (CPU)");
   m.def("bwd", &bwd, "fused selective scan backward (CPU)");
+  m.def("conv_fwd", &conv_fwd, "causal conv with reset masks + bias + SiLU, forward (CPU)");
+  m.def("conv_bwd", &conv_bwd, "causal conv with reset masks + bias + SiLU, backward (CPU)");
+  m.def("mamba1_stack_step", &mamba1_stack_step, "one no-grad step of a Mamba1 MambaStack (CPU)");
   m.def("omp_threads", &omp_threads, "omp_get_max_threads() as the extension sees it");
 }
