@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,9 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     optims = {"actor": torch.optim.Adam(nets.actor.parameters(), lr=cfg.td3.actor_lr),
               "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
     policy, ou = acting_policy(cfg, nets, env.action_spec)
+    # replay.storage=memmap: replay_storage/ is this process's working copy (the run is locked);
+    # what a resume restores is the checkpoint's replay folder, so a stale copy goes first
+    shutil.rmtree(run.path / "replay_storage", ignore_errors=True)
     replay = make_replay(cfg, run.path / "replay_storage")
     episode = 0  # running episode id stored with each step: the SliceSampler's trajectory key
     returns, losses, last_eval, rng = [], [], frames, None

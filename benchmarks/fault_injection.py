@@ -3,6 +3,7 @@ then the same run uninterrupted, compared bit for bit.
 
     python benchmarks/fault_injection.py                      # ~3-5 minutes on 2 cores
     python benchmarks/fault_injection.py --kills 30 --seed 1 --out benchmarks/results/fault_injection.md
+    python benchmarks/fault_injection.py --kills 5 --ab-ppo ppo_memory ppo_locomamba   # + the PPO A/B
 
 Loop: start ``agents/vmamba_td3.py`` (first as a new run, then ``--resume RUN``), SIGKILL it after a
 random delay, and check the run directory as a user would find it: every visible checkpoint
@@ -47,6 +48,66 @@ def flat(d, p=""):
     else:
         out[p] = d
     return out
+
+
+# A/B of the PPO agents: tiny configs (their tests'), 4 iterations of 64 frames, a checkpoint each
+PPO_TINY = {
+    "ppo_memory": ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
+                   "ppo.minibatch_size=32", "ppo.epochs=2", "train.frames_per_batch=64", "train.checkpoint_every=1",
+                   "train.eval_episodes=1", "threads=1", "env.task=repeat_first", "model.memory=mamba1"],
+    "ppo_locomamba": ["env.course=flat", "env.num_envs=1", "env.horizon=40", "env.num_obstacles=0",
+                      "model.hidden_shapes=[16]", "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]",
+                      "model.transformer_params=[[2,32]]", "model.append_hidden_shapes=[16]",
+                      "model.memory_hidden=16", "ppo.minibatch_size=32", "ppo.slice_len=16", "ppo.epochs=2",
+                      "train.frames_per_batch=64", "train.checkpoint_every=1", "train.eval_episodes=1"],
+}
+WALL_CLOCK = ("elapsed_s", "wall_s")
+
+
+def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 256) -> dict:
+    """Uninterrupted run A vs run B SIGKILLed at a random moment after its first checkpoint, then
+    resumed (once more if the kill came before a second checkpoint). Entries that hold wall-clock
+    times are not compared."""
+    import torch
+
+    from agents.common.run_dir import RunDir
+
+    def start(args):
+        return subprocess.Popen([sys.executable, str(REPO / "agents" / f"{agent}.py"), *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    base = [*PPO_TINY[agent], f"train.total_frames={frames}", "logger=csv"]
+    a = start([*base, f"run_root={root / agent / 'a'}", "name=straight"])
+    b = start([*base, f"run_root={root / agent / 'b'}", "name=killed"])
+    rc_a = a.wait()
+    killed = False
+    while b.poll() is None:
+        found = list((root / agent / "b" / agent).glob("killed-*")) if (root / agent / "b" / agent).is_dir() else []
+        if found and RunDir(found[0]).latest_checkpoint():
+            time.sleep(rng.uniform(0.0, 2.0))
+            if b.poll() is None:
+                b.send_signal(signal.SIGKILL)
+                killed = True
+            break
+        time.sleep(0.05)
+    b.wait()
+    (run_b,) = (root / agent / "b" / agent).glob("killed-*")
+    killed_at = RunDir.load_checkpoint(RunDir(run_b).latest_checkpoint())["frames"]
+    rc_b = start(["--resume", str(run_b)]).wait()
+    (run_a,) = (root / agent / "a" / agent).glob("straight-*")
+    sa = RunDir.load_checkpoint(RunDir(run_a).latest_checkpoint())
+    sb = RunDir.load_checkpoint(RunDir(run_b).latest_checkpoint())
+    fa, fb = flat(sa), flat(sb)
+    keys = [k for k in fa if k not in ("/config/name", "/config/run_root") and not any(w in k for w in WALL_CLOCK)]
+    differ = [k for k in keys if k not in fb or not (
+        torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k])]
+    tensors = [k for k in keys if torch.is_tensor(fa[k])]
+    max_abs = max((float((fa[k].double() - fb[k].double()).abs().max()) for k in differ
+                   if torch.is_tensor(fa[k]) and k in fb and fa[k].is_floating_point()
+                   and fa[k].shape == fb[k].shape), default=0.0)
+    return {"agent": agent, "rc": (rc_a, rc_b), "killed": killed, "resumed_from": killed_at,
+            "frames": (sa["frames"], sb["frames"]), "entries": len(keys), "tensors": len(tensors),
+            "differ": differ, "tensors_differ": sum(1 for k in differ if k in tensors), "max_abs": max_abs}
 
 
 def check_run(run: Path) -> dict:
@@ -97,6 +158,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=0.15, help="MAMBAZOO_FAULT_PAUSE: sleep at save stages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the summary (markdown) here too")
+    parser.add_argument("--ab-ppo", nargs="*", default=[], choices=sorted(PPO_TINY), metavar="AGENT",
+                        help="also the kill-and-resume A/B of these PPO agents (ppo_memory, ppo_locomamba)")
     args = parser.parse_args(argv)
     import logging
 
@@ -175,6 +238,7 @@ def main(argv=None) -> int:
     differ = [k for k in fa if k not in skip and (k not in fb or not (
         torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k]))]
     same_replay = sa["replay"]["manifest_sha256"] == sb["replay"]["manifest_sha256"]
+    ab_failures: list[str] = []
     lines = [
         f"kill -9 loop, vmamba_td3 pendulum tiny config, {args.frames} frames, checkpoint every 50 "
         f"(seed {args.seed}, save-stage pause {args.pause} s, {killed_s:.0f} s):",
@@ -186,10 +250,20 @@ def main(argv=None) -> int:
         f"{sa['frames']}: {len(differ)} of {len(fa) - len(skip)} entries differ ({len(tensors)} tensors); "
         f"replay manifest {'identical' if same_replay else 'DIFFERENT'}",
     ]
-    ok = (counts["unloadable"] == 0 and counts["replay_mismatch"] == 0 and counts["pickles"] == 0 and not differ
+    for agent in args.ab_ppo:
+        r = ab_ppo(agent, root, env_quiet, rng)
+        lines.append(f"A/B {agent}: uninterrupted vs SIGKILLed after its first checkpoint "
+                     f"({'killed' if r['killed'] else 'finished before the kill'}, resumed from frame "
+                     f"{r['resumed_from']}; exits {r['rc']}), final frames {r['frames']}: {len(r['differ'])} of "
+                     f"{r['entries']} entries differ ({r['tensors_differ']} of {r['tensors']} tensors, max abs "
+                     f"{r['max_abs']:.3g}; wall-clock entries not compared)")
+        ab_failures.extend(f"{agent}:{k}" for k in r["differ"][:5])
+        if r["rc"] != (0, 0) or r["frames"][0] != r["frames"][1]:
+            ab_failures.append(f"{agent}: exits {r['rc']}, frames {r['frames']}")
+    ok = (not ab_failures and counts["unloadable"] == 0 and counts["replay_mismatch"] == 0 and counts["pickles"] == 0 and not differ
           and same_replay and sa["frames"] == sb["frames"] and counts["exit_nonzero"] == 0)
     lines.append("result: " + ("OK: nothing lost, nothing mismatched, resume bit-identical" if ok else
-                               f"FAILED {differ[:10]}"))
+                               f"FAILED {(differ + ab_failures)[:10]}"))
     text = "\n".join(lines)
     print(text)
     if args.out:

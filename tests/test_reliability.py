@@ -503,3 +503,13 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_newest_that_loads(base_ru
     captured = capsys.readouterr()
     assert f"skipping checkpoint {latest}" in captured.err and "resumed at frame 100" in captured.out
     assert RunDir.load_checkpoint(RunDir(run).latest_checkpoint())["frames"] == 200
+
+
+def test_memmap_replay_storage_resumes(tmp_path):
+    """replay.storage=memmap keeps a working copy in replay_storage/; a resume starts it afresh
+    from the checkpoint's replay folder (its memmap files used to make the resume fail)."""
+    args = ["--config", PENDULUM, *TINY, "replay.storage=memmap", f"run_root={tmp_path}", "name=m"]
+    assert vmamba_td3.main([*args, "train.total_frames=100"]) == 0
+    (run,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    assert vmamba_td3.main(["--resume", run, "train.total_frames=200"]) == 0
+    assert RunDir.load_checkpoint(RunDir(run).latest_checkpoint())["replay"]["rows"] == 200
