@@ -50,7 +50,7 @@ def flat(d, p=""):
     return out
 
 
-# A/B of the PPO agents: tiny configs (their tests'), 4 iterations of 64 frames, a checkpoint each
+# A/B of the PPO agents: tiny configs (their tests'), 10 iterations of 64 frames, a checkpoint each
 PPO_TINY = {
     "ppo_memory": ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
                    "ppo.minibatch_size=32", "ppo.epochs=2", "train.frames_per_batch=64", "train.checkpoint_every=1",
@@ -64,7 +64,7 @@ PPO_TINY = {
 WALL_CLOCK = ("elapsed_s", "wall_s")
 
 
-def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 256) -> dict:
+def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 640) -> dict:
     """Uninterrupted run A vs run B SIGKILLed at a random moment after its first checkpoint, then
     resumed (once more if the kill came before a second checkpoint). Entries that hold wall-clock
     times are not compared."""
@@ -79,18 +79,18 @@ def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 
     base = [*PPO_TINY[agent], f"train.total_frames={frames}", "logger=csv"]
     a = start([*base, f"run_root={root / agent / 'a'}", "name=straight"])
     b = start([*base, f"run_root={root / agent / 'b'}", "name=killed"])
-    rc_a = a.wait()
     killed = False
     while b.poll() is None:
         found = list((root / agent / "b" / agent).glob("killed-*")) if (root / agent / "b" / agent).is_dir() else []
         if found and RunDir(found[0]).latest_checkpoint():
-            time.sleep(rng.uniform(0.0, 2.0))
+            time.sleep(rng.uniform(0.0, 0.5))
             if b.poll() is None:
                 b.send_signal(signal.SIGKILL)
                 killed = True
             break
         time.sleep(0.05)
     b.wait()
+    rc_a = a.wait()
     (run_b,) = (root / agent / "b" / agent).glob("killed-*")
     killed_at = RunDir.load_checkpoint(RunDir(run_b).latest_checkpoint())["frames"]
     rc_b = start(["--resume", str(run_b)]).wait()
