@@ -314,6 +314,22 @@ def test_ppo_memory_resume_with_a_bad_override_leaves_the_run_resumable(tmp_path
     assert ppo_memory.main(["--resume", run, "train.total_frames=128"]) == 0
 
 
+def test_bc_resume_that_changes_the_model_exits_2_with_config_untouched(nav_dataset, tmp_path, capsys):
+    from agents.bc_navigation import main
+
+    root = tmp_path / "runs"
+    assert main(["train", f"data.path={nav_dataset}", f"run_root={root}", "data.val_episodes=1", "train.batch_size=2",
+                 "train.chunk_len=16", "train.steps=4", "train.checkpoint_every=2", "train.val_every=100",
+                 "model.dim=32", "model.cnn_width=8", "model.memory_layers=1", "name=m"]) == 0
+    (run,) = (root / "bc_navigation").glob("m-*")
+    before = (run / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "model.dim=64"]) == 2
+    assert "config key 'model.dim'" in capsys.readouterr().err
+    assert (run / "config.yaml").read_bytes() == before
+    assert main(["train", "--resume", str(run), "train.steps=6"]) == 0
+
+
 # ---- 5. sweeps: workers die with the sweep, one sweep per results folder ------------------------------
 def test_a_second_sweep_on_the_same_results_folder_exits_2(tmp_path, capsys):
     from benchmarks import sweep
@@ -447,12 +463,18 @@ def test_overrides_may_follow_options(capsys):
     assert "seed: 3" in out and "hidden_dim: 16" in out and "memory_hidden: 8" in out
 
 
-def test_bc_navigation_memory_width_checked_before_a_run_dir(tmp_path, capsys):
-    from agents.bc_navigation import main
+@pytest.fixture(scope="module")
+def nav_dataset(tmp_path_factory):
     from agents.nav_data import NavDataConfig, generate
 
-    data = generate(tmp_path / "ds", 2, seed=1, progress=False,
+    return generate(tmp_path_factory.mktemp("nav") / "ds", 3, seed=1, progress=False,
                     config=NavDataConfig(depth=1, image_size=16, max_episode_steps=40, collision_backend="grid"))
+
+
+def test_bc_navigation_memory_width_checked_before_a_run_dir(nav_dataset, tmp_path, capsys):
+    from agents.bc_navigation import main
+
+    data = nav_dataset
     root = tmp_path / "root"
     rc = main(["train", f"data.path={data}", "model.kind=mambavint", "model.dim=24", "train.batch_size=1", "data.val_episodes=1", f"run_root={root}"])
     assert rc == 2
