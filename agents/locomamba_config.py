@@ -26,7 +26,8 @@ class EnvConfig:
     course: Course = field_spec("thin", help="obstacle course")
     horizon: int = field_spec(1000, min=1, help="control steps per episode")
     num_envs: int = field_spec(2, min=1, max=512, help="environments collected in parallel")
-    parallel: bool = field_spec(True, help="one process per env (ParallelEnv) instead of SerialEnv")
+    parallel: bool = field_spec(True, help="one process per env (gymnasium AsyncVectorEnv with shared memory, "
+                                "under TorchRL's GymWrapper) instead of all envs in this process (SerialEnv)")
     time_step_s: float = field_spec(0.0025, min=1e-4, max=0.02, help="physics step (s)")
     num_action_repeat: int = field_spec(16, min=1, max=100, help="physics steps per action")
     kp: float = field_spec(80.0, min=0.0, help="PD position gain")
@@ -50,6 +51,10 @@ class EnvConfig:
     frame_stack: int = field_spec(4, min=1, max=16, help="depth frames stacked per observation")
     num_obstacles: int | None = field_spec(None, min=0, max=1000, nullable=True,
                                            help="obstacle count (null: the course's default)")
+    gait: Literal["none", "trot"] = field_spec("none", help="periodic trot reference added to the PD targets "
+                                               "(PMTG-style gait prior; none = LocoTransformer's env)")
+    gait_freq: float = field_spec(2.0, min=0.1, max=10.0, help="gait prior frequency (Hz)")
+    gait_height: float = field_spec(0.25, min=0.0, max=1.0, help="gait prior foot lift (rad of thigh; calf -2x)")
 
 
 @dataclass
@@ -73,9 +78,11 @@ class ModelConfig:
 class TrainConfig:
     total_frames: int = field_spec(24_576_000, min=1, help="env steps to train for")
     frames_per_batch: int = field_spec(16384, min=1, help="env steps collected per PPO iteration")
-    checkpoint_every: int = field_spec(10, min=1, help="iterations between checkpoints")
+    checkpoint_every: int = field_spec(10, min=1, help="iterations between checkpoints (each one restarts "
+                                       "every env from a seed of the iteration, which makes resume exact)")
     eval_every: int = field_spec(0, min=0, help="iterations between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(2, min=1)
+    cuda_graph: bool = field_spec(True, help="on CUDA, act through a captured CUDA graph of the policy step")
 
 
 @dataclass
@@ -83,6 +90,8 @@ class Config:
     name: str = field_spec("locomamba", help="run name (run directory prefix)")
     seed: int = field_spec(0, min=0)
     device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
+    threads: int = field_spec(0, min=0, max=1024, help="torch threads of the training process (0: 1 when the envs "
+                              "run in their own processes, whose cores they need; else torch's default)")
     run_root: str = field_spec("runs", help="runs go to <run_root>/ppo_locomamba/<name>-<time>")
     logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     env: EnvConfig = field(default_factory=EnvConfig)

@@ -61,7 +61,7 @@ class MemoryPPOConfig(PPOConfig):
     gae_lambda: float = field_spec(0.8, min=0.0, max=1.0)
     entropy_coef: float = field_spec(0.0, min=0.0)
     max_grad_norm: float = field_spec(0.5, min=0.0, help="0 disables clipping")
-    anneal_lr: bool = field_spec(True, help="decay the learning rates linearly to 0 over total_frames")
+    anneal_lr: bool = field_spec(True, help="decay the learning rates linearly to 0 over train.total_frames")
 
 
 @dataclass

@@ -37,7 +37,8 @@ from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_d
 from agents.common.config import load_config, read_config_file, to_dict
 from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
-from agents.common.ppo import NonFiniteLoss, compute_advantages, episode_stats, ppo_update, slices  # noqa: F401
+from agents.common.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
+                               make_optimizer, ppo_update, restore_optimizer, slices)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
 from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report
@@ -49,53 +50,61 @@ AGENT = "ppo_locomamba"
 # --------------------------------------------------------------------------------- training
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     from torchrl.collectors import Collector
-    from torchrl.objectives import ClipPPOLoss
     from tqdm import tqdm
 
     device = pick_device(cfg.device, "device")
+    set_threads(cfg)
     torch.manual_seed(cfg.seed)
     start_frames = 0 if resume_state is None else int(resume_state["frames"])
     iteration = 0 if resume_state is None else int(resume_state["iteration"])
+    elapsed0 = 0.0 if resume_state is None else float(resume_state.get("elapsed_s", 0.0))
     nets = build_policy(cfg).to(device)
-    env = make_env(cfg.env, seed=cfg.seed + 1000 * iteration, num_envs=cfg.env.num_envs, primer=nets.primer())
     print(parameter_report(nets))
-    optim = torch.optim.Adam([
-        {"params": [*nets.encoder.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()],
-         "lr": cfg.ppo.lr},
-        {"params": list(nets.value_head.parameters()), "lr": cfg.ppo.value_lr}])
+    optim = make_optimizer(nets, cfg.ppo)
+    gen = torch.Generator().manual_seed(cfg.seed + iteration)      # minibatch order
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
-        optim.load_state_dict(resume_state["optimizer"])
-        set_rng_state(resume_state["rng"])
+        restore_optimizer(optim, resume_state["optimizer"], cfg.ppo)
+        if "minibatch_rng" in resume_state:
+            gen.set_state(resume_state["minibatch_rng"])
         print(f"resumed from frame {start_frames} (iteration {iteration})")
-    # the loss sees only the heads: the trunk (encoder + memory) runs once per minibatch and its
-    # output carries the gradient back into the trunk's parameters
-    loss_fn = ClipPPOLoss(nets.actor_on_memory, nets.value_head, clip_epsilon=cfg.ppo.clip_epsilon,
-                          entropy_coeff=cfg.ppo.entropy_coef, critic_coeff=cfg.ppo.critic_coef,
-                          normalize_advantage=True, loss_critic_type="smooth_l1")
+    loss_fn = make_loss(nets, cfg.ppo)
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     remaining = cfg.train.total_frames - start_frames
     if remaining <= 0:
         print(f"nothing to do: {start_frames} frames already done (train.total_frames={cfg.train.total_frames})")
         return 0
-    collector = Collector(env, nets.policy, frames_per_batch=cfg.train.frames_per_batch,
+    env = make_env(cfg.env, seed=segment_seed(cfg, iteration), num_envs=cfg.env.num_envs, primer=nets.primer())
+    graphed = device.type == "cuda" and cfg.train.cuda_graph
+    policy = nets.acting_policy(cuda_graph=graphed)
+    if graphed:
+        print("acting policy: trunk + action distribution as a CUDA graph (networks/cuda_graph.py), sampling eager")
+    collector = Collector(env, policy, frames_per_batch=cfg.train.frames_per_batch,
                           total_frames=math.ceil(remaining / cfg.train.frames_per_batch) * cfg.train.frames_per_batch,
                           policy_device=device, env_device="cpu", storing_device=device)
-    gen = torch.Generator().manual_seed(cfg.seed + iteration)
+    # RNG after everything that is built the same way on a fresh start and a resume: the collector
+    # continues from exactly the state the uninterrupted run had after its checkpoint
+    if resume_state is not None:
+        set_rng_state(resume_state["rng"])
     frames, last_return, last_good = start_frames, float("nan"), run.latest_checkpoint()
     bar = tqdm(total=cfg.train.total_frames, initial=start_frames, unit="step", dynamic_ncols=True,
                disable=None)
     t_start = time.perf_counter()
+    t_collect = time.perf_counter()
     for batch in collector:
+        collect_s = time.perf_counter() - t_collect
         batch = batch.reshape(cfg.env.num_envs, -1) if batch.ndim == 1 else batch
+        frames_before = frames
         frames += batch.numel()
         iteration += 1
         stats = episode_stats(batch, INFO_KEYS)
         last_return = stats.get("episode_return", last_return)
+        t_update = time.perf_counter()
         compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
                            cfg.ppo.gae_lambda)
         try:
-            losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen)
+            losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen,
+                                lr_scale(cfg.ppo, frames_before, cfg.train.total_frames))
         except NonFiniteLoss as err:
             bar.close()
             print(f"error: non-finite loss at frame {frames} ({err.detail}); stopping. Last good "
@@ -103,23 +112,37 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             collector.shutdown()
             return 1
         collector.update_policy_weights_()
+        update_s = time.perf_counter() - t_update
         elapsed = time.perf_counter() - t_start
         scalars = {f"train/{k}": v for k, v in stats.items()}
         scalars.update({f"loss/{k}": v for k, v in losses.items()})
-        scalars.update({"time/steps_per_s": (frames - start_frames) / elapsed, "time/elapsed_s": elapsed})
+        scalars.update({"time/steps_per_s": (frames - start_frames) / elapsed, "time/elapsed_s": elapsed0 + elapsed,
+                        "time/collect_s": collect_s, "time/update_s": update_s,
+                        "time/iteration_steps_per_s": batch.numel() / (collect_s + update_s)})
         log_scalars(logger, scalars, frames)
         bar.update(batch.numel())
-        bar.set_postfix(sps=f"{scalars['time/steps_per_s']:.0f}", ret=f"{last_return:.2f}")
-        if bar.disable:
-            print(f"frames {frames} return {last_return:.2f} steps/s {scalars['time/steps_per_s']:.0f}", flush=True)
+        bar.set_postfix(sps=f"{scalars['time/iteration_steps_per_s']:.0f}", ret=f"{last_return:.2f}")
+        if bar.disable:   # no terminal: one plain line per iteration, the current rate and diagnostics
+            print(f"frames {frames} return {last_return:.2f} distance {stats.get('episode_distance', float('nan')):.2f} "
+                  f"steps/s {scalars['time/iteration_steps_per_s']:.0f} (collect {collect_s:.1f}s update "
+                  f"{update_s:.1f}s) kl {losses.get('kl_approx', float('nan')):.4f} clip "
+                  f"{losses.get('clip_fraction', float('nan')):.3f} ev {losses.get('explained_variance', float('nan')):.2f}",
+                  flush=True)
         done = frames >= cfg.train.total_frames
         if iteration % cfg.train.checkpoint_every == 0 or done:
-            last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration), frames)
+            last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen,
+                                                             elapsed0 + elapsed), frames)
+            if not done:
+                # a checkpoint ends a segment: every env restarts from a seed of the iteration, so a
+                # resumed run continues exactly as this one does (nothing of the env is in the file)
+                env.set_seed(segment_seed(cfg, iteration))
+                collector.reset()
         if cfg.train.eval_every and iteration % cfg.train.eval_every == 0 and not done:
             log_scalars(logger, {f"eval/{k}": v for k, v in
                                  evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
         if done:
             break
+        t_collect = time.perf_counter()
     collector.shutdown()
     bar.close()
     result = evaluate(cfg, nets, cfg.train.eval_episodes, video=run.videos / f"eval_{frames}.mp4")
@@ -129,10 +152,25 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     return 0
 
 
-def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration: int) -> dict:
+def set_threads(cfg: Config) -> int:
+    """torch's intra-op threads for this process. With the envs in worker processes the default
+    (one per core) made the collector ~10x slower on a loaded 2-core machine: OpenMP threads spin
+    while waiting, on the cores the simulators need."""
+    n = cfg.threads or (1 if cfg.env.parallel and cfg.env.num_envs > 1 else torch.get_num_threads())
+    torch.set_num_threads(n)
+    return n
+
+
+def segment_seed(cfg: Config, iteration: int) -> int:
+    """Env seed of the segment that starts after ``iteration`` (envs restart at every checkpoint)."""
+    return cfg.seed + 1000 * iteration
+
+
+def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration: int,
+                     gen: torch.Generator, elapsed_s: float) -> dict:
     return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
-            "iteration": iteration, "rng": rng_state(), "config": to_dict(cfg),
-            "env_seed": cfg.seed + 1000 * iteration}
+            "iteration": iteration, "rng": rng_state(), "minibatch_rng": gen.get_state(),
+            "config": to_dict(cfg), "env_seed": segment_seed(cfg, iteration), "elapsed_s": elapsed_s}
 
 
 # ---------------------------------------------------------------------------------- the CLI

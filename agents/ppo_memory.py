@@ -31,7 +31,8 @@ import torch
 from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
 from agents.common.config import from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
-from agents.common.ppo import compute_advantages, episode_stats, ppo_update
+from agents.common.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
+                               restore_optimizer)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
@@ -112,8 +113,6 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     """Train; returns final_return (greedy eval), final_train_return, best_return, steps_to_threshold,
     seconds_to_threshold (None if never reached), params, env_steps_per_s, wall_s, frames, curve
     (per-batch dicts of CURVE_FIELDS) and run_dir. Raises NonFiniteLoss (last checkpoint kept)."""
-    from torchrl.objectives import ClipPPOLoss
-
     check_consistency(cfg)
     if run is None:
         run = RunDir.create(cfg.run_root, AGENT, cfg.name)
@@ -129,22 +128,15 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     nets = MemoryPolicy(cfg).to(device)
     params = nets.parameter_counts()
     say("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
-    optim = torch.optim.Adam([
-        {"params": [*nets.embed_net.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()],
-         "lr": cfg.ppo.lr},
-        {"params": list(nets.value_head.parameters()), "lr": cfg.ppo.value_lr}], eps=1e-5)
+    optim = make_optimizer(nets, cfg.ppo)
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
-        optim.load_state_dict(resume_state["optimizer"])
-        for group, lr in zip(optim.param_groups, (cfg.ppo.lr, cfg.ppo.value_lr)):
-            group["initial_lr"] = lr            # the (possibly overridden) config decides the schedule
+        restore_optimizer(optim, resume_state["optimizer"], cfg.ppo)
         set_rng_state(resume_state["rng"])
         say(f"resumed from frame {frames} (iteration {iteration})")
     else:
         measure_obs_stats(cfg, nets, seed=cfg.seed + 999)      # model.obs_norm=rollout: fixed input scaling
-    loss_fn = ClipPPOLoss(nets.actor_on_memory, nets.value_head, clip_epsilon=cfg.ppo.clip_epsilon,
-                          entropy_coeff=cfg.ppo.entropy_coef, critic_coeff=cfg.ppo.critic_coef,
-                          normalize_advantage=True, loss_critic_type="smooth_l1")
+    loss_fn = make_loss(nets, cfg.ppo)
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     remaining = cfg.train.total_frames - frames
     gen = torch.Generator().manual_seed(cfg.seed + iteration)
@@ -162,7 +154,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                 stats = episode_stats(batch)
                 compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
                                    cfg.ppo.gae_lambda)
-                scale = max(0.0, 1.0 - (frames - fpb) / cfg.train.total_frames) if cfg.ppo.anneal_lr else 1.0
+                scale = lr_scale(cfg.ppo, frames - fpb, cfg.train.total_frames)
                 losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen, scale)
                 collector.update_policy_weights_()
                 if "episode_return" in stats:

@@ -8,9 +8,17 @@ Observation (gymnasium Dict):
   proprio [33 + act_dim]: joint positions relative to standing (12), joint velocities x 0.05
       (12), gravity in the body frame (3), body angular velocity x 0.25 (3), previous action
       (act_dim), command (3): heading to the target direction in the body frame (cos, sin) and
-      min(distance to goal, 10)/10 (1.0 when there is no goal)
+      min(distance to goal, 10)/10 (1.0 when there is no goal); with a gait prior, + the
+      reference gait's phase (sin, cos) (2)
   depth [frame_stack, S, S]: the last frame_stack depth frames of the head camera, metres / far,
       in [0, 1]; present when depth=True
+Gait prior (``gait="trot"``, off by default; LocoTransformer has none): the PD targets are
+  STAND_POSE + the policy's offset + a periodic trot reference (diagonal pairs half a cycle apart,
+  each foot lifted by flexing thigh and calf, thigh +h and calf -2h, which keeps the foot under the
+  hip), updated at every physics step. This is the trajectory-generator prior of PMTG (Iscen et al.
+  2018) and of Tan et al. 2018's Minitaur gaits: the policy learns how to modulate a stepping
+  pattern instead of discovering stepping from noise, which is what kept PPO standing still for
+  millions of frames here.
 Reward (LocoTransformer's MoveForwardTask): target_vel^2 - (min(v_dir, target_vel) - target_vel)^2
   - z_penalty * v_z^2 - other_direction_penalty * v_side^2 - energy_weight * sum(tau^2) * time_step
   + alive_reward, and fall_reward on a fall; the goal course adds goal_reward on arrival. ``info`` has distance (metres along the
@@ -36,6 +44,8 @@ CAMERA_OFFSET = np.array([0.28, 0.0, 0.03])    # head camera in the body frame (
 CAMERA_PITCH = np.radians(15.0)                # looking down
 FALL_HEIGHT, FALL_UPRIGHT = 0.15, 0.6          # body height (m) / body-z . world-z below -> fall
 DEPTH_BACKENDS = ("raycast", "tiny")
+GAITS = ("none", "trot")
+TROT_OFFSET = np.array([0.0, np.pi, np.pi, 0.0])   # FR, FL, RR, RL: diagonal pairs in phase
 
 
 class A1QuadrupedEnv(gym.Env):
@@ -50,11 +60,15 @@ class A1QuadrupedEnv(gym.Env):
                  fric_coeff=(1.0, 0.01, 0.01), domain_randomization: bool = False,
                  depth: bool = True, depth_backend: str = "raycast", image_size: int = 64,
                  frame_stack: int = 4, num_obstacles: int | None = None,
+                 gait: str = "none", gait_freq: float = 2.0, gait_height: float = 0.25,
                  render_mode: str | None = None):
         if course not in COURSES:
             raise ValueError(f"course must be one of {list(COURSES)}, got {course!r}")
         if depth_backend not in DEPTH_BACKENDS:
             raise ValueError(f"depth_backend must be one of {list(DEPTH_BACKENDS)}, got {depth_backend!r}")
+        if gait not in GAITS:
+            raise ValueError(f"gait must be one of {list(GAITS)}, got {gait!r}")
+        self.gait, self.gait_freq, self.gait_height = gait, float(gait_freq), float(gait_height)
         self.course, self.horizon = course, int(horizon)
         self.dt, self.repeat, self.kp, self.kd = time_step_s, int(num_action_repeat), kp, kd
         self.diagonal_act = diagonal_act
@@ -71,7 +85,8 @@ class A1QuadrupedEnv(gym.Env):
         self.camera = DepthCamera(image_size)
         self.act_dim = 6 if diagonal_act else 12
         self.action_space = spaces.Box(-1.0, 1.0, (self.act_dim,), np.float32)
-        obs = {"proprio": spaces.Box(-np.inf, np.inf, (33 + self.act_dim,), np.float32)}
+        proprio_dim = 33 + self.act_dim + (2 if gait != "none" else 0)
+        obs = {"proprio": spaces.Box(-np.inf, np.inf, (proprio_dim,), np.float32)}
         if depth:
             obs["depth"] = spaces.Box(0.0, 1.0, (frame_stack, image_size, image_size), np.float32)
         self.observation_space = spaces.Dict(obs)
@@ -117,6 +132,16 @@ class A1QuadrupedEnv(gym.Env):
         for _ in range(int(0.5 / self.dt)):
             self._pd_substep(STAND_POSE)
 
+    def _gait_reference(self) -> np.ndarray:
+        """Joint offsets [12] of the trot reference at the current physics time (zeros when off)."""
+        if self.gait == "none":
+            return np.zeros(12)
+        phase = 2 * np.pi * self.gait_freq * self._sim_time + TROT_OFFSET
+        lift = self.gait_height * np.maximum(np.sin(phase), 0.0)        # swing half of the cycle
+        ref = np.zeros((4, 3))
+        ref[:, 1], ref[:, 2] = lift, -2.0 * lift                          # thigh +h, calf -2h
+        return ref.reshape(12)
+
     def _joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Joint positions and velocities [12] each, in JOINT_NAMES order."""
         states = self._client.getJointStates(self._robot, self._joints)
@@ -158,6 +183,12 @@ class A1QuadrupedEnv(gym.Env):
             d = self.camera.tiny_renderer_depth(self._client, eye, cam)
         return d / self.camera.far
 
+    def _phase_obs(self) -> np.ndarray:
+        if self.gait == "none":
+            return np.zeros(0)
+        phase = 2 * np.pi * self.gait_freq * self._sim_time
+        return np.array([np.sin(phase), np.cos(phase)])
+
     def _observe(self, pos, rot, ang):
         q, qd = self._joint_state()
         direction, dist = self._target_dir(pos)
@@ -165,7 +196,7 @@ class A1QuadrupedEnv(gym.Env):
         heading_body /= max(np.linalg.norm(heading_body), 1e-6)
         proprio = np.concatenate([
             q - STAND_POSE, 0.05 * qd, rot.T @ np.array([0.0, 0.0, -1.0]), 0.25 * (rot.T @ ang),
-            self._last_action, heading_body, [min(dist, 10.0) / 10.0],
+            self._last_action, heading_body, [min(dist, 10.0) / 10.0], self._phase_obs(),
         ]).astype(np.float32)
         obs = {"proprio": proprio}
         if self.use_depth:
@@ -179,7 +210,7 @@ class A1QuadrupedEnv(gym.Env):
         if self._client is None:
             self._connect()
         self._build_scene()
-        self._steps, self._collisions, self._distance = 0, 0, 0.0
+        self._steps, self._collisions, self._distance, self._sim_time = 0, 0, 0.0, 0.0
         self._last_action = np.zeros(self.act_dim)
         pos, rot, _, ang = self._base_state()
         self._prev_pos = pos
@@ -201,8 +232,9 @@ class A1QuadrupedEnv(gym.Env):
         target = STAND_POSE + full * self.clip_num
         energy = 0.0
         for _ in range(self.repeat):
-            tau = self._pd_substep(target)
+            tau = self._pd_substep(target + self._gait_reference() if self.gait != "none" else target)
             energy += float(tau @ tau) * self.dt
+            self._sim_time += self.dt
         move_obstacles(self._client, self._layout, self._box_ids, self.dt * self.repeat)
         self._last_action = a
         self._steps += 1

@@ -18,8 +18,14 @@ which at batch 1 costs more than the replay itself.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+
+
+log = logging.getLogger("mambazoo")
 
 
 class CudaGraphStep:
@@ -64,3 +70,49 @@ class CudaGraphStep:
 
     def state(self) -> TensorDictBase:
         return self.buffers.select(*self.state_keys)
+
+
+class CudaGraphPolicy(TensorDictModuleBase):
+    """A collector-facing policy that replays a CUDA graph of ``module`` (e.g. a TorchRL actor
+    with a recurrent memory) for CUDA inputs and runs it eagerly otherwise.
+
+    The state keys travel in the tensordict (the collector records them for training), so the
+    graph does not advance a resident state: every in_key is fed, every out_key is copied out.
+    One graph per batch size, captured at first use. Parameters are read by address, so in-place
+    optimiser steps are seen by the next replay without re-capture. Sampling inside the graph
+    uses CUDA's graph-safe philox generator, but distributions that build tensors from Python
+    numbers per call (TorchRL's TanhNormal bounds) copy from the host, which capture forbids:
+    graph the deterministic part (trunk -> loc, scale) and sample after it (see
+    RecurrentActorCritic.acting_policy). If capture fails anyway, it says so once and acts eagerly.
+
+    Why: an eager step of the LocoMamba policy is several hundred small kernels, whose launch
+    cost set the collector's rate (benchmarks/ppo_throughput.py)."""
+
+    def __init__(self, module, in_keys=None, out_keys=None):
+        super().__init__()
+        self.module = module
+        self.in_keys = list(in_keys if in_keys is not None else module.in_keys)
+        self.out_keys = list(out_keys if out_keys is not None else module.out_keys)
+        self._graphs: dict = {}
+        self._failed = False
+
+    def forward(self, td: TensorDictBase) -> TensorDictBase:
+        if self._failed or td.device is None or td.device.type != "cuda":
+            return self.module(td)
+        key = tuple(td.batch_size)
+        step = self._graphs.get(key)
+        if step is None:
+            example = td.select(*self.in_keys).clone()
+            try:
+                step = self._graphs[key] = CudaGraphStep(self.module, example, feed_keys=self.in_keys,
+                                                         state_keys=[])
+            except Exception as err:   # an op that cannot be captured: act eagerly, say so once
+                torch.cuda.synchronize()
+                self._failed = True
+                log.warning("CUDA graph capture of the policy failed (%s: %s); acting eagerly",
+                            type(err).__name__, str(err).splitlines()[0][:200])
+                return self.module(td)
+        out = step(td)
+        for k in self.out_keys:
+            td.set(k, out.get(k).clone())
+        return td

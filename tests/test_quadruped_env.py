@@ -143,3 +143,25 @@ def test_raycast_sees_an_obstacle_in_front_at_the_right_distance():
     depth = cam.raycast(np.array([0.0, 0, 0.3]), np.eye(3), wall)   # looking along +x, level
     assert abs(depth[15, 16] - 2.0) < 1e-6          # the wall's near face is 2 m ahead
     assert depth[0, 16] == pytest.approx(cam.far)   # above the 1 m wall: nothing within far
+
+
+def test_gait_prior_adds_phase_and_a_trot_reference():
+    plain = A1QuadrupedEnv("flat", depth=False, horizon=30)
+    trot = A1QuadrupedEnv("flat", depth=False, horizon=30, gait="trot", gait_freq=2.0, gait_height=0.25)
+    assert trot.observation_space["proprio"].shape[0] == plain.observation_space["proprio"].shape[0] + 2
+    obs, _ = trot.reset(seed=0)
+    assert np.allclose(obs["proprio"][-2:], [0.0, 1.0])            # phase (sin, cos) at t=0
+    plain.reset(seed=0)
+    assert np.allclose(plain._gait_reference(), 0.0)
+    trot._sim_time = 0.125                                          # a quarter cycle at 2 Hz
+    ref = trot._gait_reference().reshape(4, 3)
+    # FR and RL lifted fully (sin = 1), FL and RR in stance (sin = -1); thigh +h, calf -2h, hip 0
+    assert np.allclose(ref[[0, 3]], [[0.0, 0.25, -0.5]] * 2) and np.allclose(ref[[1, 2]], 0.0)
+    for _ in range(5):
+        obs, *_ = trot.step(np.zeros(12, np.float32))
+    assert trot._sim_time == pytest.approx(0.125 + 5 * 16 * 0.0025)   # physics time, 16 substeps a step
+    trot.reset(seed=0)
+    assert trot._sim_time == 0.0                                    # the phase restarts every episode
+    with pytest.raises(ValueError, match="gait must be one of"):
+        A1QuadrupedEnv("flat", gait="gallop")
+    plain.close(), trot.close()

@@ -30,6 +30,7 @@ class RecurrentActorCritic(nn.Module):
         from tensordict.nn import TensorDictSequential
 
         self.actor_head, self.value_head = actor_head, value_head
+        self.__dict__["front"] = front   # already registered by the subclass (encoder / embed_net)
         trunk = TensorDictSequential(front, self.memory)
         self.__dict__["_views"] = {   # not submodules: they only regroup the modules above
             "trunk": trunk, "policy": TensorDictSequential(trunk, actor_head),
@@ -42,6 +43,19 @@ class RecurrentActorCritic(nn.Module):
 
     def primer(self):
         return self.memory.make_tensordict_primer()
+
+    def acting_policy(self, cuda_graph: bool = False):
+        """The collector's policy: ``policy``, or with ``cuda_graph`` the trunk and the
+        distribution's parameters replayed as one CUDA graph per batch size (on CUDA inputs),
+        followed by eager sampling (a few kernels)."""
+        if not cuda_graph:
+            return self.policy
+        from tensordict.nn import TensorDictSequential
+
+        from networks.cuda_graph import CudaGraphPolicy
+
+        params, sampler = self.actor_head.module[0], self.actor_head.module[-1]
+        return TensorDictSequential(CudaGraphPolicy(TensorDictSequential(self.trunk, params)), sampler)
 
 
 @dataclass
@@ -57,6 +71,45 @@ class PPOConfig:
     entropy_coef: float = field_spec(0.005, min=0.0)
     critic_coef: float = field_spec(0.5, min=0.0)
     max_grad_norm: float = field_spec(1.0, min=0.0, help="0 disables clipping")
+    anneal_lr: bool = field_spec(False, help="decay the learning rates linearly to 0 over train.total_frames")
+    adam_eps: float = field_spec(1e-5, min=0.0, max=1.0, help="Adam epsilon (1e-5 as in CleanRL / SB3 PPO)")
+
+
+# --------------------------------------------------------------------- optimiser and schedule
+def make_optimizer(nets: RecurrentActorCritic, cfg: PPOConfig) -> torch.optim.Adam:
+    """Adam over two groups: the trunk (front + memory) with the actor head at ppo.lr, the value
+    head at ppo.value_lr. ``nets.front`` is the module before the memory (encoder or embedding)."""
+    policy_params = [*nets.front.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()]
+    return torch.optim.Adam([{"params": policy_params, "lr": cfg.lr, "initial_lr": cfg.lr},
+                             {"params": list(nets.value_head.parameters()), "lr": cfg.value_lr,
+                              "initial_lr": cfg.value_lr}], eps=cfg.adam_eps)
+
+
+def restore_optimizer(optim: torch.optim.Optimizer, state: dict, cfg: PPOConfig) -> None:
+    """Load an optimiser checkpoint, then let the config decide the learning rates: the
+    checkpoint's moments are kept, but ``--resume RUN ppo.lr=X`` trains at X (load_state_dict
+    alone would restore the old lr while the run's config records the new one)."""
+    optim.load_state_dict(state)
+    for group, lr in zip(optim.param_groups, (cfg.lr, cfg.value_lr)):
+        group["initial_lr"] = group["lr"] = lr
+        group["eps"] = cfg.adam_eps
+
+
+def lr_scale(cfg: PPOConfig, frames_done: int, total_frames: int) -> float:
+    """Multiplier of the initial learning rates for the next update: 1, or linear decay to 0 over
+    total_frames (frames_done counts the frames collected before the batch being learned from)."""
+    return max(0.0, 1.0 - frames_done / total_frames) if cfg.anneal_lr else 1.0
+
+
+def make_loss(nets: RecurrentActorCritic, cfg: PPOConfig):
+    """TorchRL's ClipPPOLoss on the heads (the trunk runs once per minibatch, outside the loss);
+    normalised advantages, smooth-L1 critic. It also reports clip_fraction, kl_approx, entropy,
+    explained_variance and ESS, which ppo_update averages into its log."""
+    from torchrl.objectives import ClipPPOLoss
+
+    return ClipPPOLoss(nets.actor_on_memory, nets.value_head, clip_epsilon=cfg.clip_epsilon,
+                       entropy_coeff=cfg.entropy_coef, critic_coeff=cfg.critic_coef,
+                       normalize_advantage=True, loss_critic_type="smooth_l1")
 
 
 def compute_advantages(batch: TensorDict, trunk, value_head, value_step, gamma: float, lmbda: float):
@@ -114,6 +167,10 @@ def episode_stats(batch: TensorDict, info_keys=()) -> dict[str, float]:
     return stats
 
 
+PPO_DIAGNOSTICS = ("loss_objective", "loss_critic", "loss_entropy", "clip_fraction", "kl_approx", "entropy",
+                   "explained_variance", "ESS")
+
+
 def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, params, cfg: PPOConfig,
                generator: torch.Generator, lr_scale: float = 1.0) -> dict[str, float]:
     """cfg.epochs passes of clipped PPO over minibatches of trajectory slices, in sequence mode.
@@ -121,14 +178,16 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
     The loss sees only the heads: the trunk (encoder + memory) runs once per minibatch and its
     output carries the gradient back into the trunk's parameters. Each slice starts from the memory
     state recorded at collection and resets where is_init is set. ``lr_scale`` multiplies every
-    group's initial lr (linear annealing). Returns the mean loss terms; raises NonFiniteLoss."""
+    group's initial lr (linear annealing). Returns the means of the loss terms and of the
+    diagnostics PPO users read (clip fraction, approx KL, entropy, explained variance, ESS, grad norm
+    before clipping) and the lr used; raises NonFiniteLoss."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type
     from torchrl.modules import set_recurrent_mode
 
     for group in optim.param_groups:
         group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_scale
     params = list(params)
-    losses = []
+    logs = []
     with set_exploration_type(ExplorationType.RANDOM), set_recurrent_mode(True):
         for _ in range(cfg.epochs):
             for mb in slices(batch, cfg.slice_len, cfg.minibatch_size // cfg.slice_len, generator):
@@ -138,8 +197,14 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
                     raise NonFiniteLoss({k: float(v) for k, v in out.items() if k.startswith("loss")})
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.max_grad_norm > 0:
-                    nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                # the norm before clipping is the diagnostic (inf when clipping is off is not useful)
+                grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0
+                                                     else float("inf"))
                 optim.step()
-                losses.append(out.select("loss_objective", "loss_critic", "loss_entropy").detach())
-    return {k: torch.stack([l[k] for l in losses]).mean().item() for k in losses[0].keys()}
+                row = {k: v.detach() for k, v in out.items() if k in PPO_DIAGNOSTICS}
+                row["grad_norm"] = grad_norm.detach()
+                logs.append(row)
+    # one host sync per update, not per minibatch
+    result = {k: torch.stack([row[k].float() for row in logs]).mean().item() for k in logs[0]}
+    result["lr"] = optim.param_groups[0]["lr"]
+    return result

@@ -1,0 +1,169 @@
+"""The one PPO of both PPO agents (agents/common/ppo.py): GAE and slices against plain per-step
+reference loops, the resume-lr fix, the logged diagnostics, and exact resume of ppo_locomamba."""
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+
+from agents.common.ppo import PPOConfig, compute_advantages, lr_scale, make_optimizer, restore_optimizer, slices
+
+GAMMA, LMBDA = 0.9, 0.8
+
+
+class _Trunk(nn.Module):
+    """A stateless trunk: memory = observation (so V is a plain function of the observation)."""
+    in_keys, out_keys = ["obs"], ["memory"]
+
+    def forward(self, td):
+        td["memory"] = td["obs"]
+        return td
+
+
+class _Value(nn.Module):
+    in_keys, out_keys = ["memory"], ["state_value"]
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 1)
+
+    def forward(self, td):
+        td["state_value"] = self.lin(td["memory"])
+        return td
+
+
+def _batch(E=2, T=6, seed=0):
+    """[E, T] with a termination and a truncation inside row 0 and a truncation in row 1."""
+    g = torch.Generator().manual_seed(seed)
+    obs, nxt = torch.randn(E, T, 3, generator=g), torch.randn(E, T, 3, generator=g)
+    reward = torch.randn(E, T, 1, generator=g)
+    terminated = torch.zeros(E, T, 1, dtype=torch.bool)
+    truncated = torch.zeros(E, T, 1, dtype=torch.bool)
+    terminated[0, 1] = True          # row 0: episode ends by termination at t=1 ...
+    truncated[0, 3] = True           # ... and by truncation at t=3
+    truncated[1, 2] = True           # row 1: truncation at t=2
+    done = terminated | truncated
+    is_init = torch.zeros(E, T, 1, dtype=torch.bool)
+    is_init[:, 0] = True
+    is_init[:, 1:] = done[:, :-1]    # a new episode starts after every end
+    for e in range(E):               # a continuing step's next observation is the next step's observation
+        for t in range(T - 1):
+            if not done[e, t]:
+                nxt[e, t] = obs[e, t + 1]
+    return TensorDict({"obs": obs, "is_init": is_init,
+                       "next": {"obs": nxt, "reward": reward, "done": done, "terminated": terminated,
+                                "truncated": truncated, "is_init": torch.zeros_like(is_init)}}, [E, T])
+
+
+def _reference_gae(batch, value):
+    """Per-step loop: delta_t = r_t + gamma * V(s'_t) * (1 - terminated_t) - V(s_t); the trace is cut at
+    every episode end (termination or truncation); V(s'_t) always from the stored next observation."""
+    E, T = batch.shape
+    adv = torch.zeros(E, T, 1)
+    with torch.no_grad():
+        v = value.lin(batch["obs"])
+        v_next = value.lin(batch["next", "obs"])
+    for e in range(E):
+        running = 0.0
+        for t in reversed(range(T)):
+            term = float(batch["next", "terminated"][e, t])
+            delta = batch["next", "reward"][e, t] + GAMMA * v_next[e, t] * (1 - term) - v[e, t]
+            cut = float(batch["next", "done"][e, t])
+            running = delta + GAMMA * LMBDA * (1 - cut) * running
+            adv[e, t] = running
+    return adv, adv + v
+
+
+def test_compute_advantages_matches_a_per_step_loop_with_truncation_and_termination():
+    torch.manual_seed(0)
+    trunk, value = _Trunk(), _Value()
+    batch = _batch()
+
+    def value_step(td):
+        return value(trunk(td))
+
+    out = compute_advantages(batch.clone(), trunk, value, value_step, GAMMA, LMBDA)
+    adv, target = _reference_gae(batch, value)
+    torch.testing.assert_close(out["advantage"], adv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["value_target"], target, rtol=1e-5, atol=1e-6)
+
+
+def test_slices_cover_each_frame_once_per_epoch_in_contiguous_pieces():
+    E, T, L = 3, 8, 4
+    batch = TensorDict({"idx": torch.arange(E * T).reshape(E, T)}, [E, T])
+    gen = torch.Generator().manual_seed(1)
+    seen = []
+    for mb in slices(batch, L, 2, gen):
+        assert mb.shape == (2, L)
+        for row in mb["idx"]:
+            # contiguous, and inside one env's row of the batch
+            assert torch.equal(row, torch.arange(row[0], row[0] + L)) and row[0] // T == row[-1] // T
+            seen += row.tolist()
+    assert sorted(seen) == list(range(E * T))       # (E*T/L) = 6 slices, 3 minibatches of 2, nothing lost
+    order1 = [mb["idx"][:, 0].tolist() for mb in slices(batch, L, 2, torch.Generator().manual_seed(1))]
+    order2 = [mb["idx"][:, 0].tolist() for mb in slices(batch, L, 2, torch.Generator().manual_seed(2))]
+    assert order1 != order2                          # the generator decides the order
+
+
+class _Nets(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.front, self.memory, self.actor_head, self.value_head = (nn.Linear(2, 2) for _ in range(4))
+
+
+def test_resume_takes_the_configured_lr_not_the_checkpoints():
+    nets = _Nets()
+    old = make_optimizer(nets, PPOConfig(lr=1e-4, value_lr=2e-4))
+    nets.front.weight.sum().backward()
+    old.step()
+    new = make_optimizer(nets, PPOConfig(lr=5e-4, value_lr=6e-4))
+    restore_optimizer(new, old.state_dict(), PPOConfig(lr=5e-4, value_lr=6e-4))
+    assert [g["lr"] for g in new.param_groups] == [5e-4, 6e-4]
+    assert [g["initial_lr"] for g in new.param_groups] == [5e-4, 6e-4]
+    assert new.param_groups[0]["eps"] == 1e-5
+    assert len(new.state) == len(old.state) > 0      # the moments came along
+    # plain load_state_dict (the old behaviour) would keep 1e-4: the bug this guards against
+    plain = make_optimizer(nets, PPOConfig(lr=5e-4))
+    plain.load_state_dict(old.state_dict())
+    assert plain.param_groups[0]["lr"] == 1e-4
+
+
+def test_lr_schedule():
+    assert lr_scale(PPOConfig(anneal_lr=False), 500, 1000) == 1.0
+    assert lr_scale(PPOConfig(anneal_lr=True), 250, 1000) == pytest.approx(0.75)
+    assert lr_scale(PPOConfig(anneal_lr=True), 2000, 1000) == 0.0
+
+
+TINY = ["env.course=flat", "env.num_envs=2", "env.parallel=false", "env.horizon=24", "model.hidden_shapes=[16]",
+        "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]", "model.append_hidden_shapes=[16]",
+        "model.memory_hidden=16", "env.image_size=40", "ppo.minibatch_size=32", "ppo.slice_len=16",
+        "ppo.epochs=2", "train.frames_per_batch=64", "train.checkpoint_every=2", "train.eval_episodes=1",
+        "logger=csv"]
+
+
+def _final_state(run_root):
+    from agents.common.run_dir import RunDir
+
+    run = RunDir(next((run_root / "ppo_locomamba").iterdir()))
+    return torch.load(run.latest_checkpoint(), weights_only=True)
+
+
+def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys):
+    from agents import ppo_locomamba
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert ppo_locomamba.main(["--config", "configs/quadruped/quick_flat.yaml", *TINY, "train.total_frames=256",
+                               f"run_root={a}", "name=x"]) == 0
+    assert ppo_locomamba.main(["--config", "configs/quadruped/quick_flat.yaml", *TINY, "train.total_frames=128",
+                               f"run_root={b}", "name=x"]) == 0
+    run_b = next((b / "ppo_locomamba").iterdir())
+    assert ppo_locomamba.main(["--resume", str(run_b), "train.total_frames=256"]) == 0
+    sa, sb = _final_state(a), _final_state(b)
+    assert sa["frames"] == sb["frames"] == 256
+    diff = [k for k in sa["model"] if not torch.equal(sa["model"][k], sb["model"][k])]
+    assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after resume, e.g. {diff[:3]}"
+    for sa_g, sb_g in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
+        assert torch.equal(sa_g["exp_avg_sq"], sb_g["exp_avg_sq"])
+    # the logged diagnostics PPO users read
+    scal = next((a / "ppo_locomamba").iterdir()) / "metrics" / "scalars" / "loss"
+    for name in ("clip_fraction", "kl_approx", "entropy", "explained_variance", "grad_norm", "lr"):
+        assert (scal / f"{name}.csv").exists(), name
