@@ -247,7 +247,7 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
 def validate_checkpoint(run: RunDir, state: dict) -> None:
     """A checkpoint is only resumable with the replay it names (the fallback to an older one skips it)."""
     if "replay" in state:
-        replay_io.verify(run.path / "replay", state["replay"])
+        replay_io.verify(run.path / "replay", state["replay"], checksums=True)
 
 
 # -------------------------------------------------------------------------------------- the CLI

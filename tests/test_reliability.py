@@ -207,7 +207,7 @@ def test_a_truncated_replay_is_detected_not_loaded_as_zeros(base_run, tmp_path, 
     assert "no checkpoint loads" in err and str(run / "replay" / replay_io.folder_name(100)) in err
 
 
-def test_an_altered_replay_column_is_refused_by_its_checksum(base_run, tmp_path):
+def test_an_altered_replay_column_is_refused_by_its_checksum(base_run, tmp_path, capsys):
     run = copy_run(base_run, tmp_path)
     state = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
     folder = run / "replay" / state["replay"]["dir"]
@@ -219,6 +219,10 @@ def test_an_altered_replay_column_is_refused_by_its_checksum(base_run, tmp_path)
     with pytest.raises(replay_io.ReplayError, match="sha256"):
         replay_io.load(replay, run / "replay", state["replay"])
     assert len(replay) == 0
+    # --resume skips that checkpoint (naming the file) for the one before
+    assert vmamba_td3.main(["--resume", str(run), "train.total_frames=200"]) == 0
+    captured = capsys.readouterr()
+    assert str(col) in captured.err and "resumed at frame 100" in captured.out
 
 
 def test_the_saved_replay_holds_only_the_filled_rows_of_the_columns_an_update_reads(base_run):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
 import torch
-
-import re
 
 from agents.common.config import (ConfigError, apply_overrides, describe, from_dict, load_config,
                                   read_config_file, save_config, to_dict)

@@ -134,8 +134,9 @@ def save(replay, root: str | Path, frame: int) -> dict:
     return {"dir": final.name, "manifest_sha256": hashlib.sha256(text).hexdigest(), "rows": n}
 
 
-def verify(root: str | Path, entry: dict) -> dict:
-    """The manifest of the folder ``entry`` (a checkpoint's) names, every file checked; raises ReplayError."""
+def verify(root: str | Path, entry: dict, checksums: bool = False) -> dict:
+    """The manifest of the folder ``entry`` (a checkpoint's) names, every file's size checked (and with
+    ``checksums`` its sha256, reading it); raises ReplayError."""
     refuse_pickles(root, "replay folder")
     folder = Path(root) / str(entry["dir"])
     if Path(str(entry["dir"])).name != str(entry["dir"]) or str(entry["dir"]) in ("", ".", ".."):
@@ -157,6 +158,8 @@ def verify(root: str | Path, entry: dict) -> dict:
         if size != col["bytes"]:
             raise ReplayError(f"replay file {f} is {'missing' if size is None else f'{size} bytes'}, "
                               f"its manifest says {col['bytes']} bytes (truncated?)")
+        if checksums and hashlib.sha256(f.read_bytes()).hexdigest() != col["sha256"]:
+            raise ReplayError(f"replay file {f} does not match its manifest (sha256 differs): corrupt")
     return manifest
 
 
