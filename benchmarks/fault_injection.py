@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=0.15, help="MAMBAZOO_FAULT_PAUSE: sleep at save stages")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the summary (markdown) here too")
+    parser.add_argument("--keep", action="store_true", help="keep the runs' temp folder (printed) for a look")
     parser.add_argument("--ab-ppo", nargs="*", default=[], choices=sorted(PPO_TINY), metavar="AGENT",
                         help="also the kill-and-resume A/B of these PPO agents (ppo_memory, ppo_locomamba)")
     args = parser.parse_args(argv)
@@ -266,6 +267,12 @@ def main(argv=None) -> int:
                                f"FAILED {(differ + ab_failures)[:10]}"))
     text = "\n".join(lines)
     print(text)
+    if args.keep:
+        print(f"runs kept in {root}")
+    else:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
     if args.out:
         cmd = "python benchmarks/fault_injection.py " + " ".join(argv if argv is not None else sys.argv[1:])
         Path(args.out).write_text(f"# Fault injection (issue 18)\n\n```\n{cmd}\n```\n\n```\n{text}\n```\n")
