@@ -38,7 +38,8 @@ from agents.common.config import load_config, read_config_file, to_dict
 from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
 from agents.common.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
-                               make_optimizer, ppo_update, restore_optimizer, slices)
+                               make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
+                               slices)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
 from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report
@@ -54,7 +55,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
 
     device = pick_device(cfg.device, "device")
     set_threads(cfg)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     start_frames = 0 if resume_state is None else int(resume_state["frames"])
     iteration = 0 if resume_state is None else int(resume_state["iteration"])
     elapsed0 = 0.0 if resume_state is None else float(resume_state.get("elapsed_s", 0.0))
@@ -133,10 +134,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen,
                                                              elapsed0 + elapsed), frames)
             if not done:
-                # a checkpoint ends a segment: every env restarts from a seed of the iteration, so a
-                # resumed run continues exactly as this one does (nothing of the env is in the file)
-                env.set_seed(segment_seed(cfg, iteration))
-                collector.reset()
+                # a checkpoint ends a segment: a resumed run continues exactly as this one does
+                restart_segment(collector, segment_seed(cfg, iteration))
         if cfg.train.eval_every and iteration % cfg.train.eval_every == 0 and not done:
             log_scalars(logger, {f"eval/{k}": v for k, v in
                                  evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
@@ -175,9 +174,31 @@ def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration
 
 # ---------------------------------------------------------------------------------- the CLI
 def parse_args(argv=None) -> argparse.Namespace:
-    return agent_parser("ppo_locomamba.py", "PPO with a LocoMamba (or LocoTransformer) policy on the "
-                        "PyBullet A1 quadruped.", Config,
-                        "YAML config of ours, or a LocoTransformer JSON config").parse_args(argv)
+    parser = agent_parser("ppo_locomamba.py", "PPO with a LocoMamba (or LocoTransformer) policy on the "
+                          "PyBullet A1 quadruped.", Config, "YAML config of ours, or a LocoTransformer JSON config")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="--eval samples actions from the policy instead of taking its mean")
+    parser.add_argument("--export", metavar="CHECKPOINT",
+                        help="write the acting weights of a checkpoint file or run directory (float16 matrices)")
+    parser.add_argument("--out", metavar="FILE", help="--export destination (default RUN/export/<ckpt>_float16.pt)")
+    return parser.parse_args(argv)
+
+
+def run_export(args) -> int:
+    from agents.common.cli import output_root
+    from agents.common.export import export_checkpoint, save_atomic
+    from agents.common.run_dir import RunDirError
+
+    try:
+        ckpt, state = eval_checkpoint(args.export, "--export")
+    except RunDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_float16.pt"
+    save_atomic(export_checkpoint(state, str(ckpt)), dest)
+    print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, float16 weights); "
+          f"evaluate with: python agents/ppo_locomamba.py --eval {dest}")
+    return 0
 
 
 def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
@@ -193,7 +214,10 @@ def load_new(args) -> Config:
 
 
 def main(argv=None) -> int:
-    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
+    args = parse_args(argv)
+    if args.export:
+        return run_export(args)
+    return run_agent(args, config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
                      dry_run=dry_run, train=train, load_new=load_new)
 
 
@@ -220,8 +244,10 @@ def run_eval(args) -> int:
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes
     out_dir = ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints" else ckpt.parent
-    result = evaluate(cfg, nets, episodes, video=out_dir / f"eval_{ckpt.stem}.mp4", seed=cfg.seed + 12345)
-    print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
+    mode = "stochastic" if args.stochastic else "deterministic"
+    result = evaluate(cfg, nets, episodes, video=out_dir / f"eval_{ckpt.stem}_{mode}.mp4", seed=cfg.seed + 12345,
+                      stochastic=args.stochastic)
+    print(f"eval of {ckpt} over {episodes} {mode} episodes: {format_eval(result)}")
     return 0
 
 

@@ -32,7 +32,7 @@ from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_d
 from agents.common.config import from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
-                               restore_optimizer)
+                               restart_segment, restore_optimizer, seed_everything)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
@@ -124,7 +124,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     state = resume_state or {}
     frames, iteration = int(state.get("frames", 0)), int(state.get("iteration", 0))
     elapsed0, curve = float(state.get("elapsed_s", 0.0)), list(state.get("curve", []))
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     nets = MemoryPolicy(cfg).to(device)
     params = nets.parameter_counts()
     say("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
@@ -132,20 +132,23 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
         restore_optimizer(optim, resume_state["optimizer"], cfg.ppo)
-        set_rng_state(resume_state["rng"])
         say(f"resumed from frame {frames} (iteration {iteration})")
     else:
         measure_obs_stats(cfg, nets, seed=cfg.seed + 999)      # model.obs_norm=rollout: fixed input scaling
     loss_fn = make_loss(nets, cfg.ppo)
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     remaining = cfg.train.total_frames - frames
-    gen = torch.Generator().manual_seed(cfg.seed + iteration)
+    gen = torch.Generator().manual_seed(cfg.seed + iteration)     # minibatch order
+    if resume_state is not None and "minibatch_rng" in resume_state:
+        gen.set_state(resume_state["minibatch_rng"])
     t0 = time.perf_counter()
     wall = lambda: elapsed0 + time.perf_counter() - t0        # noqa: E731  (wall-clock across resumes)
     start_frames = frames
     if remaining > 0:
         fpb = cfg.train.frames_per_batch
         collector = make_collector(cfg, nets, cfg.seed + 1000 * iteration, math.ceil(remaining / fpb) * fpb)
+        if resume_state is not None:   # after everything built alike on a fresh start and on a resume
+            set_rng_state(resume_state["rng"])
         try:
             for batch in collector:
                 batch = _batch_layout(batch)
@@ -171,8 +174,10 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                     say(f"frames {frames} return {last:.3f} steps/s {sps:.0f} wall {wall():.0f}s", flush=True)
                 done = frames >= cfg.train.total_frames
                 if iteration % cfg.train.checkpoint_every == 0 or done:
-                    run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve),
+                    run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve, gen),
                                         frames)
+                    if not done and cfg.collector.backend == "local":   # Ray collectors: resume is close, not exact
+                        restart_segment(collector, cfg.seed + 1000 * iteration)
                 if done:
                     break
         finally:
@@ -218,8 +223,10 @@ def summarize(curve: list[dict], threshold: float, params: int, frames: int, wal
             "env_steps_per_s": sps, "curve": curve}
 
 
-def checkpoint_state(cfg: Config, nets, optim, frames: int, iteration: int, elapsed: float, curve) -> dict:
+def checkpoint_state(cfg: Config, nets, optim, frames: int, iteration: int, elapsed: float, curve,
+                     gen: torch.Generator) -> dict:
     return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
+            "minibatch_rng": gen.get_state(),
             "iteration": iteration, "rng": rng_state(), "config": to_dict(cfg), "elapsed_s": elapsed,
             "curve": [dict(c) for c in curve]}
 

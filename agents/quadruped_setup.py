@@ -131,10 +131,12 @@ def parameter_report(nets: QuadrupedPolicy) -> str:
 
 @torch.no_grad()
 def evaluate(cfg: Config, nets: QuadrupedPolicy, episodes: int, video: Path | None = None,
-             seed: int | None = None) -> dict:
-    """Deterministic policy (tanh of the mean) on one env; mean return, distance, collisions,
-    falls over ``episodes``; the first episode is written to ``video`` (mp4, or gif without ffmpeg)."""
+             seed: int | None = None, stochastic: bool = False) -> dict:
+    """Deterministic policy (tanh of the mean; sampled actions with ``stochastic``) on one env;
+    mean return, distance, collisions, falls over ``episodes`` (a progress bar per episode); the
+    first episode is written to ``video`` (mp4, or gif without ffmpeg)."""
     from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
+    from tqdm import tqdm
 
     from agents.common.video import write_video
 
@@ -143,7 +145,9 @@ def evaluate(cfg: Config, nets: QuadrupedPolicy, episodes: int, video: Path | No
     gym_env = env.base_env._env
     totals = {"return": 0.0, **{k: 0.0 for k in INFO_KEYS}, "length": 0.0}
     frames = []
-    with set_exploration_type(ExplorationType.DETERMINISTIC):
+    mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
+    bar = tqdm(total=episodes, unit="episode", desc="eval", disable=episodes < 2 or None)
+    with set_exploration_type(mode):
         for ep in range(episodes):
             td = env.reset()
             ret = 0.0
@@ -160,6 +164,9 @@ def evaluate(cfg: Config, nets: QuadrupedPolicy, episodes: int, video: Path | No
             totals["length"] += t + 1
             for k in INFO_KEYS:
                 totals[k] += float(td["next", k].item())
+            bar.update(1)
+            bar.set_postfix(distance=f"{totals['distance'] / (ep + 1):.2f}", falls=f"{totals['fall']:.0f}")
+    bar.close()
     env.close()
     result = {("falls" if k == "fall" else k): v / episodes for k, v in totals.items()}
     if video is not None and frames:

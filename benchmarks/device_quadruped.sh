@@ -7,7 +7,8 @@
 # Setup on a bare machine: the py3.12 wheels and the pybullet build from gpu_carry/ (copied there
 # from ../shared/gpu). Each TAG is one run under runs/device/ppo_locomamba/TAG-<time>: resumed from
 # there when the machine is still warm, else from gpu_carry/runs/ (a run brought back by an earlier
-# call), else started with ARGS. Every run is stopped SECONDS after this script started (minus the
+# call) or benchmarks/runs/ (the latest checkpoint of a run, committed for a later session), else
+# started with ARGS. Every run is stopped SECONDS after this script started (minus the
 # time for eval and packing); checkpoints come every train.checkpoint_every iterations, so a stop
 # loses at most that much. Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
@@ -34,9 +35,11 @@ pids=()
 for spec in "$@"; do
   tag=${spec%%|*}; args=${spec#*|}
   dir=$(run_dir "$tag")
-  if [ -z "$dir" ] && ls -d gpu_carry/runs/ppo_locomamba/"$tag"-* >/dev/null 2>&1; then
-    cp -r "$(ls -d gpu_carry/runs/ppo_locomamba/"$tag"-* | tail -1)" $ROOT/ppo_locomamba/ && dir=$(run_dir "$tag")
-  fi
+  for src in gpu_carry/runs benchmarks/runs; do   # carried back from an earlier call / committed for the next session
+    if [ -z "$dir" ] && ls -d $src/ppo_locomamba/"$tag"-* >/dev/null 2>&1; then
+      cp -r "$(ls -d $src/ppo_locomamba/"$tag"-* | tail -1)" $ROOT/ppo_locomamba/ && dir=$(run_dir "$tag")
+    fi
+  done
   left=$(( STOP - $(date +%s) ))
   if [ -n "$dir" ]; then
     # on resume, ARGS' key=value overrides apply (say more envs); its --config is the run's own

@@ -164,6 +164,53 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
     for sa_g, sb_g in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(sa_g["exp_avg_sq"], sb_g["exp_avg_sq"])
     # the logged diagnostics PPO users read
-    scal = next((a / "ppo_locomamba").iterdir()) / "metrics" / "scalars" / "loss"
+    run_a = next((a / "ppo_locomamba").iterdir())
+    scal = run_a / "metrics" / "scalars" / "loss"
     for name in ("clip_fraction", "kl_approx", "entropy", "explained_variance", "grad_norm", "lr"):
         assert (scal / f"{name}.csv").exists(), name
+    # --export: acting weights only, float16 matrices, and --eval takes the export
+    assert ppo_locomamba.main(["--export", str(run_a)]) == 0
+    exported = next((run_a / "export").glob("*_float16.pt"))
+    ex = torch.load(exported, weights_only=True)
+    assert "optimizer" not in ex and "rng" not in ex and "minibatch_rng" not in ex
+    assert {v.dtype for v in ex["model"].values() if v.dim() >= 2} == {torch.float16}
+    capsys.readouterr()
+    assert ppo_locomamba.main(["--eval", str(exported), "--episodes", "1", "--stochastic"]) == 0
+    assert "over 1 stochastic episodes: return" in capsys.readouterr().out
+    assert ppo_locomamba.main(["--export", str(tmp_path / "nothing")]) == 2
+
+
+def test_shipped_quadruped_policies_load_into_their_networks():
+    from pathlib import Path
+
+    from agents.common.config import from_dict
+    from agents.locomamba_config import Config
+    from agents.quadruped_setup import build_policy
+
+    shipped = sorted(Path("agents/policies/quadruped").glob("*.pt"))
+    assert shipped, "no shipped quadruped policy"
+    for path in shipped:
+        state = torch.load(path, weights_only=True)
+        nets = build_policy(from_dict(Config, state["config"]))
+        nets.load_state_dict(state["model"])            # strict: every weight of the network is there
+        assert state["exported"]["dtype"] == "float16"
+
+
+def test_ppo_memory_resumed_equals_uninterrupted_bit_for_bit(tmp_path):
+    from agents import ppo_memory
+
+    tiny = ["env.num_envs=4", "env.task=repeat_previous", "model.memory=mamba1", "model.embed=8", "model.hidden=8",
+            "model.head_hidden=8", "ppo.slice_len=8", "ppo.minibatch_size=32", "ppo.epochs=2",
+            "train.frames_per_batch=64", "train.checkpoint_every=2", "train.eval_episodes=2", "threads=1",
+            "ppo.anneal_lr=false"]  # B trains to 128 first: an lr annealed over total_frames would differ
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert ppo_memory.main([*tiny, "train.total_frames=256", f"run_root={a}"]) == 0
+    assert ppo_memory.main([*tiny, "train.total_frames=128", f"run_root={b}"]) == 0
+    run_b = next((b / "ppo_memory").iterdir())
+    assert ppo_memory.main(["--resume", str(run_b), "train.total_frames=256"]) == 0
+    sa = torch.load(sorted((next((a / "ppo_memory").iterdir()) / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    sb = torch.load(sorted((run_b / "checkpoints").glob("*.pt"))[-1], weights_only=True)
+    assert sa["frames"] == sb["frames"] == 256
+    diff = [k for k in sa["model"] if not torch.equal(sa["model"][k], sb["model"][k])]
+    assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after resume, e.g. {diff[:3]}"
+    assert [c["return"] for c in sa["curve"]] == [c["return"] for c in sb["curve"]]

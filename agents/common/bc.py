@@ -70,33 +70,7 @@ def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried")
-
-
-def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float16) -> dict:
-    """A training checkpoint -> the acting checkpoint ``eval`` needs: config, task facts and the
-    acting weights (``ema_model`` where the agent keeps an EMA, else ``model``), without optimiser,
-    schedule, sampler or RNG state. Weight matrices and filters (>= 2 dims) are cast to ``dtype``;
-    vectors (biases, norms, normaliser statistics) stay float32, they are few and they set the
-    output scale. Loading casts back to the model's dtype. float16 acts close to, not exactly like,
-    the original, and closed-loop episodes can diverge from it (float32 export is exact). For
-    shipping a policy (or moving one off a GPU machine with a size limit on what comes back), not
-    for resuming."""
-    out = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
-    if "ema_model" in out:
-        out.pop("model", None)
-
-    def cast(v):
-        if isinstance(v, dict):
-            return {k: cast(x) for k, x in v.items()}
-        if torch.is_tensor(v) and v.is_floating_point() and v.dim() >= 2:
-            return v.to(dtype)
-        return v
-
-    weights = "ema_model" if "ema_model" in out else "model"
-    out[weights] = cast(out[weights])
-    out["exported"] = {"from": source, "dtype": str(dtype).removeprefix("torch.")}
-    return out
+from agents.common.export import TRAINING_ONLY, export_checkpoint, save_atomic  # noqa: E402,F401  (shared with the RL agents)
 
 
 def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
@@ -175,16 +149,7 @@ def _bc_main(argv, run_box, *, parser, agent, config_cls, data_main, data_errors
         if args.command == "export":
             ckpt, state = eval_checkpoint(args.checkpoint, "export")
             dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{args.dtype}.pt"
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            import tempfile
-
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), f)
-                os.replace(tmp, dest)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+            save_atomic(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), dest)
             print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {args.dtype} weights); "
                   f"evaluate with: eval {dest}")
             return 0

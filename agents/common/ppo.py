@@ -75,6 +75,32 @@ class PPOConfig:
     adam_eps: float = field_spec(1e-5, min=0.0, max=1.0, help="Adam epsilon (1e-5 as in CleanRL / SB3 PPO)")
 
 
+# ------------------------------------------------------------------ seeds and exact resume
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch global generators (whatever a library draws from is seeded, so two
+    processes of one config start from the same states)."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def restart_segment(collector, env_seed: int) -> None:
+    """Called right after a checkpoint: every env restarts from ``env_seed`` and the collector from
+    a fresh reset, which is exactly how a resumed run starts; so resumed == uninterrupted, with no
+    simulator state in the file. The episodes in flight are cut there; GAE bootstraps them from
+    the last stored next observation, as at any batch end."""
+    from agents.common.run_dir import rng_state, set_rng_state
+
+    state = rng_state()          # what the checkpoint holds: whatever a reset draws is not drawn
+    collector.env.set_seed(env_seed)
+    collector.reset()
+    set_rng_state(state)
+
+
 # --------------------------------------------------------------------- optimiser and schedule
 def make_optimizer(nets: RecurrentActorCritic, cfg: PPOConfig) -> torch.optim.Adam:
     """Adam over two groups: the trunk (front + memory) with the actor head at ppo.lr, the value

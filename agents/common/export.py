@@ -1,0 +1,56 @@
+"""Exports: the acting weights of a checkpoint, small (float16 matrices), for shipping a trained
+policy or moving one off a GPU machine, and the atomic file write they go through. Every agent's
+``export`` (BC subcommand, RL ``--export``) uses these."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+# checkpoint entries that only training needs (BC: optim, sched, sampler, ema, carried; RL: the
+# optimizer and the minibatch generator; both: rng)
+TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried", "optimizer", "minibatch_rng")
+
+
+def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float16) -> dict:
+    """A training checkpoint -> the acting checkpoint ``eval`` needs: config, task facts and the
+    acting weights (``ema_model`` where the agent keeps an EMA, else ``model``), without optimiser,
+    schedule, sampler or RNG state. Weight matrices and filters (>= 2 dims) are cast to ``dtype``;
+    vectors (biases, norms, normaliser statistics) stay float32, they are few and they set the
+    output scale. Loading casts back to the model's dtype. float16 acts close to, not exactly like,
+    the original, and closed-loop episodes can diverge from it (float32 export is exact). For
+    shipping a policy (or moving one off a GPU machine with a size limit on what comes back), not
+    for resuming."""
+    out = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
+    if "ema_model" in out:
+        out.pop("model", None)
+
+    def cast(v):
+        if isinstance(v, dict):
+            return {k: cast(x) for k, x in v.items()}
+        if torch.is_tensor(v) and v.is_floating_point() and v.dim() >= 2:
+            return v.to(dtype)
+        return v
+
+    weights = "ema_model" if "ema_model" in out else "model"
+    if weights not in out:
+        raise ValueError(f"{source}: the checkpoint holds no 'model' weights to export")
+    out[weights] = cast(out[weights])
+    out["exported"] = {"from": source, "dtype": str(dtype).removeprefix("torch.")}
+    return out
+
+
+def save_atomic(obj, dest: Path) -> Path:
+    """torch.save to a temp file beside ``dest``, then rename: a reader never sees half a file."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
