@@ -49,6 +49,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.common.config import ConfigError, read_config_file
+from agents.common.run_dir import exclusive_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_KEYS = {"name", "results", "run_root", "seeds", "overrides", "algorithms", "envs"}
@@ -212,18 +213,8 @@ def lock_results(results: Path, wait_s: float = 15.0):
     exit (each holds ``.sweep_workers.lock`` shared while it lives). Returns the open lock file."""
     import fcntl
 
-    f = open(results / LOCK, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "unknown"
-        f.close()
-        raise SweepLocked(f"results folder {results} is in use by another sweep (pid {holder})") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
+    f = exclusive_lock(results / LOCK, lambda holder: SweepLocked(
+        f"results folder {results} is in use by another sweep (pid {holder})"))
     with open(results / WORKERS_LOCK, "a+") as w:
         deadline = time.monotonic() + wait_s
         while True:

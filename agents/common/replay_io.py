@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from agents.common.run_dir import RunDirError
+from agents.common.run_dir import RunDirError, _fsync_dir
 
 FORMAT, VERSION = "mambazoo-replay", 1
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pck", ".pcl", ".dill", ".joblib")
@@ -66,19 +66,6 @@ def fault_pause(stage: str) -> None:
 
 def folder_name(frame: int) -> str:
     return f"{int(frame):012d}"
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -129,8 +116,8 @@ def save(replay, root: str | Path, frame: int) -> dict:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    _fsync(final)
-    _fsync(root)
+    _fsync_dir(final)
+    _fsync_dir(root)
     return {"dir": final.name, "manifest_sha256": hashlib.sha256(text).hexdigest(), "rows": n}
 
 

@@ -70,6 +70,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def exclusive_lock(path: Path, busy):
+    """An exclusive fcntl.flock on ``path`` (the kernel drops it when the holder dies, kill -9
+    included, so a stale lock file never blocks), holding this pid; raises ``busy(holder_pid)``
+    when another process has it. Returns the open file: the lock lasts while it stays open."""
+    import fcntl
+
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise busy(holder) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class RunDir:
     """One directory per run: config.yaml (written by the caller), metrics (logger), checkpoints/, videos/."""
 
@@ -118,21 +139,9 @@ class RunDir:
         the lock when the holder dies (even by kill -9), so a stale lock file never blocks."""
         if getattr(self, "_lock_file", None) is not None:
             return self
-        import fcntl
-
-        f = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            f.close()
-            raise RunDirError(f"run directory {self.path} is in use by another process (pid {holder}); "
-                              "wait for it to finish or stop it first") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        f = exclusive_lock(self.path / ".lock", lambda holder: RunDirError(
+            f"run directory {self.path} is in use by another process (pid {holder}); "
+            "wait for it to finish or stop it first"))
         self._lock_file = f
         return self
 
