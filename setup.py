@@ -22,7 +22,7 @@ CORE = [
 DIFFUSION = ["diffusers>=0.30"]
 
 EXTRAS = {
-    # Compiled on a CUDA machine from sdists; see DESIGN.md section 7 / README "GPU".
+    # Compiled on a CUDA machine from sdists; see README "GPU".
     "cuda": ["mamba-ssm==2.3.2.post1", "causal-conv1d==1.7.0"],
     # Cosys-AirSim client: same MultirotorClient API as `airsim`, installs on py3.11+.
     "airsim": ["cosysairsim", "msgpack>=1.0"],
