@@ -42,6 +42,7 @@ from agents.common.run_dir import RunDir, rng_state
 from agents.manip_data import DatasetError, load_dataset
 from agents.manip_data import main as data_main
 from networks.diffusion_policy import DiffusionPolicy, make_policy
+from networks.param_groups import weight_decay_groups
 
 AGENT = "bc_diffusion"
 
@@ -105,8 +106,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     data = Windows(cfg, device)
     policy = make_policy(cfg.policy, data.num_points).to(device)
     policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})
-    optim = torch.optim.AdamW(policy.parameters(), lr=cfg.train.lr, betas=(0.95, 0.999),
-                              weight_decay=cfg.train.weight_decay)
+    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/param_groups.py)
+    optim = torch.optim.AdamW(weight_decay_groups(policy, cfg.train.weight_decay), lr=cfg.train.lr,
+                              betas=(0.95, 0.999))
     sched = warmup_cosine(optim, cfg.train.warmup, cfg.train.steps)
     # use_buffers: the EMA copy carries the normalisers too, so it is a complete acting policy
     ema = AveragedModel(policy, device=device, use_buffers=True)

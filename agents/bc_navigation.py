@@ -41,6 +41,7 @@ from agents.common.nonfinite import check_finite
 from agents.common.run_dir import RunDir, rng_state
 from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
 from networks.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
+from networks.param_groups import weight_decay_groups
 
 AGENT = "bc_navigation"
 LABEL_KEYS = ("waypoints", "waypoint_yaw", "temporal_distance", "episode")
@@ -150,7 +151,8 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     print(f"dataset {cfg.data.path}: {len(data.train_ids)} training / {len(data.val_ids)} validation episodes, "
           f"{len(data.ds):,} steps")
     t = cfg.train
-    optim = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/param_groups.py)
+    optim = torch.optim.AdamW(weight_decay_groups(model, t.weight_decay), lr=t.lr)
     sched = warmup_cosine(optim, t.warmup_steps, t.steps)
     if cfg.model.kind == "vint":
         sampler = ContextWindows(data.starts, data.lengths, data.train_ids, t.batch_size * t.chunk_len,

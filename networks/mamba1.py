@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters
 from . import cpu_scan, kernels
+from .param_groups import no_weight_decay
 
 
 def selective_scan_reference(u, delta, A, B, C, D, h0, is_init):
@@ -183,6 +184,7 @@ class Mamba1Mixer(nn.Module):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(Di, 1)
         self.A_log = nn.Parameter(torch.log(A))
         self.D = nn.Parameter(torch.ones(Di))
+        no_weight_decay(self.A_log, self.D, self.dt_proj.bias)   # as mamba-ssm (networks/param_groups.py)
         self.out_proj = nn.Linear(Di, d_model, bias=False)
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters, segment_ids
 from .mamba1 import dt_bias_init
+from .param_groups import no_weight_decay
 from . import kernels
 
 
@@ -143,6 +144,7 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(dt_bias_init(self.nheads, dt_min, dt_max))
         self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(1, 16)))
         self.D = nn.Parameter(torch.ones(self.nheads))
+        no_weight_decay(self.A_log, self.D, self.dt_bias)   # as mamba-ssm (networks/param_groups.py)
         self.norm_weight = nn.Parameter(torch.ones(self.d_inner))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 

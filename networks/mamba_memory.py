@@ -6,6 +6,8 @@ conv ``[L, conv_dim, d_conv-1]``, ssm ``[L, *mixer ssm shape]``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -25,6 +27,14 @@ class MambaStack(nn.Module):
         self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-5) for _ in range(num_layers))
         self.mixers = nn.ModuleList(MIXERS[kind](hidden_size, **mixer_options) for _ in range(num_layers))
         self.out_norm = nn.RMSNorm(hidden_size, eps=1e-5)
+        # mamba-ssm's init for a residual stack (rescale_prenorm_residual): each out_proj, whose
+        # output is added to the residual stream, scaled by 1/sqrt(n_layers) so the stream's
+        # variance at init does not grow with depth
+        with torch.no_grad():
+            for mixer in self.mixers:
+                for name, p in mixer.named_parameters():
+                    if name.endswith("out_proj.weight"):
+                        p.div_(math.sqrt(num_layers))
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         L = len(self.mixers)

@@ -168,6 +168,12 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
     run = next((root / "bc_navigation").glob("m-*"))
     loss = _csv(run, "loss")
     assert len(loss) == 8 and loss[-1] < 0.5 * loss[0], loss
+    # AdamW without weight decay on the SSM's A_log, D and dt bias (networks/param_groups.py)
+    from agents.common.run_dir import RunDir
+
+    groups = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())["optim"]["param_groups"]
+    assert [g["weight_decay"] for g in groups][1] == 0.0 and groups[0]["weight_decay"] > 0
+    assert len(groups[1]["params"]) == 3          # A_log, D, dt_bias of the one Mamba2 layer (memory_layers=1)
     # resume to 60 steps: continues from step 40, not from scratch
     assert main(["train", "--resume", str(run), "train.steps=60"]) == 0
     assert "resumed at step 40" in capsys.readouterr().out
