@@ -47,6 +47,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=["agents", "agents.common", "envs", "networks", "benchmarks"],
+    # the C++ source of the CPU scan, compiled on first use (networks/cpu_scan.py), and the shipped policies
+    package_data={"networks": ["csrc/*.cpp"], "agents": ["policies/*/*.pt"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     license="MIT",
