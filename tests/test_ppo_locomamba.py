@@ -102,7 +102,14 @@ MALFORMED = [
     (["train.frames_per_batch=1000", "env.num_envs=3"], "train.frames_per_batch"),
     (["nonsense"], "key=value"),
     (["ppo.entropy_coef=nan"], "ppo.entropy_coef"),
+    (["model.memory=mamba2", "model.memory_hidden=10"], "model.memory_hidden=10"),
+    (["env.image_size=16"], "env.image_size=16"),
 ]
+
+
+def test_network_shape_errors_exit_2_before_a_run_directory(tmp_path, capsys):
+    assert ppo_locomamba.main(["model.memory=mamba2", "model.memory_hidden=10", f"run_root={tmp_path}"]) == 2
+    assert "headdim" in capsys.readouterr().err and not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("overrides, needle", MALFORMED)
