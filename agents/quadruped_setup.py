@@ -146,6 +146,8 @@ def evaluate(cfg: Config, nets: QuadrupedPolicy, episodes: int, video: Path | No
     totals = {"return": 0.0, **{k: 0.0 for k in INFO_KEYS}, "length": 0.0}
     frames = []
     mode = ExplorationType.RANDOM if stochastic else ExplorationType.DETERMINISTIC
+    if stochastic:   # sampled actions from a seeded generator: the same seed gives the same episodes
+        torch.manual_seed(cfg.seed + 777 if seed is None else seed)
     bar = tqdm(total=episodes, unit="episode", desc="eval", disable=episodes < 2 or None)
     with set_exploration_type(mode):
         for ep in range(episodes):
