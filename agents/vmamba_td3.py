@@ -135,6 +135,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
     t0, start = time.perf_counter(), frames
+    last_line = [t0, frames]              # time and frames of the last plain progress line
     last_good = run.latest_checkpoint()
     finished = False
     while not finished:                   # one segment: from a checkpoint (or the start) to the next
@@ -179,9 +180,13 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             bar.update(batch.numel())
             bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
                             sps=f"{scalars['time/steps_per_s']:.0f}")
-            if bar.disable and (frames // fpb) % 20 == 0:  # no tty (logs, CI): a line now and then
+            now = time.perf_counter()
+            if bar.disable and (now - last_line[0] >= PROGRESS_EVERY_S or frames >= cfg.train.total_frames):
+                # no tty (logs, CI): a line at least every PROGRESS_EVERY_S, with the current rate
+                rate = (frames - last_line[1]) / max(now - last_line[0], 1e-9)
                 print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
-                      f"steps/s {scalars['time/steps_per_s']:.0f} updates {updates}", flush=True)
+                      f"steps/s {rate:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
+                last_line[:] = [now, frames]
             finished = frames >= cfg.train.total_frames
             if cfg.train.eval_every and frames - last_eval >= cfg.train.eval_every and not finished:
                 last_eval = frames
@@ -257,11 +262,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)").parse_args(argv)
 
 
+PROGRESS_EVERY_S = 20.0     # without a terminal, a progress line at least this often
+QUICK_CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "drone" / "quick_vmamba.yaml"
+
+
 def main(argv=None) -> int:
-    return run_agent(parse_args(argv), config_cls=Config, agent=AGENT, check=check, run_eval=run_eval,
+    args = parse_args(argv)
+    if use_cpu_default(args, _cuda_available()):
+        args.config = str(QUICK_CPU_CONFIG)
+        print(f"no CUDA device: training the CPU-sized {QUICK_CPU_CONFIG.relative_to(QUICK_CPU_CONFIG.parents[2])} "
+              "(small VMamba, 8,000 frames, a few minutes on 2 cores); the seed's 2.03M-parameter network is "
+              "--config configs/drone/seed_vmamba.yaml (about 2 s per update on a 2-core CPU)", flush=True)
+    return run_agent(args, config_cls=Config, agent=AGENT, check=check, run_eval=run_eval,
                      dry_run=dry_run, train=train, validate_checkpoint=validate_checkpoint,
                      frozen_on_resume=("model", "env", "replay"),   # the weights and the saved replay's layout
                      launch_errors=(ConfigError,))      # e.g. an env id that gymnasium cannot make
+
+
+def use_cpu_default(args, cuda: bool) -> bool:
+    """The plain command (no --config, --resume or --eval) on a machine without CUDA trains the
+    CPU-sized config: the seed-size network needs ~2 s per update there, so it would print its
+    parameter table and then nothing for minutes. The seed size stays one option away."""
+    return not (args.config or args.resume or args.eval or cuda)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def check(cfg: Config) -> None:

@@ -105,3 +105,22 @@ def test_config_errors_name_the_key(capsys):
     assert "td3.policy_delay" in capsys.readouterr().err
     assert run(["--config", PENDULUM, "env.id=mambazoo/NoSuchEnv-v0", "--dry-run"]) == 2
     assert "env.id" in capsys.readouterr().err
+
+
+def test_plain_command_trains_the_cpu_config_without_cuda(capsys):
+    from agents import vmamba_td3
+
+    plain = vmamba_td3.parse_args([])
+    assert vmamba_td3.use_cpu_default(plain, cuda=False) and not vmamba_td3.use_cpu_default(plain, cuda=True)
+    for given in (["--config", "configs/drone/seed_vmamba.yaml"], ["--resume", "x"], ["--eval", "x"]):
+        assert not vmamba_td3.use_cpu_default(vmamba_td3.parse_args(given), cuda=False)
+    if not torch.cuda.is_available():
+        assert vmamba_td3.main(["--dry-run", "train.total_frames=100"]) == 0
+        out = capsys.readouterr().out
+        assert "no CUDA device: training the CPU-sized configs/drone/quick_vmamba.yaml" in out
+        assert "name: drone_quick_vmamba" in out and "total_frames: 100" in out
+    from agents.common.config import load_config
+    from agents.td3_config import Config
+
+    seed, defaults = load_config(Config, "configs/drone/seed_vmamba.yaml", []), Config()
+    assert seed.model == defaults.model and seed.train == defaults.train     # the seed size is the defaults
