@@ -83,6 +83,10 @@ class TrainConfig:
     eval_every: int = field_spec(0, min=0, help="iterations between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(2, min=1)
     cuda_graph: bool = field_spec(True, help="on CUDA, act through a captured CUDA graph of the policy step")
+    # an exploration schedule, not part of the network: a resumed run may set or change it
+    std_cap: list[float] | None = field_spec(None, min=1e-3, max=5.0, length=(2, 2), nullable=True,
+                                             help="[start, end]: upper bound on the pre-tanh std, linear over "
+                                                  "train.total_frames (null: none)")
 
 
 @dataclass

@@ -42,7 +42,7 @@ from agents.common.ppo import (NonFiniteLoss, compute_advantages, episode_stats,
                                slices)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
-from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report
+from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report, std_cap_at
 
 log = logging.getLogger("mambazoo")
 AGENT = "ppo_locomamba"
@@ -70,6 +70,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             gen.set_state(resume_state["minibatch_rng"])
         print(f"resumed from frame {start_frames} (iteration {iteration})")
     loss_fn = make_loss(nets, cfg.ppo)
+    nets.std_cap.set(std_cap_at(cfg, start_frames))
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     remaining = cfg.train.total_frames - start_frames
     if remaining <= 0:
@@ -101,6 +102,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         stats = episode_stats(batch, INFO_KEYS)
         last_return = stats.get("episode_return", last_return)
         t_update = time.perf_counter()
+        nets.std_cap.set(std_cap_at(cfg, frames_before))   # the cap the batch was collected with
         compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
                            cfg.ppo.gae_lambda)
         try:
@@ -112,11 +114,14 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                   f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
             collector.shutdown()
             return 1
+        nets.std_cap.set(std_cap_at(cfg, frames))          # ... and the one the next batch uses
         collector.update_policy_weights_()
         update_s = time.perf_counter() - t_update
         elapsed = time.perf_counter() - t_start
         scalars = {f"train/{k}": v for k, v in stats.items()}
         scalars.update({f"loss/{k}": v for k, v in losses.items()})
+        if cfg.train.std_cap is not None:
+            scalars["train/std_cap"] = std_cap_at(cfg, frames_before)
         scalars.update({"time/steps_per_s": (frames - start_frames) / elapsed, "time/elapsed_s": elapsed0 + elapsed,
                         "time/collect_s": collect_s, "time/update_s": update_s,
                         "time/iteration_steps_per_s": batch.numel() / (collect_s + update_s)})

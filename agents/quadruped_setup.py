@@ -77,6 +77,33 @@ def make_env(cfg: EnvConfig, seed: int, num_envs: int, primer=None):
     return env
 
 
+class StdCap(nn.Module):
+    """(loc, scale) -> (loc, min(scale, cap)): an upper bound on the policy's pre-tanh std that
+    training can lower over time (``train.std_cap``), so that the gait has to come from the mean
+    action instead of the exploration noise. Collection and the PPO loss see the same capped
+    distribution. The cap is a non-persistent buffer (set from the frames on every iteration,
+    also after a resume), filled in place, so a captured CUDA graph reads the current value."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cap", torch.tensor(float("inf")), persistent=False)
+
+    def forward(self, params):   # after NormalParamExtractor in an nn.Sequential: one (loc, scale) tuple
+        loc, scale = params
+        return loc, torch.minimum(scale, self.cap)
+
+    def set(self, value: float) -> None:
+        self.cap.fill_(value)
+
+
+def std_cap_at(cfg: Config, frames: int) -> float:
+    """The cap of train.std_cap [start, end] after ``frames``: linear over train.total_frames."""
+    if cfg.train.std_cap is None:
+        return float("inf")
+    start, end = cfg.train.std_cap
+    return start + (end - start) * min(1.0, frames / cfg.train.total_frames)
+
+
 class QuadrupedPolicy(RecurrentActorCritic):
     """encoder -> memory -> (policy head, value head); views over the same parameters:
     trunk (encoder+memory), policy (trunk+actor, for the collector), actor_on_memory (the
@@ -107,8 +134,9 @@ class QuadrupedPolicy(RecurrentActorCritic):
             embed_dim = widths[-1]
         self.memory = make_memory(m.memory, embed_dim, m.memory_hidden, m.memory_layers,
                                   in_key="embed", out_key="memory")
+        self.std_cap = StdCap()
         head = nn.Sequential(nn.Linear(m.memory_hidden, 2 * act_dim),
-                             NormalParamExtractor(scale_mapping=f"biased_softplus_{m.init_std}"))
+                             NormalParamExtractor(scale_mapping=f"biased_softplus_{m.init_std}"), self.std_cap)
         nn.init.normal_(head[0].weight, std=0.01)   # small initial actions: start near standing
         nn.init.zeros_(head[0].bias)
         spec = Bounded(-1.0, 1.0, (act_dim,))

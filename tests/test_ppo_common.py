@@ -214,3 +214,24 @@ def test_ppo_memory_resumed_equals_uninterrupted_bit_for_bit(tmp_path):
     diff = [k for k in sa["model"] if not torch.equal(sa["model"][k], sb["model"][k])]
     assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after resume, e.g. {diff[:3]}"
     assert [c["return"] for c in sa["curve"]] == [c["return"] for c in sb["curve"]]
+
+
+def test_std_cap_bounds_the_sampled_distribution_and_follows_its_schedule():
+    from agents.common.config import load_config
+    from agents.locomamba_config import Config
+    from agents.quadruped_setup import build_policy, make_env, std_cap_at
+
+    cfg = load_config(Config, "configs/quadruped/quick_flat.yaml",
+                      ["train.std_cap=[0.2,0.02]", "train.total_frames=1000", "env.num_envs=1"])
+    assert [std_cap_at(cfg, f) for f in (0, 500, 1000, 5000)] == pytest.approx([0.2, 0.11, 0.02, 0.02])
+    nets = build_policy(cfg)
+    env = make_env(cfg.env, seed=0, num_envs=1, primer=nets.primer())
+    td = env.reset()
+    env.close()
+    free = nets.policy(td.clone())["scale"]
+    assert free.min() > 0.02                                  # init_std 0.3: the cap below binds
+    nets.std_cap.set(0.02)
+    capped = nets.policy(td.clone())
+    assert capped["scale"].max() <= 0.02 + 1e-7
+    assert torch.equal(capped["loc"], nets.policy(td.clone())["loc"])   # the mean is untouched
+    assert "std_cap.cap" not in nets.state_dict()             # old checkpoints and exports still load
