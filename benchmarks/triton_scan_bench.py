@@ -24,9 +24,7 @@ Writes benchmarks/results/triton_scan.md (--out).
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import statistics
 import sys
 import time
 
@@ -37,6 +35,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from networks import kernels, triton_scan  # noqa: E402
 from networks.mamba1 import selective_scan_chunked, selective_scan_reference  # noqa: E402
+
+from benchmarks.gpu_speed import time_calls  # noqa: E402  (one timing method for the GPU tables)
 
 
 def parse_args(argv=None):
@@ -75,36 +75,6 @@ def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
     for b in range(Bt):  # ~n_resets per row at random steps (t=0 possible: an episode start)
         reset[b, torch.randint(0, T, (n_resets,), device=device, generator=gen)] = True
     return x, reset
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_calls(fn, repeats, device, warmup=3):
-    """Median ms of ``repeats`` calls (CUDA events on GPU), and peak MB above the start."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else math.nan
-    return statistics.median(times), peak
 
 
 # ------------------------------------------------------------------------ the candidates
