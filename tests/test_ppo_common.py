@@ -235,3 +235,19 @@ def test_std_cap_bounds_the_sampled_distribution_and_follows_its_schedule():
     assert capped["scale"].max() <= 0.02 + 1e-7
     assert torch.equal(capped["loc"], nets.policy(td.clone())["loc"])   # the mean is untouched
     assert "std_cap.cap" not in nets.state_dict()             # old checkpoints and exports still load
+
+
+def test_eval_of_a_foreign_or_pickled_file_exits_2_with_a_message_of_ours(tmp_path, capsys):
+    import pickle
+
+    from agents import ppo_locomamba, ppo_memory
+
+    # another agent's checkpoint: the message names this agent, not only a stray key
+    assert ppo_memory.main(["--eval", "agents/policies/quadruped/flat_locomamba_stochastic_829k.pt"]) == 2
+    assert "does not fit ppo_memory" in capsys.readouterr().err
+    # a pickle of objects: refused without passing on torch's advice to use weights_only=False
+    bad = tmp_path / "objects.pt"
+    bad.write_bytes(pickle.dumps({"a": object}, protocol=2))
+    assert ppo_locomamba.main(["--eval", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "never unpickles" in err and "weights_only=False" not in err and "weights_only` set to `False" not in err

@@ -205,7 +205,11 @@ def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train,
     run = None
     try:
         if args.eval:
-            return run_eval(args)
+            try:
+                return run_eval(args)
+            except ConfigError as err:   # the checkpoint's config: another agent's, or an older schema
+                raise ConfigError(f"--eval {args.eval}: its config does not fit {agent} (a checkpoint of another "
+                                  f"agent, or of an older version?): {err}") from None
         cfg, run, state = resolve_run(args, config_cls, load_new, validate=validate_checkpoint,
                                       frozen=frozen_on_resume)
         if run is not None:

@@ -206,6 +206,16 @@ class RunDir:
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # truncated zip, garbage bytes, disallowed globals...
+            text = str(e)
+            if "Weights only load failed" in text:
+                # torch's message advises weights_only=False, i.e. running whatever the file holds:
+                # never the advice here; keep only what the unpickler objected to
+                detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split("\n")[0] if \
+                    "WeightsUnpickler error:" in text else ""
+                raise RunDirError(f"could not load checkpoint {path}: it holds objects other than tensors and "
+                                  f"plain values ({detail or 'unsupported content'}); mambazoo loads with "
+                                  "weights_only=True and never unpickles objects, so this is not a mambazoo "
+                                  "checkpoint") from None
             raise RunDirError(f"could not load checkpoint {path}: {type(e).__name__}: {e}") from e
 
 
