@@ -39,7 +39,7 @@ from agents.common.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
 from agents.common.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
                                make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
-                               slices)
+                               segment_seed, slices)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.locomamba_config import Config, check_consistency, from_locotransformer
 from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report, std_cap_at
@@ -76,7 +76,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     if remaining <= 0:
         print(f"nothing to do: {start_frames} frames already done (train.total_frames={cfg.train.total_frames})")
         return 0
-    env = make_env(cfg.env, seed=segment_seed(cfg, iteration), num_envs=cfg.env.num_envs, primer=nets.primer())
+    env = make_env(cfg.env, seed=segment_seed(cfg.seed, iteration), num_envs=cfg.env.num_envs, primer=nets.primer())
     graphed = device.type == "cuda" and cfg.train.cuda_graph
     policy = nets.acting_policy(cuda_graph=graphed)
     if graphed:
@@ -102,7 +102,6 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         stats = episode_stats(batch, INFO_KEYS)
         last_return = stats.get("episode_return", last_return)
         t_update = time.perf_counter()
-        nets.std_cap.set(std_cap_at(cfg, frames_before))   # the cap the batch was collected with
         compute_advantages(batch, nets.trunk, nets.value_head, nets.value_step, cfg.ppo.gamma,
                            cfg.ppo.gae_lambda)
         try:
@@ -114,7 +113,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                   f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
             collector.shutdown()
             return 1
-        nets.std_cap.set(std_cap_at(cfg, frames))          # ... and the one the next batch uses
+        nets.std_cap.set(std_cap_at(cfg, frames))          # the cap the next batch is collected with
         collector.update_policy_weights_()
         update_s = time.perf_counter() - t_update
         elapsed = time.perf_counter() - t_start
@@ -140,7 +139,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                                                              elapsed0 + elapsed), frames)
             if not done:
                 # a checkpoint ends a segment: a resumed run continues exactly as this one does
-                restart_segment(collector, segment_seed(cfg, iteration))
+                restart_segment(collector, segment_seed(cfg.seed, iteration))
         if cfg.train.eval_every and iteration % cfg.train.eval_every == 0 and not done:
             log_scalars(logger, {f"eval/{k}": v for k, v in
                                  evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
@@ -165,16 +164,11 @@ def set_threads(cfg: Config) -> int:
     return n
 
 
-def segment_seed(cfg: Config, iteration: int) -> int:
-    """Env seed of the segment that starts after ``iteration`` (envs restart at every checkpoint)."""
-    return cfg.seed + 1000 * iteration
-
-
 def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration: int,
                      gen: torch.Generator, elapsed_s: float) -> dict:
     return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
             "iteration": iteration, "rng": rng_state(), "minibatch_rng": gen.get_state(),
-            "config": to_dict(cfg), "env_seed": segment_seed(cfg, iteration), "elapsed_s": elapsed_s}
+            "config": to_dict(cfg), "env_seed": segment_seed(cfg.seed, iteration), "elapsed_s": elapsed_s}
 
 
 # ---------------------------------------------------------------------------------- the CLI

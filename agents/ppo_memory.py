@@ -32,7 +32,7 @@ from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_d
 from agents.common.config import from_dict, save_config, to_dict
 from agents.common.loggers import log_scalars, make_logger
 from agents.common.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
-                               restart_segment, restore_optimizer, seed_everything)
+                               restart_segment, restore_optimizer, seed_everything, segment_seed)
 from agents.common.run_dir import RunDir, rng_state, set_rng_state
 from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
@@ -146,7 +146,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     start_frames = frames
     if remaining > 0:
         fpb = cfg.train.frames_per_batch
-        collector = make_collector(cfg, nets, cfg.seed + 1000 * iteration, math.ceil(remaining / fpb) * fpb)
+        collector = make_collector(cfg, nets, segment_seed(cfg.seed, iteration), math.ceil(remaining / fpb) * fpb)
         if resume_state is not None:   # after everything built alike on a fresh start and on a resume
             set_rng_state(resume_state["rng"])
         try:
@@ -177,7 +177,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                     run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve, gen),
                                         frames)
                     if not done and cfg.collector.backend == "local":   # Ray collectors: resume is close, not exact
-                        restart_segment(collector, cfg.seed + 1000 * iteration)
+                        restart_segment(collector, segment_seed(cfg.seed, iteration))
                 if done:
                     break
         finally:

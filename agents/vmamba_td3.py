@@ -268,7 +268,7 @@ QUICK_CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "drone" / "
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if use_cpu_default(args, _cuda_available()):
+    if use_cpu_default(args, torch.cuda.is_available()):
         args.config = str(QUICK_CPU_CONFIG)
         print(f"no CUDA device: training the CPU-sized {QUICK_CPU_CONFIG.relative_to(QUICK_CPU_CONFIG.parents[2])} "
               "(small VMamba, 8,000 frames, a few minutes on 2 cores); the seed's 2.03M-parameter network is "
@@ -284,12 +284,6 @@ def use_cpu_default(args, cuda: bool) -> bool:
     CPU-sized config: the seed-size network needs ~2 s per update there, so it would print its
     parameter table and then nothing for minutes. The seed size stays one option away."""
     return not (args.config or args.resume or args.eval or cuda)
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def check(cfg: Config) -> None:

@@ -17,8 +17,8 @@ Gait prior (``gait="trot"``, off by default; LocoTransformer has none): the PD t
   each foot lifted by flexing thigh and calf, thigh +h and calf -2h, which keeps the foot under the
   hip), updated at every physics step. This is the trajectory-generator prior of PMTG (Iscen et al.
   2018) and of Tan et al. 2018's Minitaur gaits: the policy learns how to modulate a stepping
-  pattern instead of discovering stepping from noise, which is what kept PPO standing still for
-  millions of frames here.
+  pattern instead of discovering stepping from noise. Measured here it did not speed learning up
+  (README, flat course on the GPU host): the run without it moved first.
 Reward (LocoTransformer's MoveForwardTask): target_vel^2 - (min(v_dir, target_vel) - target_vel)^2
   - z_penalty * v_z^2 - other_direction_penalty * v_side^2 - energy_weight * sum(tau^2) * time_step
   + alive_reward, and fall_reward on a fall; the goal course adds goal_reward on arrival. ``info`` has distance (metres along the

@@ -88,6 +88,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def segment_seed(seed: int, iteration: int) -> int:
+    """Env seed of the segment that starts after ``iteration`` (envs restart at every checkpoint):
+    a fresh start, a resume and restart_segment all seed the envs with it."""
+    return seed + 1000 * iteration
+
+
 def restart_segment(collector, env_seed: int) -> None:
     """Called right after a checkpoint: every env restarts from ``env_seed`` and the collector from
     a fresh reset, which is exactly how a resumed run starts; so resumed == uninterrupted, with no
