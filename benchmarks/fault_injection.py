@@ -37,19 +37,6 @@ TINY = ["--config", "configs/pendulum/td3_mamba.yaml", "replay.batch_size=8", "r
         "logger=csv"]
 
 
-def flat(d, p=""):
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flat(v, f"{p}/{k}"))
-    elif isinstance(d, (list, tuple)):
-        for i, v in enumerate(d):
-            out.update(flat(v, f"{p}/{i}"))
-    else:
-        out[p] = d
-    return out
-
-
 # A/B of the PPO agents: tiny configs (their tests'), 10 iterations of 64 frames, a checkpoint each
 PPO_TINY = {
     "ppo_memory": ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
@@ -70,7 +57,7 @@ def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 
     times are not compared."""
     import torch
 
-    from agents.common.run_dir import RunDir
+    from agents.common.run_dir import RunDir, differing_entries, flatten_state
 
     def start(args):
         return subprocess.Popen([sys.executable, str(REPO / "agents" / f"{agent}.py"), *args], cwd=REPO, env=env,
@@ -97,10 +84,9 @@ def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 
     (run_a,) = (root / agent / "a" / agent).glob("straight-*")
     sa = RunDir.load_checkpoint(RunDir(run_a).latest_checkpoint())
     sb = RunDir.load_checkpoint(RunDir(run_b).latest_checkpoint())
-    fa, fb = flat(sa), flat(sb)
+    fa, fb = flatten_state(sa), flatten_state(sb)
     keys = [k for k in fa if k not in ("/config/name", "/config/run_root") and not any(w in k for w in WALL_CLOCK)]
-    differ = [k for k in keys if k not in fb or not (
-        torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k])]
+    differ = differing_entries(sa, sb, skip=set(fa) - set(keys))
     tensors = [k for k in keys if torch.is_tensor(fa[k])]
     max_abs = max((float((fa[k].double() - fb[k].double()).abs().max()) for k in differ
                    if torch.is_tensor(fa[k]) and k in fb and fa[k].is_floating_point()
@@ -166,7 +152,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agents.common.run_dir import RunDir
+    from agents.common.run_dir import RunDir, differing_entries, flatten_state
 
     logging.getLogger("torchrl").setLevel(logging.WARNING)
 
@@ -233,11 +219,10 @@ def main(argv=None) -> int:
     (a,) = (root / "a" / "vmamba_td3").glob("straight-*")
     sa = RunDir.load_checkpoint(RunDir(a).latest_checkpoint())
     sb = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
-    fa, fb = flat(sa), flat(sb)
-    skip = {"/config/name", "/config/run_root"}
+    fa = flatten_state(sa)
     tensors = [k for k in fa if torch.is_tensor(fa[k])]
-    differ = [k for k in fa if k not in skip and (k not in fb or not (
-        torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k]))]
+    skip = {"/config/name", "/config/run_root"}
+    differ = differing_entries(sa, sb, skip=skip)
     same_replay = sa["replay"]["manifest_sha256"] == sb["replay"]["manifest_sha256"]
     ab_failures: list[str] = []
     lines = [

@@ -21,7 +21,7 @@ import torch
 
 from agents import vmamba_td3
 from agents.common import replay_io
-from agents.common.run_dir import RunDir
+from agents.common.run_dir import RunDir, differing_entries, flatten_state
 
 REPO = Path(__file__).resolve().parents[1]
 PENDULUM = "configs/pendulum/td3_mamba.yaml"
@@ -65,24 +65,9 @@ def copy_run(base_run, tmp_path) -> Path:
     return dst
 
 
-def flat(d, p=""):
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flat(v, f"{p}/{k}"))
-    elif isinstance(d, (list, tuple)):
-        for i, v in enumerate(d):
-            out.update(flat(v, f"{p}/{i}"))
-    else:
-        out[p] = d
-    return out
-
-
 def differing(a: dict, b: dict, skip=("/config/name", "/config/run_root")) -> list:
-    fa, fb = flat(a), flat(b)
-    assert set(fa) == set(fb)
-    return [k for k in fa if k not in skip
-            and not (torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k])]
+    assert set(flatten_state(a)) == set(flatten_state(b))
+    return differing_entries(a, b, skip)
 
 
 # ---- 1. nothing executed ---------------------------------------------------------------------

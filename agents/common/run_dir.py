@@ -219,6 +219,30 @@ class RunDir:
             raise RunDirError(f"could not load checkpoint {path}: {type(e).__name__}: {e}") from e
 
 
+# ---- comparing checkpoints ---------------------------------------------------------------------
+def flatten_state(state, prefix: str = "") -> dict:
+    """A nested checkpoint dict (dicts, lists, tuples) -> {"/key/0/...": leaf}: one entry per
+    tensor or plain value, for comparing two checkpoints entry by entry."""
+    out = {}
+    if isinstance(state, dict):
+        for k, v in state.items():
+            out.update(flatten_state(v, f"{prefix}/{k}"))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            out.update(flatten_state(v, f"{prefix}/{i}"))
+    else:
+        out[prefix] = state
+    return out
+
+
+def differing_entries(a: dict, b: dict, skip=()) -> list[str]:
+    """The flattened keys of ``a`` (minus ``skip``) missing from ``b`` or not equal there, bit for
+    bit for tensors (the resumed == uninterrupted checks of the tests and benchmarks/fault_injection.py)."""
+    fa, fb = flatten_state(a), flatten_state(b)
+    return [k for k in fa if k not in skip and (k not in fb or not (
+        torch.equal(fa[k], fb[k]) if torch.is_tensor(fa[k]) else fa[k] == fb[k]))]
+
+
 # ---- RNG state ----------------------------------------------------------------------------------
 def rng_state() -> dict:
     """Python ``random``, numpy global and torch (CPU + CUDA) RNG states, weights_only-loadable."""
