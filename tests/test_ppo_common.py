@@ -5,7 +5,8 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from agents.common.ppo import PPOConfig, compute_advantages, lr_scale, make_optimizer, restore_optimizer, slices
+from agents.common.ppo import (PPOConfig, adapt_kl_scale, compute_advantages, lr_scale, make_optimizer, restore_optimizer,
+                               slices)
 
 GAMMA, LMBDA = 0.9, 0.8
 
@@ -133,6 +134,38 @@ def test_lr_schedule():
     assert lr_scale(PPOConfig(anneal_lr=True), 2000, 1000) == 0.0
 
 
+def test_kl_adaptive_lr_follows_rsl_rl_and_survives_a_resume():
+    nets = _Nets()
+    cfg = PPOConfig(lr=1e-3, value_lr=2e-3, desired_kl=0.01)
+    opt = make_optimizer(nets, cfg)
+    for g in opt.param_groups:
+        g["kl_scale"] = 1.0
+    adapt_kl_scale(opt, 0.05, 0.01)                    # KL > 2 x desired: / 1.5
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 / 1.5, 2e-3 / 1.5])
+    adapt_kl_scale(opt, 0.015, 0.01)                   # inside [desired/2, 2 desired]: unchanged
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 1.5)
+    adapt_kl_scale(opt, 0.001, 0.01)                   # KL < desired / 2: x 1.5
+    adapt_kl_scale(opt, 0.001, 0.01)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.5e-3)
+    assert opt.param_groups[0]["kl_scale"] == pytest.approx(1.5)
+    for _ in range(40):                                # bounded as in rsl_rl
+        adapt_kl_scale(opt, 0.0, 0.01)
+    assert opt.param_groups[1]["lr"] == pytest.approx(1e-2)
+    for _ in range(80):
+        adapt_kl_scale(opt, 1.0, 0.01)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+    # the factor is training state: a resume keeps it (and a changed base lr scales with it)
+    adapt_kl_scale(opt, 0.0, 0.01)
+    scale = opt.param_groups[0]["kl_scale"]
+    new = make_optimizer(nets, cfg)
+    restore_optimizer(new, opt.state_dict(), cfg)
+    assert new.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+    assert new.param_groups[0]["kl_scale"] == pytest.approx(scale)
+    off = make_optimizer(nets, PPOConfig(lr=1e-3))     # the schedule switched off on resume: base lr
+    restore_optimizer(off, opt.state_dict(), PPOConfig(lr=1e-3))
+    assert off.param_groups[0]["lr"] == 1e-3
+
+
 TINY = ["env.course=flat", "env.num_envs=2", "env.parallel=false", "env.horizon=24", "model.hidden_shapes=[16]",
         "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]", "model.append_hidden_shapes=[16]",
         "model.memory_hidden=16", "env.image_size=40", "ppo.minibatch_size=32", "ppo.slice_len=16",
@@ -151,10 +184,11 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
     from agents import ppo_locomamba
 
     a, b = tmp_path / "a", tmp_path / "b"
+    # with the KL-adaptive lr on, so that its factor must come back with the optimiser too
     assert ppo_locomamba.main(["--config", "configs/quadruped/quick_flat.yaml", *TINY, "train.total_frames=256",
-                               f"run_root={a}", "name=x"]) == 0
+                               "ppo.desired_kl=0.001", f"run_root={a}", "name=x"]) == 0
     assert ppo_locomamba.main(["--config", "configs/quadruped/quick_flat.yaml", *TINY, "train.total_frames=128",
-                               f"run_root={b}", "name=x"]) == 0
+                               "ppo.desired_kl=0.001", f"run_root={b}", "name=x"]) == 0
     run_b = next((b / "ppo_locomamba").iterdir())
     assert ppo_locomamba.main(["--resume", str(run_b), "train.total_frames=256"]) == 0
     sa, sb = _final_state(a), _final_state(b)
@@ -163,6 +197,9 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
     assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after resume, e.g. {diff[:3]}"
     for sa_g, sb_g in zip(sa["optimizer"]["state"].values(), sb["optimizer"]["state"].values()):
         assert torch.equal(sa_g["exp_avg_sq"], sb_g["exp_avg_sq"])
+    lrs = [(g["lr"], g["kl_scale"]) for g in sa["optimizer"]["param_groups"]]
+    assert lrs == [(g["lr"], g["kl_scale"]) for g in sb["optimizer"]["param_groups"]]
+    assert lrs[0][1] != 1.0                            # the schedule did move the lr
     # the logged diagnostics PPO users read
     run_a = next((a / "ppo_locomamba").iterdir())
     scal = run_a / "metrics" / "scalars" / "loss"

@@ -73,6 +73,9 @@ class PPOConfig:
     max_grad_norm: float = field_spec(1.0, min=0.0, help="0 disables clipping")
     anneal_lr: bool = field_spec(False, help="decay the learning rates linearly to 0 over train.total_frames")
     adam_eps: float = field_spec(1e-5, min=0.0, max=1.0, help="Adam epsilon (1e-5 as in CleanRL / SB3 PPO)")
+    desired_kl: float | None = field_spec(None, min=1e-5, max=1.0, nullable=True,
+                                          help="adapt the learning rates to keep approx KL near this value "
+                                               "(rsl_rl's adaptive schedule); null keeps them fixed")
 
 
 # ------------------------------------------------------------------ seeds and exact resume
@@ -123,8 +126,33 @@ def restore_optimizer(optim: torch.optim.Optimizer, state: dict, cfg: PPOConfig)
     alone would restore the old lr while the run's config records the new one)."""
     optim.load_state_dict(state)
     for group, lr in zip(optim.param_groups, (cfg.lr, cfg.value_lr)):
-        group["initial_lr"] = group["lr"] = lr
+        # the KL-adaptive factor is training state (kept, so a resume continues exactly); it is
+        # reset when the schedule is off
+        group["kl_scale"] = group.get("kl_scale", 1.0) if cfg.desired_kl is not None else 1.0
+        group["initial_lr"] = lr
+        group["lr"] = lr * group["kl_scale"]
         group["eps"] = cfg.adam_eps
+
+
+# rsl_rl's (legged_gym's) adaptive schedule: the step and the bounds of the learning rate
+KL_LR_FACTOR, KL_LR_MIN, KL_LR_MAX = 1.5, 1e-5, 1e-2
+
+
+def adapt_kl_scale(optim: torch.optim.Optimizer, kl: float, desired_kl: float) -> None:
+    """rsl_rl's adaptive learning rate, once per minibatch: divide every group's lr by 1.5 when
+    the approx KL of the minibatch exceeds 2 x desired_kl, multiply it by 1.5 below desired_kl / 2,
+    within [1e-5, 1e-2]. Fixed-lr PPO on the quadruped ran at KL ~0.1 and clip fraction ~0.5 at
+    lr 3e-4 (README), i.e. most samples were clipped after the first epoch. The factor lives in
+    the param group (``kl_scale``), so it is saved and restored with the optimiser."""
+    step = KL_LR_FACTOR if kl < desired_kl / 2 else 1 / KL_LR_FACTOR if kl > 2 * desired_kl else 1.0
+    if step == 1.0:
+        return
+    for group in optim.param_groups:
+        if group["lr"] <= 0:       # the end of linear annealing: nothing to scale
+            continue
+        lr = min(max(group["lr"] * step, KL_LR_MIN), KL_LR_MAX)
+        group["kl_scale"] *= lr / group["lr"]     # the factor only: linear annealing stays apart
+        group["lr"] = lr
 
 
 def lr_scale(cfg: PPOConfig, frames_done: int, total_frames: int) -> float:
@@ -217,7 +245,7 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
     from torchrl.modules import set_recurrent_mode
 
     for group in optim.param_groups:
-        group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_scale
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_scale * group.setdefault("kl_scale", 1.0)
     params = list(params)
     logs = []
     with set_exploration_type(ExplorationType.RANDOM), set_recurrent_mode(True):
@@ -227,6 +255,9 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
                 loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss({k: float(v) for k, v in out.items() if k.startswith("loss")})
+                if cfg.desired_kl is not None:
+                    # one host sync per minibatch, the price of rsl_rl's schedule
+                    adapt_kl_scale(optim, float(out["kl_approx"]), cfg.desired_kl)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 # the norm before clipping is the diagnostic (inf when clipping is off is not useful)
