@@ -280,7 +280,7 @@ def test_eval_of_a_foreign_or_pickled_file_exits_2_with_a_message_of_ours(tmp_pa
     from agents import ppo_locomamba, ppo_memory
 
     # another agent's checkpoint: the message names this agent, not only a stray key
-    assert ppo_memory.main(["--eval", "agents/policies/quadruped/flat_locomamba_stochastic_829k.pt"]) == 2
+    assert ppo_memory.main(["--eval", "agents/policies/quadruped/flat_locomamba_2273k.pt"]) == 2
     assert "does not fit ppo_memory" in capsys.readouterr().err
     # a pickle of objects: refused without passing on torch's advice to use weights_only=False
     bad = tmp_path / "objects.pt"
