@@ -3,7 +3,7 @@
 CPU-only users: install ``torch`` first from a CPU wheel (see README), otherwise pip
 resolves ``torch`` to the newest CUDA build and downloads several GB.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 # Versions known to work together (torchrl 0.14 needs tensordict 0.14.x).
 CORE = [
@@ -46,9 +46,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["agents", "agents.common", "envs", "networks", "benchmarks"],
-    # the C++ source of the CPU scan, compiled on first use (networks/cpu_scan.py), and the shipped policies
-    package_data={"networks": ["csrc/*.cpp"], "agents": ["policies/*/*.pt"]},
+    packages=find_packages(include=["agents", "agents.*", "envs", "envs.*", "networks", "networks.*", "benchmarks"]),
+    # the C++ source of the CPU scan, compiled on first use (networks/ssm/cpu_scan.py), and the shipped policies
+    package_data={"networks.ssm": ["csrc/*.cpp"], "agents": ["policies/*/*.pt"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     license="MIT",

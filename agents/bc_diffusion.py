@@ -30,19 +30,19 @@ if __package__ in (None, ""):  # `python agents/bc_diffusion.py` from the repo r
 import numpy as np
 import torch
 
-from agents.bc_diffusion_config import Config
-from agents.common.bc import bc_main, bc_parser, parameter_count, restore_training, warmup_cosine
-from agents.common.cli import pick_device
-from agents.common.config import to_dict
-from agents.common.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
+from agents.manipulation.config import Config
+from agents.algos.bc import bc_main, bc_parser, parameter_count, restore_training, warmup_cosine
+from agents.runtime.cli import pick_device
+from agents.runtime.config import to_dict
+from agents.algos.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
                                             portable_schedule_state)
-from agents.common.loggers import log_scalars, make_logger
-from agents.common.nonfinite import check_finite
-from agents.common.run_dir import RunDir, rng_state
-from agents.manip_data import DatasetError, load_dataset
-from agents.manip_data import main as data_main
-from networks.diffusion_policy import DiffusionPolicy, make_policy
-from networks.param_groups import weight_decay_groups
+from agents.runtime.loggers import log_scalars, make_logger
+from agents.runtime.nonfinite import check_finite
+from agents.runtime.run_dir import RunDir, rng_state
+from agents.manipulation.data import DatasetError, load_dataset
+from agents.manipulation.data import main as data_main
+from networks.models.diffusion_policy import DiffusionPolicy, make_policy
+from networks.ssm.param_groups import weight_decay_groups
 
 AGENT = "bc_diffusion"
 
@@ -106,7 +106,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     data = Windows(cfg, device)
     policy = make_policy(cfg.policy, data.num_points).to(device)
     policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})
-    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/param_groups.py)
+    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/ssm/param_groups.py)
     optim = torch.optim.AdamW(weight_decay_groups(policy, cfg.train.weight_decay), lr=cfg.train.lr,
                               betas=(0.95, 0.999))
     sched = warmup_cosine(optim, cfg.train.warmup, cfg.train.steps)
@@ -190,8 +190,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
     """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk."""
     from tqdm import tqdm
 
-    from agents.common.video import write_video
-    from envs.manipulation import PandaManipEnv
+    from agents.runtime.video import write_video
+    from envs.manipulation.panda_env import PandaManipEnv
 
     device = next(policy.parameters()).device
     policy.eval()

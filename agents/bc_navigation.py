@@ -7,10 +7,10 @@
     python agents/bc_navigation.py eval runs/bc_navigation/<run> --episodes 100
 
 The algorithm, top to bottom (``train``): expert demonstrations from the T-maze env (scripted A* +
-pure pursuit, agents/nav_data.py) are read memory-mapped; every step draws ``batch_size *
+pure pursuit, agents/navigation/data.py) are read memory-mapped; every step draws ``batch_size *
 chunk_len`` labelled positions - MambaViNT as consecutive chunks of whole trajectories, the Mamba
 state carried (detached) from each chunk to the next of the same trajectory and reset where a
-trajectory starts (truncated BPTT, agents/nav_batches.py); ViNT as i.i.d. windows of its 5 context
+trajectory starts (truncated BPTT, agents/navigation/batches.py); ViNT as i.i.d. windows of its 5 context
 frames. The loss is ViNT's: waypoint regression (x, y, cos, sin of K future poses in the robot
 frame) + a weighted temporal-distance regression. Evaluation drives the robot closed loop on maps
 not in the dataset: the policy steps at batch 1 with its carried state, its next waypoint becomes
@@ -31,17 +31,17 @@ import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 
-from agents import nav_data
-from agents.bc_nav_config import Config
-from agents.common.bc import bc_main, bc_parser, restore_training, warmup_cosine
-from agents.common.cli import pick_device
-from agents.common.config import ConfigError, to_dict
-from agents.common.loggers import log_scalars, make_logger
-from agents.common.nonfinite import check_finite
-from agents.common.run_dir import RunDir, rng_state
-from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
-from networks.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
-from networks.param_groups import weight_decay_groups
+from agents.navigation import data as nav_data
+from agents.navigation.config import Config
+from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
+from agents.runtime.cli import pick_device
+from agents.runtime.config import ConfigError, to_dict
+from agents.runtime.loggers import log_scalars, make_logger
+from agents.runtime.nonfinite import check_finite
+from agents.runtime.run_dir import RunDir, rng_state
+from agents.navigation.batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
+from networks.models.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
+from networks.ssm.param_groups import weight_decay_groups
 
 AGENT = "bc_navigation"
 LABEL_KEYS = ("waypoints", "waypoint_yaw", "temporal_distance", "episode")
@@ -151,7 +151,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     print(f"dataset {cfg.data.path}: {len(data.train_ids)} training / {len(data.val_ids)} validation episodes, "
           f"{len(data.ds):,} steps")
     t = cfg.train
-    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/param_groups.py)
+    # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/ssm/param_groups.py)
     optim = torch.optim.AdamW(weight_decay_groups(model, t.weight_decay), lr=t.lr)
     sched = warmup_cosine(optim, t.warmup_steps, t.steps)
     if cfg.model.kind == "vint":
@@ -255,7 +255,7 @@ def entered_wrong_leaf(layout, trail: np.ndarray) -> bool:
 
 def expert_reference(env, seed: int, cue: int):
     """The expert's (path length, trail) on the same map and cue: SPL's reference path."""
-    from envs.nav_expert import NavExpert, rollout
+    from envs.navigation.expert import NavExpert, rollout
     ep = rollout(env, NavExpert(env), seed=seed, options={"cue": cue})
     return ep["path_length"], ep["pose"][:, :2], ep["success"]
 
@@ -305,7 +305,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     import json
     (out_dir / "episodes.json").write_text(json.dumps(rows, indent=1) + "\n")
     if video:
-        from agents.common.video import write_video
+        from agents.runtime.video import write_video
         result["video"] = str(write_video(video, out_dir / "episode_0.mp4", fps=8))
     if plots:
         result["plot"] = str(plot_trajectories(plots, out_dir / "trajectories.png", cfg.model.kind))

@@ -33,16 +33,16 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, resolve_run, run_agent
-from agents.common.config import load_config, read_config_file, to_dict
-from agents.common.loggers import log_scalars, make_logger
-# the PPO pieces live in agents/common/ppo.py (shared with ppo_memory.py); re-exported for old imports
-from agents.common.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
+from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, pick_device, resolve_run, run_agent
+from agents.runtime.config import load_config, read_config_file, to_dict
+from agents.runtime.loggers import log_scalars, make_logger
+# the PPO pieces live in agents/algos/ppo.py (shared with ppo_memory.py); re-exported for old imports
+from agents.algos.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
                                make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
                                segment_seed, slices)
-from agents.common.run_dir import RunDir, rng_state, set_rng_state
-from agents.locomamba_config import Config, check_consistency, from_locotransformer
-from agents.quadruped_setup import INFO_KEYS, build_policy, evaluate, make_env, parameter_report, std_cap_at
+from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
+from agents.quadruped.config import Config, check_consistency, from_locotransformer
+from agents.quadruped.build import INFO_KEYS, build_policy, evaluate, make_env, parameter_report, std_cap_at
 
 log = logging.getLogger("mambazoo")
 AGENT = "ppo_locomamba"
@@ -184,9 +184,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_export(args) -> int:
-    from agents.common.cli import output_root
-    from agents.common.export import export_checkpoint, save_atomic
-    from agents.common.run_dir import RunDirError
+    from agents.runtime.cli import output_root
+    from agents.runtime.export import export_checkpoint, save_atomic
+    from agents.runtime.run_dir import RunDirError
 
     try:
         ckpt, state = eval_checkpoint(args.export, "--export")
@@ -236,7 +236,7 @@ def dry_run(cfg: Config) -> int:
 
 def run_eval(args) -> int:
     ckpt, state = eval_checkpoint(args.eval)
-    from agents.common.config import from_dict
+    from agents.runtime.config import from_dict
 
     cfg = from_dict(Config, state["config"])
     nets = build_policy(cfg)

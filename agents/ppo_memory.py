@@ -4,7 +4,7 @@
     python agents/ppo_memory.py --resume runs/ppo_memory/<run> train.total_frames=200000
     python agents/ppo_memory.py --eval runs/ppo_memory/<run> --episodes 64
 
-The algorithm is the quadruped agent's (agents/common/ppo.py holds the shared pieces):
+The algorithm is the quadruped agent's (agents/algos/ppo.py holds the shared pieces):
 1. env: one batched POMDPEnv of env.num_envs envs + InitTracker + the memory's primer.
 2. policy: Linear embed -> networks.make_memory(model.memory) -> actor head (Categorical over the
    one-hot actions, TanhNormal for the pendulums) and value head, one shared trunk.
@@ -28,13 +28,13 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
-from agents.common.config import from_dict, save_config, to_dict
-from agents.common.loggers import log_scalars, make_logger
-from agents.common.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
+from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
+from agents.runtime.config import from_dict, save_config, to_dict
+from agents.runtime.loggers import log_scalars, make_logger
+from agents.algos.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
                                restart_segment, restore_optimizer, seed_everything, segment_seed)
-from agents.common.run_dir import RunDir, rng_state, set_rng_state
-from agents.pomdp_setup import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
+from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
+from agents.pomdp.build import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
 
 log = logging.getLogger("mambazoo")
@@ -58,7 +58,7 @@ def make_collector(cfg: Config, nets: MemoryPolicy, env_seed: int, total: int):
     from torchrl.collectors.distributed import RayCollector
 
     n = cfg.collector.num_collectors
-    # actors unpickle EnvFactory from agents.pomdp_setup: put this checkout on their path
+    # actors unpickle EnvFactory from agents.pomdp.build: put this checkout on their path
     repo = str(Path(__file__).resolve().parents[1])
     runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}}
     init = ({"address": cfg.collector.ray_address, "runtime_env": runtime_env} if cfg.collector.ray_address else

@@ -37,13 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.common.cli import agent_parser, eval_checkpoint, format_eval, output_root, pick_device, run_agent
-from agents.common.config import ConfigError, from_dict, to_dict
-from agents.common.loggers import log_scalars, make_logger
-from agents.common import replay_io
-from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
-from agents.td3_config import Config, check_consistency, is_drone
-from agents.td3_setup import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
+from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, output_root, pick_device, run_agent
+from agents.runtime.config import ConfigError, from_dict, to_dict
+from agents.runtime.loggers import log_scalars, make_logger
+from agents.runtime import replay_io
+from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.drone.config import Config, check_consistency, is_drone
+from agents.drone.build import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
                               parameter_report, to_storage, windows)
 
 AGENT = "vmamba_td3"

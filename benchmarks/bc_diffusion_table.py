@@ -27,8 +27,8 @@ import torch
 def acting_checkpoint(run: Path) -> Path | None:
     """The run's latest training checkpoint, else its latest `export` (a run trained on a GPU
     machine comes back as config + logs + export/, without the training checkpoints)."""
-    from agents.common.cli import checkpoint_path
-    from agents.common.run_dir import RunDirError
+    from agents.runtime.cli import checkpoint_path
+    from agents.runtime.run_dir import RunDirError
 
     try:
         return checkpoint_path(run, "table", exports=True) if run.is_dir() else None
@@ -61,10 +61,10 @@ def open_loop_error(run: Path, windows: int = 128) -> float:
     windows (seeded), in normalised action units ([-1, 1]): whether the policy fits its own
     training data, which tells under-fitting from closed-loop drift when success is low."""
     from agents.bc_diffusion import Windows
-    from agents.bc_diffusion_config import Config
-    from agents.common.config import from_dict
-    from agents.common.run_dir import RunDir
-    from networks.diffusion_policy import make_policy
+    from agents.manipulation.config import Config
+    from agents.runtime.config import from_dict
+    from agents.runtime.run_dir import RunDir
+    from networks.models.diffusion_policy import make_policy
 
     state = RunDir.load_checkpoint(acting_checkpoint(run))
     cfg = from_dict(Config, state["config"])

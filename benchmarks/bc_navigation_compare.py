@@ -56,7 +56,7 @@ def run_dir(args, kind: str, seed: int) -> Path | None:
 
 
 def phase_generate(args) -> None:
-    from agents.nav_data import main as data_main
+    from agents.navigation.data import main as data_main
     code = data_main(["generate", "--out", args.data, "--episodes", str(args.episodes), "--seed", str(args.data_seed),
                       "--workers", str(args.workers), f"depth={args.depth}", "collision_backend=grid"])
     if code:
@@ -165,7 +165,7 @@ def plot(summary, rows, path: Path, ceiling: float) -> None:
 def phase_hz(args) -> None:
     """Batch-1 control rate of each model's step() on this CPU (weights do not change the cost)."""
     import torch
-    from agents.bc_nav_config import Config
+    from agents.navigation.config import Config
     from agents.bc_navigation import build_model
     torch.set_num_threads(args.threads)
     lines = ["| model | params | ms per step | Hz | threads |", "|---|---|---|---|---|"]

@@ -3,7 +3,7 @@
     python benchmarks/bc_navigation_memory_probe.py RUN_DIR [RUN_DIR ...] --maps 40 [--out FILE.md]
 
 For each of ``--maps`` unseen map seeds the expert drives the map once per cue. By construction
-(envs/nav_maps.py, envs/nav_expert.py) those trajectories are the same, bit for bit, until the
+(envs/navigation/maps.py, envs/navigation/expert.py) those trajectories are the same, bit for bit, until the
 first junction; the camera images differ only where the cue colour is in view. At the first step
 where the expert's actions differ (the turn), each policy is run over each cue's image history up
 to that step (its own step(), batch 1, from a fresh state), and its predicted heading change over
@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 def expert_runs(ds, seed: int):
     """Expert rollouts of one map for every cue -> (rgb [T+1,3,H,W], goal_rgb, action [T+1,2]) per cue."""
-    from envs.nav_expert import NavExpert, rollout
+    from envs.navigation.expert import NavExpert, rollout
     env = ds.make_env(collision_backend="grid")
     runs = [rollout(env, NavExpert(env), seed=seed, options={"cue": c}) for c in range(2 ** ds.config.depth)]
     env.close()
@@ -45,11 +45,11 @@ def decision_sign(model, rgb: np.ndarray, goal: np.ndarray, upto: int) -> float:
 
 
 def probe(run: Path, maps: int, first_seed: int):
-    from agents.bc_nav_config import Config
+    from agents.navigation.config import Config
     from agents.bc_navigation import build_model
-    from agents.common.cli import eval_checkpoint
-    from agents.common.config import from_dict
-    from agents.nav_data import episode_seed, load_dataset
+    from agents.runtime.cli import eval_checkpoint
+    from agents.runtime.config import from_dict
+    from agents.navigation.data import episode_seed, load_dataset
 
     ckpt, state = eval_checkpoint(run)
     cfg = from_dict(Config, state["config"])

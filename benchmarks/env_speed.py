@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 
 def single_env(course: str, depth_backend: str | None, steps: int, image_size: int, seed: int = 0) -> float:
-    from envs.a1_quadruped import A1QuadrupedEnv
+    from envs.quadruped.a1_env import A1QuadrupedEnv
 
     env = A1QuadrupedEnv(course, depth=depth_backend is not None, depth_backend=depth_backend or "raycast",
                          image_size=image_size)

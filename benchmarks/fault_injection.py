@@ -57,7 +57,7 @@ def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 
     times are not compared."""
     import torch
 
-    from agents.common.run_dir import RunDir, differing_entries, flatten_state
+    from agents.runtime.run_dir import RunDir, differing_entries, flatten_state
 
     def start(args):
         return subprocess.Popen([sys.executable, str(REPO / "agents" / f"{agent}.py"), *args], cwd=REPO, env=env,
@@ -99,11 +99,11 @@ def ab_ppo(agent: str, root: Path, env: dict, rng: random.Random, frames: int = 
 def check_run(run: Path) -> dict:
     """What a user finds after a kill: counts of checkpoints that load / do not, and whether the
     newest one's replay matches it."""
-    from agents.common import replay_io
-    from agents.common.config import from_dict
-    from agents.common.run_dir import RunDir, RunDirError
-    from agents.td3_config import Config
-    from agents.td3_setup import make_replay
+    from agents.runtime import replay_io
+    from agents.runtime.config import from_dict
+    from agents.runtime.run_dir import RunDir, RunDirError
+    from agents.drone.config import Config
+    from agents.drone.build import make_replay
 
     rd = RunDir(run)
     out = {"visible": 0, "unloadable": 0, "replay_ok": None, "pickles": 0, "interrupted_save": False}
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agents.common.run_dir import RunDir, differing_entries, flatten_state
+    from agents.runtime.run_dir import RunDir, differing_entries, flatten_state
 
     logging.getLogger("torchrl").setLevel(logging.WARNING)
 

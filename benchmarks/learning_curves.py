@@ -2,7 +2,7 @@
 
     python benchmarks/learning_curves.py runs/ppo_locomamba/quick_thin_* --out benchmarks/results/quadruped_thin
 
-Reads each run's CSV metrics (``<run>/metrics/scalars/...``, written by agents/common/loggers.py),
+Reads each run's CSV metrics (``<run>/metrics/scalars/...``, written by agents/runtime/loggers.py),
 groups runs by the ``name`` in their config.yaml, and writes <out>.png (training return vs env
 steps, mean and min-max over seeds) and <out>.md (final evaluation per group: mean +- std over
 seeds of return, distance, collisions, falls; the per-seed values; the command).

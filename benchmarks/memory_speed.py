@@ -9,7 +9,7 @@ after each block: on a shared machine treat the ratios, not the milliseconds, as
 1. Sequence mode, forward+backward, [B, T, hidden] with random resets (p=--reset-prob plus t=0),
    loss = y.square().mean(): what a PPO/BC update pays per minibatch. Memory kinds go through
    ``make_memory`` and the TensorDict contract (sequence mode), as the agents use them:
-     mamba1           fused C++ scan (networks/cpu_scan.py)
+     mamba1           fused C++ scan (networks/ssm/cpu_scan.py)
      mamba1-pytorch   the chunked PyTorch scan (the fallback without a compiler)
      mamba1-loop      the step-by-step reference scan (autograd through the loop)
      mamba2           chunked SSD
@@ -49,7 +49,8 @@ from torch import nn
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import networks  # noqa: E402
-from networks import cpu_scan, make_memory  # noqa: E402
+from networks import make_memory
+from networks.ssm import cpu_scan  # noqa: E402
 from torchrl.modules import set_recurrent_mode  # noqa: E402
 
 SEQ_METHODS = ["mamba1", "mamba1-pytorch", "mamba1-loop", "mamba2", "mamba2-loop", "gru-torchrl",

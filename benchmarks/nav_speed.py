@@ -35,8 +35,8 @@ def render_speed(size: int, frames: int) -> tuple[float, float]:
     import pybullet as p
     from pybullet_utils import bullet_client
 
-    from envs.nav_maps import make_layout
-    from envs.nav_render import GridCamera, tiny_renderer_rgb
+    from envs.navigation.maps import make_layout
+    from envs.navigation.render import GridCamera, tiny_renderer_rgb
 
     layout = make_layout(np.random.default_rng(0))
     cam, poses = GridCamera(size), _poses(layout, frames, np.random.default_rng(1))
@@ -61,8 +61,8 @@ def render_speed(size: int, frames: int) -> tuple[float, float]:
 
 def env_speed(size: int, steps: int) -> tuple[float, float, float]:
     """(env steps/s with random actions, expert rollout steps/s, mean expert episode length)."""
-    from envs.nav_expert import NavExpert, rollout
-    from envs.navigation import NavigationEnv
+    from envs.navigation.expert import NavExpert, rollout
+    from envs.navigation.nav_env import NavigationEnv
 
     env = NavigationEnv(image_size=size)
     rng = np.random.default_rng(0)

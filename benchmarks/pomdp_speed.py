@@ -1,4 +1,4 @@
-"""POMDP memory suite throughput (envs/pomdp_tasks.py, envs/pomdp_suite.py): env steps/s, random actions.
+"""POMDP memory suite throughput (envs/pomdp/tasks.py, envs/pomdp/suite.py): env steps/s, random actions.
 
     python benchmarks/pomdp_speed.py           # N = 1024, 4096, 16384 -> benchmarks/results/pomdp_speed.*
     python benchmarks/pomdp_speed.py --quick   # N = 4096 only, fewer steps, results under runs/
@@ -34,7 +34,7 @@ def _action_pool(task, n: int, gen: torch.Generator) -> list[torch.Tensor]:
 
 
 def time_raw(name: str, level: str, n: int, steps: int, warmup: int, repeats: int) -> float:
-    from envs.pomdp_tasks import make_task
+    from envs.pomdp.tasks import make_task
 
     task = make_task(name, level, n, seed=0)
     pool = _action_pool(task, n, torch.Generator().manual_seed(0))
@@ -55,7 +55,7 @@ def time_raw(name: str, level: str, n: int, steps: int, warmup: int, repeats: in
 
 
 def time_envbase(name: str, level: str, n: int, steps: int, warmup: int, repeats: int) -> float:
-    from envs.pomdp_suite import POMDPEnv
+    from envs.pomdp.suite import POMDPEnv
 
     env = POMDPEnv(name, level, num_envs=n, seed=0)
     pool = _action_pool(env.task, n, torch.Generator().manual_seed(0))
@@ -79,7 +79,7 @@ def time_envbase(name: str, level: str, n: int, steps: int, warmup: int, repeats
 
 
 def main(argv=None) -> int:
-    from envs.pomdp_tasks import TASKS
+    from envs.pomdp.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[16, 1024, 4096, 16384])

@@ -7,7 +7,7 @@ Rows (same process tree, same machine, same course and env settings as the confi
   simulator limit   N independent processes stepping A1QuadrupedEnv directly, random actions,
                     one thread each (no TorchRL, no IPC): the most the machine can simulate
   TorchRL ParallelEnv   N GymEnv workers under torchrl.envs.ParallelEnv, random actions (the old path)
-  env stack         the agent's own env (agents.quadruped_setup.make_env: gymnasium AsyncVectorEnv
+  env stack         the agent's own env (agents.quadruped.build.make_env: gymnasium AsyncVectorEnv
                     under GymWrapper + transforms), random actions, no policy
   policy step       the acting policy alone at batch N on the agent's device (eager; CUDA graph on GPU)
   end-to-end        ppo_locomamba training for --iters iterations: collection (env + policy +
@@ -34,7 +34,7 @@ def _sim_worker(env_kwargs: dict, seconds: float, seed: int, out) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import numpy as np
 
-    from envs.a1_quadruped import A1QuadrupedEnv
+    from envs.quadruped.a1_env import A1QuadrupedEnv
 
     env = A1QuadrupedEnv(**env_kwargs)
     rng = np.random.default_rng(seed)
@@ -80,7 +80,7 @@ def torchrl_parallel(cfg, n: int, seconds: float) -> float:
 
     from torchrl.envs import ParallelEnv
 
-    from agents.quadruped_setup import _gym_env
+    from agents.quadruped.build import _gym_env
 
     env = ParallelEnv(n, partial(_gym_env, cfg.env), mp_start_method="spawn")
     env.set_seed(0)
@@ -91,7 +91,7 @@ def torchrl_parallel(cfg, n: int, seconds: float) -> float:
 
 
 def env_stack(cfg, n: int, seconds: float) -> float:
-    from agents.quadruped_setup import make_env
+    from agents.quadruped.build import make_env
 
     env = make_env(cfg.env, seed=0, num_envs=n)
     try:
@@ -103,7 +103,7 @@ def env_stack(cfg, n: int, seconds: float) -> float:
 def policy_step(cfg, n: int, device: str, repeats: int = 200) -> dict:
     import torch
 
-    from agents.quadruped_setup import build_policy, make_env
+    from agents.quadruped.build import build_policy, make_env
 
     nets = build_policy(cfg).to(device)
     env = make_env(cfg.env, seed=0, num_envs=1, primer=nets.primer())
@@ -135,8 +135,8 @@ def end_to_end(config: str, n: int, iters: int, overrides: list[str]) -> dict:
     import csv
 
     from agents import ppo_locomamba
-    from agents.common.config import load_config
-    from agents.locomamba_config import Config
+    from agents.runtime.config import load_config
+    from agents.quadruped.config import Config
 
     base = load_config(Config, config, [])
     fpb = base.train.frames_per_batch
@@ -180,9 +180,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from agents.common.config import load_config
-    from agents.locomamba_config import Config
-    from agents.quadruped_setup import env_kwargs
+    from agents.runtime.config import load_config
+    from agents.quadruped.config import Config
+    from agents.quadruped.build import env_kwargs
 
     cfg = load_config(Config, args.config, [*args.overrides, f"env.num_envs={args.envs}"])
     device = "cuda" if torch.cuda.is_available() and cfg.device != "cpu" else "cpu"

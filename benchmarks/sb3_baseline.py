@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from agents.common.config import field_spec, load_config
+from agents.runtime.config import field_spec, load_config
 
 
 @dataclass

@@ -48,8 +48,8 @@ from pathlib import Path
 if __package__ in (None, ""):   # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.common.config import ConfigError, read_config_file
-from agents.common.run_dir import exclusive_lock
+from agents.runtime.config import ConfigError, read_config_file
+from agents.runtime.run_dir import exclusive_lock
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_KEYS = {"name", "results", "run_root", "seeds", "overrides", "algorithms", "envs"}
@@ -60,8 +60,8 @@ ALGO_KEYS = {"kinds", "sizes", "overrides", "kind_overrides"}
 def run_ppo(spec: dict) -> dict:
     """agents/ppo_memory.py's train() on the run's resolved config."""
     from agents import ppo_memory
-    from agents.common.config import load_config
-    from agents.pomdp_setup import Config
+    from agents.runtime.config import load_config
+    from agents.pomdp.build import Config
 
     cfg = load_config(Config, spec["config"], spec["overrides"])
     result = ppo_memory.train(cfg, verbose=False)

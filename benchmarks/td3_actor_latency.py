@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
-from agents.common.config import load_config  # noqa: E402
-from agents.td3_config import Config  # noqa: E402
-from agents.td3_setup import TD3Nets  # noqa: E402
+from agents.runtime.config import load_config  # noqa: E402
+from agents.drone.config import Config  # noqa: E402
+from agents.drone.build import TD3Nets  # noqa: E402
 
 CONFIGS = {"seed size (default config)": None, "quick_vmamba": "configs/drone/quick_vmamba.yaml",
            "quick_framestack": "configs/drone/quick_framestack.yaml"}

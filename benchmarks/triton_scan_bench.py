@@ -3,14 +3,14 @@ mamba-ssm's bare ``selective_scan_fn`` (issue 19, item 1).
 
 Rows, B=8, d_inner=512, d_state=16, fp32, T = 1024..16384, ~4 resets per row and a carried
 initial state for ours (the bare kernel has neither: it is the speed to match):
-  triton       networks.triton_scan.selective_scan_fn: resets, h0, final state (with its
+  triton       networks.ssm.triton_scan.selective_scan_fn: resets, h0, final state (with its
                gradient), delta_bias + softplus + z fused;
   ssm+rewrite  our previous CUDA path: mamba-ssm's kernel behind kernels.scan_with_resets
                (extra state-load/reset steps, scatter/gather), softplus in torch;
   torch        our pure-PyTorch chunked scan (the path without mamba-ssm; T <= --torch-max-len);
   bare         mamba-ssm's selective_scan_fn, delta_bias/softplus/z fused, no resets, no h0.
 Then a tiling sweep of the Triton scan (BD channels per program, BT steps per chunk, warps)
-at one T, so the default in networks/triton_scan.py can be set from a measurement.
+at one T, so the default in networks/ssm/triton_scan.py can be set from a measurement.
 
 It starts with a correctness check of the Triton scan against the float64 PyTorch loop
 (outputs, final state, every gradient; resets and h0) and exits 1 if it fails.
@@ -33,8 +33,9 @@ import torch.nn.functional as F
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from networks import kernels, triton_scan  # noqa: E402
-from networks.mamba1 import selective_scan_chunked, selective_scan_reference  # noqa: E402
+from networks.ssm import kernels
+from networks.ssm import triton_scan  # noqa: E402
+from networks.ssm.mamba1 import selective_scan_chunked, selective_scan_reference  # noqa: E402
 
 from benchmarks.gpu_speed import time_calls  # noqa: E402  (one timing method for the GPU tables)
 

@@ -1,5 +1,5 @@
 """A stand-in AirSim server for tests: msgpack-RPC over TCP on 127.0.0.1 (ephemeral port, background
-thread) implementing exactly the calls envs/airsim_drone.py makes, over a tiny kinematic world in
+thread) implementing exactly the calls envs/drone/airsim_env.py makes, over a tiny kinematic world in
 AirSim's NED frame (x north, y east, z down).
 
 World: the vehicle starts at ``start`` (NED, on the ground); ``takeoff`` lifts it 3 m; ``moveByVelocity``

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from agents.bc_diffusion import Windows, _stack, main
-from agents.bc_diffusion_config import Config
-from agents.common.config import ConfigError, from_dict, load_config
-from agents.manip_data import GenerateConfig, generate
-from envs.manipulation import WORKSPACE_HIGH, WORKSPACE_LOW, PandaManipEnv
-from networks.diffusion_policy import (DENOISERS, ConditionalUnet1D, DiffusionPolicy, MambaUnet1D, Normalizer)
+from agents.manipulation.config import Config
+from agents.runtime.config import ConfigError, from_dict, load_config
+from agents.manipulation.data import GenerateConfig, generate
+from envs.manipulation.panda_env import WORKSPACE_HIGH, WORKSPACE_LOW, PandaManipEnv
+from networks.models.diffusion_policy import (DENOISERS, ConditionalUnet1D, DiffusionPolicy, MambaUnet1D, Normalizer)
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "manip" / "tiny.yaml"
 # two short push episodes (failed or not: the expert's success is tested in test_manipulation_env)
@@ -32,7 +32,7 @@ def synthetic_dataset(root: Path, episodes: int = 3, length: int = 20) -> Path:
 
     from tensordict import TensorDict
 
-    from agents.manip_data import _merge, _write_json
+    from agents.manipulation.data import _merge, _write_json
 
     cfg = dataclasses.replace(GEN, horizon=length)
     (root / "pending").mkdir(parents=True)
@@ -77,7 +77,7 @@ def test_env_observation_window():
 
 
 def test_synthetic_dataset_loads(tmp_path):
-    from agents.manip_data import load_dataset
+    from agents.manipulation.data import load_dataset
 
     demos = load_dataset(synthetic_dataset(tmp_path / "d", episodes=2, length=7))
     assert len(demos) == 14 and [r["length"] for r in demos.episodes] == [7, 7]
@@ -158,7 +158,7 @@ def test_bidirectional_mixer_is_vims_v2_block():
     input gives the reversed output."""
     import torch.nn.functional as F
 
-    from networks.mamba1 import BiMamba1Mixer, selective_scan_reference
+    from networks.ssm.mamba1 import BiMamba1Mixer, selective_scan_reference
 
     torch.manual_seed(0)
     mix = BiMamba1Mixer(8, d_state=4).double()
@@ -241,8 +241,8 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
     """export drops the optimiser state and casts weight matrices to float16: a smaller file that
     eval accepts, acting like the original up to float16 rounding (float32: exactly), and that
     --resume refuses by name."""
-    from agents.common.run_dir import RunDir
-    from networks.diffusion_policy import make_policy
+    from agents.runtime.run_dir import RunDir
+    from networks.models.diffusion_policy import make_policy
 
     args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}"]
     assert main(["train", *args]) == 0
@@ -318,7 +318,7 @@ def test_ema_update_matches_averaged_model():
 
 
 def test_portable_schedule_state():
-    from agents.common.cuda_graph_train import portable_schedule_state
+    from agents.algos.cuda_graph_train import portable_schedule_state
 
     state = {"_last_lr": [torch.tensor(0.5)], "_schedulers": [{"base_lrs": [1.0], "_last_lr": [torch.tensor(0.25)]}],
              "last_epoch": 3}
@@ -406,7 +406,7 @@ def test_warmup_cosine_is_torchs_curve_and_resumes_over_a_new_length():
     resumed run that asks for more steps decays over the new length, not the checkpoint's."""
     from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
-    from agents.common.bc import warmup_cosine
+    from agents.algos.bc import warmup_cosine
 
     def lrs(sched, n):
         out = []

@@ -1,4 +1,4 @@
-"""Navigation behaviour cloning (agents/bc_navigation.py, networks/vint.py, agents/nav_batches.py):
+"""Navigation behaviour cloning (agents/bc_navigation.py, networks/models/vint.py, agents/navigation/batches.py):
 chunked MambaViNT with carried state == one full-sequence pass == step-by-step deployment, ViNT's
 windowed step == its batched forward, TBPTT chunk streams, the waypoint controller, a tiny training
 run that lowers the loss, resume, closed-loop eval, and clear errors for bad inputs.
@@ -12,10 +12,10 @@ import torch
 from tensordict import TensorDict
 
 from agents.bc_navigation import main
-from agents.nav_batches import ContextWindows, TrajectoryChunks, context_rows
-from agents.nav_data import NavDataConfig, generate
-from envs.navigation import unicycle
-from networks.vint import MambaViNT, ViNT, waypoint_to_action
+from agents.navigation.batches import ContextWindows, TrajectoryChunks, context_rows
+from agents.navigation.data import NavDataConfig, generate
+from envs.navigation.nav_env import unicycle
+from networks.models.vint import MambaViNT, ViNT, waypoint_to_action
 
 TINY = NavDataConfig(depth=1, image_size=16, max_episode_steps=300, collision_backend="grid")
 SMALL_MODEL = ["model.dim=32", "model.cnn_width=8", "model.transformer_layers=1", "model.memory_layers=1"]
@@ -136,7 +136,7 @@ def test_waypoint_controller_inverts_one_unicycle_step(v, w):
 def test_expert_labels_through_the_controller_reproduce_the_demonstration(dataset):
     """The eval path's waypoint -> action step, fed the dataset's own labels, drives the robot along
     the expert's trajectory to the goal: control error in eval is the policy's alone."""
-    from agents.nav_data import load_dataset
+    from agents.navigation.data import load_dataset
     ds = load_dataset(dataset)
     env = ds.make_env()
     for e in range(2):
@@ -168,8 +168,8 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
     run = next((root / "bc_navigation").glob("m-*"))
     loss = _csv(run, "loss")
     assert len(loss) == 8 and loss[-1] < 0.5 * loss[0], loss
-    # AdamW without weight decay on the SSM's A_log, D and dt bias (networks/param_groups.py)
-    from agents.common.run_dir import RunDir
+    # AdamW without weight decay on the SSM's A_log, D and dt bias (networks/ssm/param_groups.py)
+    from agents.runtime.run_dir import RunDir
 
     groups = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())["optim"]["param_groups"]
     assert [g["weight_decay"] for g in groups][1] == 0.0 and groups[0]["weight_decay"] > 0
@@ -193,7 +193,7 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
 def test_wrong_leaf_detection():
     """Direct success needs the trail to stay out of every leaf room but the goal's."""
     from agents.bc_navigation import entered_wrong_leaf
-    from envs.navigation import NavigationEnv
+    from envs.navigation.nav_env import NavigationEnv
 
     env = NavigationEnv(depth=2, image_size=16, collision_backend="grid")
     for cue in range(4):
@@ -228,7 +228,7 @@ def test_cue_auxiliary_loss_is_trained_and_logged(dataset, tmp_path):
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step():
-    from agents.common.nonfinite import NonFiniteLoss, check_finite
+    from agents.runtime.nonfinite import NonFiniteLoss, check_finite
     check_finite(3, loss=torch.tensor(0.5), cue_loss=torch.tensor(1.0))          # finite: no error
     with pytest.raises(NonFiniteLoss, match=r"'step': 7.*'cue_loss': nan"):
         check_finite(7, loss=torch.tensor(0.5), cue_loss=torch.tensor(float("nan")))

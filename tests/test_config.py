@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from agents.common.config import (ConfigError, apply_overrides, describe, field_spec, from_dict, load_config,
+from agents.runtime.config import (ConfigError, apply_overrides, describe, field_spec, from_dict, load_config,
                                   parse_override, read_config_file, save_config, to_dict)
 
 

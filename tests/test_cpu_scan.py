@@ -1,4 +1,4 @@
-"""The fused C++ CPU selective scan (networks/cpu_scan.py) against the reference step loop.
+"""The fused C++ CPU selective scan (networks/ssm/cpu_scan.py) against the reference step loop.
 
 Values, the final state and every gradient (u, delta, A, B, C, D, the initial state), with
 resets at t=0, inside rows, back to back and at the last step; the grouped (SS2D) form; the
@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import networks.cpu_scan as cpu_scan
-import networks.mamba1 as m1
-from networks.ss2d import SS2D, selective_scan_grouped, selective_scan_grouped_reference
+import networks.ssm.cpu_scan as cpu_scan
+import networks.ssm.mamba1 as m1
+from networks.ssm.ss2d import SS2D, selective_scan_grouped, selective_scan_grouped_reference
 
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=2e-5, rtol=2e-5)}
 
@@ -230,7 +230,7 @@ def test_fused_conv_matches_causal_conv1d_and_silu(ext, dtype, T, K):
     """Conv taps masked at resets (t=0, inside, back to back, last step), the carried state
     (also when T < K-1: the new state then still holds carried inputs), bias, SiLU; values,
     new state and every gradient; x a strided view as in_proj's x half."""
-    from networks.causal_conv import causal_conv1d
+    from networks.ssm.causal_conv import causal_conv1d
     g = torch.Generator().manual_seed(0)
     Bt, C = 3, 8
     xz = torch.randn(Bt, T, 2 * C, generator=g, dtype=dtype)
@@ -262,7 +262,7 @@ def test_fused_conv_matches_causal_conv1d_and_silu(ext, dtype, T, K):
 
 
 def test_mamba1_sequence_uses_the_fused_conv(ext, monkeypatch):
-    from networks.mamba1 import Mamba1Mixer
+    from networks.ssm.mamba1 import Mamba1Mixer
     calls = []
     real = cpu_scan.causal_conv1d_silu
     monkeypatch.setattr(cpu_scan, "causal_conv1d_silu", lambda *a: calls.append(1) or real(*a))

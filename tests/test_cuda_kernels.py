@@ -16,7 +16,9 @@ import torch
 from tensordict import TensorDict
 from torchrl.modules import set_recurrent_mode
 
-from networks import kernels, make_memory
+from networks import make_memory
+
+from networks.ssm import kernels
 
 pytestmark = [
     pytest.mark.cuda,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.airsim_drone import AirSimConnectionError, ned_flip, quat_ned_flip
-from envs.drone import BODY_RADIUS, FIELDS, DroneEnv
+from envs.drone.airsim_env import AirSimConnectionError, ned_flip, quat_ned_flip
+from envs.drone.drone_env import BODY_RADIUS, FIELDS, DroneEnv
 
 SMALL = dict(image_size=16, max_episode_steps=30)
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import envs.manip_expert as manip_expert
-from agents.manip_data import (DatasetError, GenerateConfig, episode_seed, generate, load_dataset,
+import envs.manipulation.expert as manip_expert
+from agents.manipulation.data import (DatasetError, GenerateConfig, episode_seed, generate, load_dataset,
                                main)
-from envs.manip_expert import make_expert, rollout
-from envs.manipulation import PandaManipEnv
+from envs.manipulation.expert import make_expert, rollout
+from envs.manipulation.panda_env import PandaManipEnv
 
 # short failed-or-not episodes keep this fast; the expert's success is tested in test_manipulation_env
 CFG = GenerateConfig(task="pick_place", seed=3, keep_failed=True, horizon=5, num_points=64, image_size=64)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.manip_expert import make_expert, rollout
-from envs.manipulation import CUBE_HALF, TASKS, WORKSPACE_HIGH, WORKSPACE_LOW, PandaManipEnv
-from envs.point_cloud import crop, downsample, farthest_point_indices
+from envs.manipulation.expert import make_expert, rollout
+from envs.manipulation.panda_env import CUBE_HALF, TASKS, WORKSPACE_HIGH, WORKSPACE_LOW, PandaManipEnv
+from envs.scene.point_cloud import crop, downsample, farthest_point_indices
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.modules import set_recurrent_mode
 
-from benchmarks.parity import state_shapes
+from networks.memory.parity import state_shapes
 from networks import MEMORY_KINDS, make_memory, memory_options
 
 KINDS_WITH_STATE = [k for k in MEMORY_KINDS if k != "none"]
@@ -101,7 +101,7 @@ def test_removed_module_level_recurrent_mode_setter_points_to_context_manager():
 
 
 def test_import_and_cpu_use_never_touch_mamba_ssm():
-    from networks import kernels
+    from networks.ssm import kernels
 
     memory = small_memory("mamba2")
     memory(_td(memory))

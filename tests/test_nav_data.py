@@ -1,4 +1,4 @@
-"""Navigation demonstrations (agents/nav_data.py): write -> memory-map -> read round trip, resumable
+"""Navigation demonstrations (agents/navigation/data.py): write -> memory-map -> read round trip, resumable
 and deterministic generation, clear errors for bad paths and malformed datasets, CLI, replay buffer."""
 import json
 import shutil
@@ -8,10 +8,10 @@ import pytest
 import torch
 from tensordict import MemoryMappedTensor
 
-from agents.nav_data import (NavDataConfig, NavDatasetError, episode_rows, episode_seed, generate,
+from agents.navigation.data import (NavDataConfig, NavDatasetError, episode_rows, episode_seed, generate,
                              load_dataset, main, replay_buffer)
-from envs.nav_expert import NavExpert, expert_labels, rollout, waypoint_labels
-from envs.navigation import NavigationEnv
+from envs.navigation.expert import NavExpert, expert_labels, rollout, waypoint_labels
+from envs.navigation.nav_env import NavigationEnv
 
 SMALL = NavDataConfig(depth=1, image_size=16, max_episode_steps=300)   # ~125 steps per episode
 

@@ -1,14 +1,14 @@
-"""Navigation env (envs/navigation.py): gymnasium conformance, seeding, maps, collisions, rendering
+"""Navigation env (envs/navigation/nav_env.py): gymnasium conformance, seeding, maps, collisions, rendering
 against TinyRenderer, the scripted expert, and the point of the task: junctions whose views are
 pixel-identical across cues while the right turn differs, so a memoryless policy is at chance."""
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.nav_expert import NavExpert, rollout, waypoint_labels
-from envs.nav_maps import CUE_BASE, FREE, START_ROOM, distance_field, make_layout
-from envs.nav_render import GridCamera, tiny_renderer_rgb
-from envs.navigation import BulletCollider, GridCollider, NavigationEnv
+from envs.navigation.expert import NavExpert, rollout, waypoint_labels
+from envs.navigation.maps import CUE_BASE, FREE, START_ROOM, distance_field, make_layout
+from envs.navigation.render import GridCamera, tiny_renderer_rgb
+from envs.navigation.nav_env import BulletCollider, GridCollider, NavigationEnv
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from networks.mamba_memory import MambaStack
-from networks.param_groups import weight_decay_groups
+from networks.memory.mamba import MambaStack
+from networks.ssm.param_groups import weight_decay_groups
 
 
 @pytest.mark.parametrize("kind, dt_bias", [("mamba1", "dt_proj.bias"), ("mamba2", "dt_bias")])

@@ -1,4 +1,4 @@
-"""POMDP memory suite (envs/pomdp_tasks.py, envs/pomdp_suite.py): memory is needed and sufficient, the
+"""POMDP memory suite (envs/pomdp/tasks.py, envs/pomdp/suite.py): memory is needed and sufficient, the
 batch is N independent envs, TorchRL and gymnasium interfaces are valid."""
 import math
 
@@ -8,8 +8,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from torchrl.envs.utils import check_env_specs
 
-from envs.pomdp_suite import POMDP_IDS, POMDPEnv, register_pomdp_envs
-from envs.pomdp_tasks import TASKS, make_task
+from envs.pomdp.suite import POMDP_IDS, POMDPEnv, register_pomdp_envs
+from envs.pomdp.tasks import TASKS, make_task
 
 CARD_TASKS = ["repeat_previous", "repeat_first", "autoencode", "count_recall"]
 N = 256

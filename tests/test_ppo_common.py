@@ -1,11 +1,11 @@
-"""The one PPO of both PPO agents (agents/common/ppo.py): GAE and slices against plain per-step
+"""The one PPO of both PPO agents (agents/algos/ppo.py): GAE and slices against plain per-step
 reference loops, the resume-lr fix, the logged diagnostics, and exact resume of ppo_locomamba."""
 import pytest
 import torch
 from tensordict import TensorDict
 from torch import nn
 
-from agents.common.ppo import (PPOConfig, adapt_kl_scale, compute_advantages, lr_scale, make_optimizer, restore_optimizer,
+from agents.algos.ppo import (PPOConfig, adapt_kl_scale, compute_advantages, lr_scale, make_optimizer, restore_optimizer,
                                slices)
 
 GAMMA, LMBDA = 0.9, 0.8
@@ -174,7 +174,7 @@ TINY = ["env.course=flat", "env.num_envs=2", "env.parallel=false", "env.horizon=
 
 
 def _final_state(run_root):
-    from agents.common.run_dir import RunDir
+    from agents.runtime.run_dir import RunDir
 
     run = RunDir(next((run_root / "ppo_locomamba").iterdir()))
     return torch.load(run.latest_checkpoint(), weights_only=True)
@@ -220,9 +220,9 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
 def test_shipped_quadruped_policies_load_into_their_networks():
     from pathlib import Path
 
-    from agents.common.config import from_dict
-    from agents.locomamba_config import Config
-    from agents.quadruped_setup import build_policy
+    from agents.runtime.config import from_dict
+    from agents.quadruped.config import Config
+    from agents.quadruped.build import build_policy
 
     shipped = sorted(Path("agents/policies/quadruped").glob("*.pt"))
     assert shipped, "no shipped quadruped policy"
@@ -254,9 +254,9 @@ def test_ppo_memory_resumed_equals_uninterrupted_bit_for_bit(tmp_path):
 
 
 def test_std_cap_bounds_the_sampled_distribution_and_follows_its_schedule():
-    from agents.common.config import load_config
-    from agents.locomamba_config import Config
-    from agents.quadruped_setup import build_policy, make_env, std_cap_at
+    from agents.runtime.config import load_config
+    from agents.quadruped.config import Config
+    from agents.quadruped.build import build_policy, make_env, std_cap_at
 
     cfg = load_config(Config, "configs/quadruped/quick_flat.yaml",
                       ["train.std_cap=[0.2,0.02]", "train.total_frames=1000", "env.num_envs=1"])

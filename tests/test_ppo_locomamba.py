@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from agents import ppo_locomamba
-from agents.common.config import ConfigError, from_dict
-from agents.common.run_dir import RunDir
-from agents.locomamba_config import Config, check_consistency, from_locotransformer
+from agents.runtime.config import ConfigError, from_dict
+from agents.runtime.run_dir import RunDir
+from agents.quadruped.config import Config, check_consistency, from_locotransformer
 
 TINY = ["env.course=flat", "env.num_envs=1", "env.horizon=40", "env.num_obstacles=0",
         "model.hidden_shapes=[16]", "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]",

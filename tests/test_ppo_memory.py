@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from agents import ppo_memory
-from agents.common.config import load_config
-from agents.common.run_dir import RunDir
-from agents.pomdp_setup import Config, check_consistency
+from agents.runtime.config import load_config
+from agents.runtime.run_dir import RunDir
+from agents.pomdp.build import Config, check_consistency
 
 TINY = ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
         "ppo.minibatch_size=32", "ppo.epochs=1", "train.frames_per_batch=64", "train.total_frames=128",

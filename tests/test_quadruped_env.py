@@ -4,9 +4,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from envs.a1_quadruped import A1QuadrupedEnv
-from envs.courses import COURSES, build_bodies, make_layout
-from envs.depth_camera import DepthCamera, Primitives
+from envs.quadruped.a1_env import A1QuadrupedEnv
+from envs.quadruped.courses import COURSES, make_layout
+from envs.scene.obstacles import build_bodies
+from envs.scene.depth_camera import DepthCamera, Primitives
 
 SMALL = dict(horizon=20, image_size=32)
 

@@ -25,8 +25,8 @@ def test_ray_sweep_and_ray_collectors(tmp_path):
     from torchrl.modules import set_recurrent_mode
 
     from agents import ppo_memory
-    from agents.common.config import load_config
-    from agents.pomdp_setup import Config, MemoryPolicy
+    from agents.runtime.config import load_config
+    from agents.pomdp.build import Config, MemoryPolicy
     from benchmarks import sweep
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,

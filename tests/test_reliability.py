@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from agents import vmamba_td3
-from agents.common import replay_io
-from agents.common.run_dir import RunDir, differing_entries, flatten_state
+from agents.runtime import replay_io
+from agents.runtime.run_dir import RunDir, differing_entries, flatten_state
 
 REPO = Path(__file__).resolve().parents[1]
 PENDULUM = "configs/pendulum/td3_mamba.yaml"
@@ -91,7 +91,7 @@ def test_manip_dataset_refuses_a_planted_other_pickle(tmp_path):
 
     from tensordict import NonTensorData, TensorDict
 
-    import agents.manip_data as md
+    import agents.manipulation.data as md
 
     data = tmp_path / "ds" / "data"
     TensorDict({"x": torch.zeros(3), "note": NonTensorData("hello", batch_size=[3])}, [3]).memmap(prefix=data)
@@ -112,7 +112,7 @@ def test_manip_dataset_refuses_a_planted_other_pickle(tmp_path):
 # ---- 2. a crash-consistent replay --------------------------------------------------------------
 def _crash_at(monkeypatch, stage: str):
     """Make the save at frame 300 die at ``stage``; earlier saves are untouched."""
-    from agents.common import run_dir
+    from agents.runtime import run_dir
 
     real_save, real_replace, real_prune = torch.save, os.replace, replay_io.prune
     real_fsync, real_dumps = replay_io.os.fsync, replay_io.json.dumps
@@ -158,7 +158,7 @@ def _crash_at(monkeypatch, stage: str):
 @pytest.mark.parametrize("stage", ["mid_replay_column", "before_manifest", "mid_checkpoint", "before_rename",
                                    "before_prune"])
 def test_a_kill_at_any_stage_of_a_save_leaves_a_checkpoint_and_its_replay(base_run, tmp_path, monkeypatch, stage):
-    from agents.common.cli import latest_loadable
+    from agents.runtime.cli import latest_loadable
 
     run = copy_run(base_run, tmp_path)
     with monkeypatch.context() as m:
@@ -387,7 +387,7 @@ def test_kill_9_of_a_sweep_ends_its_pool_workers(tmp_path):
 # ---- 6. one process per run directory -----------------------------------------------------------------
 def test_a_second_resume_of_a_run_in_use_exits_2_and_a_kill_9_lock_does_not_block(base_run, tmp_path, capsys):
     run = copy_run(base_run, tmp_path)
-    code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom agents.common.run_dir import RunDir\n"
+    code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom agents.runtime.run_dir import RunDir\n"
             f"r = RunDir({str(run)!r}).lock(); print('locked', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
@@ -460,7 +460,7 @@ def test_overrides_may_follow_options(capsys):
 
 @pytest.fixture(scope="module")
 def nav_dataset(tmp_path_factory):
-    from agents.nav_data import NavDataConfig, generate
+    from agents.navigation.data import NavDataConfig, generate
 
     return generate(tmp_path_factory.mktemp("nav") / "ds", 3, seed=1, progress=False,
                     config=NavDataConfig(depth=1, image_size=16, max_episode_steps=40, collision_backend="grid"))
@@ -479,7 +479,7 @@ def test_bc_navigation_memory_width_checked_before_a_run_dir(nav_dataset, tmp_pa
 
 # ---- 8. metrics after a resume ---------------------------------------------------------------------
 def test_truncate_csv_metrics_drops_rows_after_the_step_and_half_lines(tmp_path):
-    from agents.common.loggers import truncate_csv_metrics
+    from agents.runtime.loggers import truncate_csv_metrics
 
     f = tmp_path / "metrics" / "scalars" / "train" / "r.csv"
     f.parent.mkdir(parents=True)
@@ -493,7 +493,7 @@ def test_panda_urdf_goes_to_a_private_temp_folder_not_a_predictable_name():
     import tempfile
 
     pytest.importorskip("pybullet_data")
-    from envs.manipulation import light_panda_urdf
+    from envs.manipulation.panda_env import light_panda_urdf
 
     path = Path(light_panda_urdf())
     assert path.parent != Path(tempfile.gettempdir())

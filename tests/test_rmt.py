@@ -1,4 +1,4 @@
-"""Kind ``rmt`` (networks/rmt_memory.py): the Recurrent Memory Transformer core.
+"""Kind ``rmt`` (networks/memory/rmt.py): the Recurrent Memory Transformer core.
 
 Step == sequence (outputs, final state, gradients) through the TensorDict contract with
 resets anywhere and carried states, for every layout option; gradients cross segment
@@ -11,9 +11,9 @@ import torch
 from tensordict import TensorDict
 from torchrl.modules import set_recurrent_mode
 
-from benchmarks import parity
-from networks.memory_module import StatefulMemory
-from networks.rmt_memory import RMT_DEFAULTS, RMTCore, check_rmt_options
+from networks.memory import parity
+from networks.memory.module import StatefulMemory
+from networks.memory.rmt import RMT_DEFAULTS, RMTCore, check_rmt_options
 
 LAYOUTS = list(itertools.product([True, False], [False, True]))  # (mem_at_end, read_mem_from_cache)
 LAYOUT_IDS = [f"end={e}-cache={c}" for e, c in LAYOUTS]

@@ -1,4 +1,4 @@
-"""Run directories, checkpoints, RNG state, loggers and video writing (agents/common)."""
+"""Run directories, checkpoints, RNG state, loggers and video writing (agents/runtime)."""
 import csv
 import random
 import re
@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from agents.common.loggers import LOGGER_BACKENDS, log_scalars, make_logger
-from agents.common.run_dir import RunDir, RunDirError, rng_state, set_rng_state
-from agents.common.video import write_video
+from agents.runtime.loggers import LOGGER_BACKENDS, log_scalars, make_logger
+from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.runtime.video import write_video
 
 
 def _model_and_opt(seed=0):
@@ -177,7 +177,7 @@ def test_write_gif_reads_back(tmp_path):
 
 def test_mp4_without_imageio_falls_back_to_gif(tmp_path, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "imageio", None)
-    with caplog.at_level("INFO", logger="agents.common.video"):
+    with caplog.at_level("INFO", logger="agents.runtime.video"):
         out = write_video(_frames(3), tmp_path / "ep.mp4")
     assert out == tmp_path / "ep.gif" and out.is_file()
     assert not (tmp_path / "ep.mp4").exists()

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from networks.kernels import scan_with_resets
-from networks.mamba1 import selective_scan_reference
+from networks.ssm.kernels import scan_with_resets
+from networks.ssm.mamba1 import selective_scan_reference
 
 
 def zero_state_scan(u, delta, A, B, C, D=None, z=None, return_last_state=False):

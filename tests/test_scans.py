@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from networks.causal_conv import causal_conv1d, causal_conv1d_step
-from networks.mamba1 import selective_scan_chunked, selective_scan_reference, selective_state_step
-from networks.mamba2 import ssd_chunked, ssd_reference, ssd_step
+from networks.ssm.causal_conv import causal_conv1d, causal_conv1d_step
+from networks.ssm.mamba1 import selective_scan_chunked, selective_scan_reference, selective_state_step
+from networks.ssm.mamba2 import ssd_chunked, ssd_reference, ssd_step
 
 F64 = torch.float64
 

@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 from torchrl.envs.utils import step_mdp
 from torchrl.modules import set_recurrent_mode
 
-from benchmarks.parity import SMALL_OPTIONS
+from networks.memory.parity import SMALL_OPTIONS
 from networks import make_memory
 
 # The kinds whose sequence mode is ours (StatefulMemory); gru/lstm are TorchRL's modules.

@@ -7,9 +7,9 @@ import torch
 from tensordict import TensorDict
 
 from agents import vmamba_td3
-from agents.common.config import load_config
-from agents.td3_config import Config
-from agents.td3_setup import check_slices, make_replay, windows
+from agents.runtime.config import load_config
+from agents.drone.config import Config
+from agents.drone.build import check_slices, make_replay, windows
 
 PENDULUM = "configs/pendulum/td3_mamba.yaml"
 TINY = ["replay.batch_size=8", "replay.seq_len=4", "replay.size=2000", "train.learning_starts=100",
@@ -119,8 +119,8 @@ def test_plain_command_trains_the_cpu_config_without_cuda(capsys):
         out = capsys.readouterr().out
         assert "no CUDA device: training the CPU-sized configs/drone/quick_vmamba.yaml" in out
         assert "name: drone_quick_vmamba" in out and "total_frames: 100" in out
-    from agents.common.config import load_config
-    from agents.td3_config import Config
+    from agents.runtime.config import load_config
+    from agents.drone.config import Config
 
     seed, defaults = load_config(Config, "configs/drone/seed_vmamba.yaml", []), Config()
     assert seed.model == defaults.model and seed.train == defaults.train     # the seed size is the defaults

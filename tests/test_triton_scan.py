@@ -1,4 +1,4 @@
-"""networks.triton_scan (the Triton Mamba1 scan) == the pure-PyTorch reference loop.
+"""networks.ssm.triton_scan (the Triton Mamba1 scan) == the pure-PyTorch reference loop.
 
 Two modes, same test bodies (the ``device`` parameter):
 - ``cuda``: marked ``cuda`` (``python -m pytest -m cuda tests/test_triton_scan.py``); needs
@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from networks.mamba1 import selective_scan_reference
+from networks.ssm.mamba1 import selective_scan_reference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
@@ -68,8 +68,8 @@ def sizes(device):
 @pytest.fixture(autouse=True)
 def _reset_config():
     yield
-    if "networks.triton_scan" in sys.modules:
-        sys.modules["networks.triton_scan"].set_config(None)
+    if "networks.ssm.triton_scan" in sys.modules:
+        sys.modules["networks.ssm.triton_scan"].set_config(None)
 
 
 def make_inputs(device, Bt, Di, N, T, G=1, seed=0, dtype=torch.float32):
@@ -123,7 +123,7 @@ def reference(x, used, softplus, reset):
 
 
 def run_triton(x, used, softplus, reset, return_last=True):
-    from networks.triton_scan import selective_scan_fn
+    from networks.ssm.triton_scan import selective_scan_fn
 
     x = {k: v.detach().clone().requires_grad_() for k, v in x.items()}
     opt = lambda k: x[k] if k in used else None  # noqa: E731
@@ -142,7 +142,7 @@ def close(a, b, tol, what):
 
 def check(device, used, softplus, reset_kind, dtype=torch.float32, G=1, return_last=True, seed=0,
           config="default"):
-    from networks import triton_scan
+    from networks.ssm import triton_scan
 
     s = sizes(device)
     triton_scan.set_config(s["config"] if config == "default" else config)
@@ -237,7 +237,7 @@ def test_bfloat16_inputs(device):
     """Under autocast the projections hand the scan bf16 u/delta/z/B/C: it computes in fp32
     and returns bf16 outputs and gradients. Tolerance 2e-2 of the largest entry (bf16 keeps
     8 bits; the oracle sees the same bf16-rounded inputs in float64)."""
-    from networks import triton_scan
+    from networks.ssm import triton_scan
 
     s = sizes(device)
     triton_scan.set_config(s["config"])
@@ -263,8 +263,8 @@ def test_bfloat16_inputs(device):
 def test_reset_cuts_the_past_exactly(device):
     """After a reset nothing before it may matter, bit for bit: the reset step's decay is
     exactly 0 in every combination of the parallel scan."""
-    from networks import triton_scan
-    from networks.triton_scan import selective_scan_fn
+    from networks.ssm import triton_scan
+    from networks.ssm.triton_scan import selective_scan_fn
 
     s = sizes(device)
     triton_scan.set_config(s["config"])
@@ -287,7 +287,7 @@ def test_reset_cuts_the_past_exactly(device):
 def test_no_grad_skips_saving_and_matches(device):
     """Under no_grad (rollouts, evaluation) the forward runs without storing chunk states
     (the SAVE=False kernel) and gives bit for bit what the training forward gives."""
-    from networks import triton_scan
+    from networks.ssm import triton_scan
 
     s = sizes(device)
     triton_scan.set_config(s["config"])
@@ -305,8 +305,8 @@ def test_mamba1_mixer_on_triton_matches_pytorch_path(device):
     """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
     pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
     carried states and every parameter."""
-    from networks import triton_scan
-    from networks.mamba1 import Mamba1Mixer
+    from networks.ssm import triton_scan
+    from networks.ssm.mamba1 import Mamba1Mixer
 
     s = sizes(device)
     triton_scan.set_config(s["config"])
@@ -348,7 +348,7 @@ class _FakeCuda:
     (False, False, None, True, RuntimeError),      # use_kernels=True: some kernel is required
 ])
 def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forced, use_kernels, expect):
-    from networks import kernels
+    from networks.ssm import kernels
 
     monkeypatch.setattr(kernels, "_triton_available", lambda mod: triton_ok)
     monkeypatch.setattr(kernels, "_KERNELS", {"scan": None} if ssm_ok else False)
@@ -376,7 +376,9 @@ def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forc
 @pytest.mark.skipif(not HAS_TRITON or INTERP, reason="needs triton compiling for CUDA")
 def test_auto_dispatch_runs_triton_on_cuda(monkeypatch):
     """make_memory("mamba1") with use_kernels="auto" on CUDA runs the Triton scan."""
-    from networks import kernels, make_memory, triton_scan
+    from networks import make_memory
+    from networks.ssm import kernels
+    from networks.ssm import triton_scan
 
     monkeypatch.delenv("MAMBAZOO_MAMBA1_SCAN", raising=False)
     assert kernels.mamba1_scan_path("auto", torch.zeros(1, device="cuda")) == "triton"
@@ -397,7 +399,7 @@ def test_import_needs_no_triton():
     """``import networks`` (and this module) must work where triton is absent: CI does not
     install it. Simulated by blocking the import in a fresh interpreter."""
     code = ("import sys; sys.modules['triton'] = None\n"
-            "import networks, networks.kernels, networks.triton_scan as ts, networks.mamba1\n"
+            "import networks, networks.ssm.kernels, networks.ssm.triton_scan as ts, networks.ssm.mamba1\n"
             "assert not ts.available()\n"
             "import torch\n"
             "try:\n"
@@ -415,7 +417,7 @@ def test_import_needs_no_triton():
 # torch + triton import, one scan). The full interpreter suite is run only if this is fast.
 PROBE = """
 import torch
-from networks.triton_scan import selective_scan_fn, set_config
+from networks.ssm.triton_scan import selective_scan_fn, set_config
 set_config((4, 16, 1))
 u, d, z = (torch.randn(2, 4, 20, requires_grad=True) for _ in range(3))
 A = -torch.rand(4, 3).add(0.5).requires_grad_()

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from networks.ss2d import (SS2D, direction_order, grid_to_sequences, selective_scan_grouped,
+from networks.ssm.ss2d import (SS2D, direction_order, grid_to_sequences, selective_scan_grouped,
                            selective_scan_grouped_reference, sequences_to_grid, ss2d_reference)
-from networks.vmamba import (CrossAttentionPool, SequenceEncoder, VMambaRLTiny, build_td3_networks,
+from networks.models.vmamba import (CrossAttentionPool, SequenceEncoder, VMambaRLTiny, build_td3_networks,
                              count_parameters, parameter_report)
 
 F64 = torch.float64
@@ -189,7 +189,7 @@ def _upstream_selective_scan_ref(u, delta, A, B, C, D=None, delta_softplus=False
 
 def test_ss2d_kernel_layout_with_reference_semantics(monkeypatch):
     """The CUDA path's layout (``_kernel_scan``) checked on CPU against upstream's semantics."""
-    from networks import kernels
+    from networks.ssm import kernels
     m = _ss2d()
     x = torch.randn(2, 3, 4, 6, dtype=F64)
     ref = m(x)
@@ -202,7 +202,7 @@ def test_ss2d_kernel_layout_with_reference_semantics(monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_ss2d_kernel_matches_pytorch():
-    from networks import kernels
+    from networks.ssm import kernels
     if not kernels.available():
         pytest.skip("mamba-ssm kernels not built")
     torch.manual_seed(0)

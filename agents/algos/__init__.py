@@ -1,0 +1,1 @@
+"""The algorithms shared by agents: PPO, behaviour cloning, CUDA-graph training steps."""

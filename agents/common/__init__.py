@@ -1,1 +1,0 @@
-"""Shared run glue for agent scripts."""

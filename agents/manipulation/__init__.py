@@ -1,0 +1,1 @@
+"""bc_diffusion's own code: config and dataset generation."""

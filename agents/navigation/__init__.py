@@ -1,0 +1,1 @@
+"""bc_navigation's own code: config, dataset generation, batches."""

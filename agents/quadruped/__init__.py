@@ -1,0 +1,1 @@
+"""ppo_locomamba's own code: its config and its env/policy builders."""

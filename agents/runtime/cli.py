@@ -1,0 +1,242 @@
+"""The command line every agent script shares: config file + key=value overrides, resume, eval."""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+import torch
+
+from agents.runtime.config import (ConfigError, apply_overrides, describe, from_dict, load_config,
+                                  read_config_file, save_config, to_dict)
+from agents.runtime.loggers import check_logger, truncate_csv_metrics
+from agents.runtime.nonfinite import NonFiniteLoss
+from agents.runtime.run_dir import RunDir, RunDirError
+
+
+class OverridesParser(argparse.ArgumentParser):
+    """argparse that also takes ``key=value`` overrides after options (``a=1 --config F b=2``): the
+    positional ``overrides`` list would otherwise stop at the first option ("unrecognized arguments")."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extra = super().parse_known_args(args, namespace)
+        if hasattr(ns, "overrides") and isinstance(ns.overrides, list):
+            late = [a for a in extra if "=" in a and not a.startswith("-")]
+            ns.overrides = ns.overrides + late
+            extra = [a for a in extra if a not in late]
+        return ns, extra
+
+
+def agent_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
+    parser = OverridesParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, description=description,
+        epilog="config keys (set in --config FILE or as key=value overrides):\n" + describe(config_cls))
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. seed=1 train.total_frames=1000")
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint file or a run directory")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes for --eval (default train.eval_episodes)")
+    parser.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
+    return parser
+
+
+def format_eval(result: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items())
+
+
+FROZEN_ON_RESUME = ("model",)   # config sections a resumed run cannot change: the weights' shapes
+
+
+def latest_loadable(run: RunDir, validate=None, flag: str = "--resume") -> tuple[Path, dict]:
+    """The newest checkpoint of ``run`` that loads (and passes ``validate(run, state)``, which raises
+    RunDirError to reject one, e.g. a replay that does not match); each one skipped is named on stderr."""
+    files = run._checkpoint_files()
+    if not files:
+        raise RunDirError(f"{flag} {run.path}: no checkpoint in {run.checkpoints}")
+    skipped = []
+    for _, ckpt in reversed(files):
+        try:
+            state = RunDir.load_checkpoint(ckpt)
+            if validate is not None:
+                validate(run, state)
+        except RunDirError as err:
+            if getattr(err, "fatal", False):     # e.g. a planted pickle: stop, do not look for another
+                raise
+            skipped.append(f"{ckpt.name} ({err})")
+            print(f"warning: skipping checkpoint {ckpt}: {err}", file=sys.stderr)
+            continue
+        if skipped:
+            print(f"warning: resuming from {ckpt} (skipped {len(skipped)} newer checkpoint(s) that did not load)",
+                  file=sys.stderr)
+        return ckpt, state
+    raise RunDirError(f"{flag} {run.path}: no checkpoint loads: " + "; ".join(skipped))
+
+
+def check_frozen(old: dict, new: dict, sections=FROZEN_ON_RESUME, where: str = "") -> None:
+    """ConfigError naming the first key of ``sections`` whose value differs between the checkpoint's
+    config ``old`` and the resumed run's ``new`` (say model.hidden=64 on a run trained with 32)."""
+    for name in sections:
+        a, b = old.get(name), new.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    raise ConfigError(f"config key '{name}.{key}': the checkpoint{where} was trained with "
+                                      f"{a.get(key)!r}, a resumed run cannot change it to {b.get(key)!r} "
+                                      "(start a new run for that)")
+        elif a is not None and a != b:
+            raise ConfigError(f"config key '{name}': the checkpoint{where} was trained with {a!r}, "
+                              f"a resumed run cannot change it to {b!r}")
+
+
+def resolve_run(args, config_cls, load_new=None, *, validate=None, frozen=FROZEN_ON_RESUME):
+    """(config, run dir, checkpoint state) for ``--resume RUN_DIR``; (config, None, None) for a new run.
+
+    A resumed run takes the config its newest loadable checkpoint was trained with (config.yaml
+    when the checkpoint has none) plus the command's overrides, which may not change the
+    ``frozen`` sections; the run directory is locked first (a second process on it exits 2). A
+    new run reads ``--config`` with ``load_config`` unless the agent passes ``load_new(args) -> config``.
+    """
+    if args.resume:
+        run = RunDir.existing(args.resume).lock()
+        try:
+            ckpt, state = latest_loadable(run, validate)
+            on_disk = read_config_file(run.config_path)
+            if not on_disk:
+                raise RunDirError(f"cannot resume: {run.config_path} is empty")
+            base = state["config"] if isinstance(state.get("config"), dict) else on_disk
+            cfg = from_dict(config_cls, apply_overrides(base, args.overrides))
+            if isinstance(state.get("config"), dict):
+                check_frozen(state["config"], to_dict(cfg), frozen, f" {ckpt.name}")
+        except BaseException:
+            run.unlock()
+            raise
+        return cfg, run, state
+    if load_new is not None:
+        return load_new(args), None, None
+    return load_config(config_cls, args.config, args.overrides), None, None
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def check_common(cfg, logger_key: str = "logger") -> None:
+    """Keys every agent has, checked before a run directory exists: ``name`` is one plain path
+    component (no ``..``, no ``/``, not empty) and the ``logger`` backend's package is installed."""
+    name = getattr(cfg, "name", None)
+    if name is not None and (not _NAME.match(name) or len(name) > 100):
+        raise ConfigError(f"config key 'name': {name!r} must be a non-empty plain name of letters, digits and "
+                          "_ . + - (no path separators, not starting with '.')")
+    backend = getattr(cfg, logger_key, None)
+    if backend is not None:
+        check_logger(backend, logger_key)
+
+
+def truncate_metrics_after(run: RunDir, step: int) -> int:
+    """On resume: drop the CSV metric rows logged after the checkpoint at ``step`` (the resumed run
+    logs them again) and any half-written last line; returns the rows removed."""
+    return truncate_csv_metrics(run.path, step)
+
+
+def pick_device(value: str, key: str) -> torch.device:
+    """Config key ``key`` ("auto", "cpu" or "cuda") -> the torch device; cuda without CUDA is an error."""
+    if value == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key {key!r}: 'cuda' asked for but torch.cuda.is_available() is False; "
+                          "use cpu or auto")
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
+
+
+def checkpoint_path(arg, flag: str = "--eval", exports: bool = False) -> Path:
+    """``flag`` takes a checkpoint file or a run directory: its latest checkpoint, or with
+    ``exports`` else its latest exported one. ``flag`` names the option or subcommand in errors."""
+    path = Path(arg)
+    if not path.is_dir():
+        return path
+    run = RunDir(path)
+    ckpt = run.latest_checkpoint() or (run.latest_export() if exports else None)
+    if ckpt is None:
+        where = f"{run.checkpoints}" + (f" or {path / 'export'}" if exports else "")
+        raise RunDirError(f"{flag} {arg}: no checkpoint found in {where}")
+    return ckpt
+
+
+def output_root(ckpt: Path) -> Path:
+    """Where eval/export files of checkpoint ``ckpt`` go: its run directory when it lies in one
+    (RUN/checkpoints/x.pt, RUN/export/x.pt), else the folder holding the file."""
+    ckpt = Path(ckpt)
+    if ckpt.parent.name in ("checkpoints", "export") and (ckpt.parent.parent / "config.yaml").is_file():
+        return ckpt.parent.parent
+    return ckpt.parent
+
+
+def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[Path, dict]:
+    """checkpoint_path(...) and the state it holds."""
+    ckpt = checkpoint_path(arg, flag, exports)
+    return ckpt, RunDir.load_checkpoint(ckpt)
+
+
+def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, load_new=None,
+              save_config_on_resume: bool = False, launch_errors: tuple = (), validate_checkpoint=None,
+              frozen_on_resume=FROZEN_ON_RESUME) -> int:
+    """The flow of every RL agent script's ``main``: ``--eval``, or resolve the config and run
+    directory (``--resume``) and ``check(cfg)`` them (a user error: one line on stderr, exit 2);
+    then ``dry_run(cfg)``, or create the run directory, write its config.yaml and
+    ``train(cfg, run, state) -> exit code``. A NonFiniteLoss that reaches here exits 1 naming the
+    last good checkpoint; ``launch_errors`` raised by dry_run/train exit 2 with one line.
+    ``save_config_on_resume``: rewrite config.yaml on resume too, so overrides (say a larger
+    total_frames) stick for the next resume. ``validate_checkpoint(run, state)`` rejects a
+    checkpoint (RunDirError) so that resume falls back to an older one; ``frozen_on_resume``: the
+    config sections overrides of a resume may not change."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
+    box = []
+    try:
+        return _run_agent(args, box, config_cls=config_cls, agent=agent, check=check, run_eval=run_eval,
+                          dry_run=dry_run, train=train, load_new=load_new,
+                          save_config_on_resume=save_config_on_resume, launch_errors=launch_errors,
+                          validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume)
+    finally:
+        for run in box:
+            run.unlock()
+
+
+def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train, load_new, save_config_on_resume,
+               launch_errors, validate_checkpoint, frozen_on_resume) -> int:
+    run = None
+    try:
+        if args.eval:
+            try:
+                return run_eval(args)
+            except ConfigError as err:   # the checkpoint's config: another agent's, or an older schema
+                raise ConfigError(f"--eval {args.eval}: its config does not fit {agent} (a checkpoint of another "
+                                  f"agent, or of an older version?): {err}") from None
+        cfg, run, state = resolve_run(args, config_cls, load_new, validate=validate_checkpoint,
+                                      frozen=frozen_on_resume)
+        if run is not None:
+            box.append(run)
+        check(cfg)
+        check_common(cfg)
+        pick_device(cfg.device, "device")        # device=cuda without CUDA: one line, before a run dir
+    except (ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.dry_run:
+            return dry_run(cfg)
+        new = run is None
+        if new:
+            run = RunDir.create(cfg.run_root, agent, cfg.name).lock()
+            box.append(run)
+        else:
+            truncate_metrics_after(run, int(state.get("frames", state.get("step", 0))))
+        if new or save_config_on_resume:
+            save_config(cfg, run.config_path)
+        print(f"run directory: {run.path}")
+        return train(cfg, run, state)
+    except (RunDirError, *launch_errors) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as err:
+        print(f"error: {err}; stopping. Last good checkpoint: {run.latest_checkpoint() or 'none yet'}",
+              file=sys.stderr)
+        return 1

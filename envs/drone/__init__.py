@@ -1,0 +1,1 @@
+"""The velocity-commanded drone: embedded PyBullet env, AirSim backend, shared kinematics."""

@@ -1,0 +1,1 @@
+"""Panda push / pick-and-place and its scripted expert."""

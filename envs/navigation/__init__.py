@@ -1,0 +1,1 @@
+"""T-maze navigation: maps, renderer, expert."""

@@ -1,0 +1,1 @@
+"""The POMDP memory suite and the velocity-masked pendulum."""

@@ -1,0 +1,1 @@
+"""Unitree A1 in PyBullet and its obstacle courses."""
