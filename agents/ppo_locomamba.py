@@ -41,8 +41,9 @@ from agents.algos.ppo import (NonFiniteLoss, compute_advantages, episode_stats, 
                                make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
                                segment_seed, slices)
 from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
-from agents.quadruped.config import Config, check_consistency, from_locotransformer
-from agents.quadruped.build import INFO_KEYS, build_policy, evaluate, make_env, parameter_report, std_cap_at
+from agents.quadruped.config import Config, from_locotransformer
+from agents.quadruped.build import (INFO_KEYS, build_policy, check_config, evaluate, make_env, parameter_report,
+                                     std_cap_at)
 
 log = logging.getLogger("mambazoo")
 AGENT = "ppo_locomamba"
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export:
         return run_export(args)
-    return run_agent(args, config_cls=Config, agent=AGENT, check=check_consistency, run_eval=run_eval,
+    return run_agent(args, config_cls=Config, agent=AGENT, check=check_config, run_eval=run_eval,
                      dry_run=dry_run, train=train, load_new=load_new)
 
 

@@ -9,7 +9,8 @@ import torch
 from agents import ppo_locomamba
 from agents.runtime.config import ConfigError, from_dict
 from agents.runtime.run_dir import RunDir
-from agents.quadruped.config import Config, check_consistency, from_locotransformer
+from agents.quadruped.build import check_config
+from agents.quadruped.config import Config, from_locotransformer
 
 TINY = ["env.course=flat", "env.num_envs=1", "env.horizon=40", "env.num_obstacles=0",
         "model.hidden_shapes=[16]", "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]",
@@ -82,7 +83,7 @@ def test_every_shipped_config_resolves():
     assert len(files) >= 16
     for f in files:
         cfg, _, _ = ppo_locomamba.resolve(ppo_locomamba.parse_args(["--config", str(f)]))
-        check_consistency(cfg)
+        check_config(cfg)
 
 
 MALFORMED = [

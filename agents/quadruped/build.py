@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from agents.algos.ppo import RecurrentActorCritic
-from agents.quadruped.config import Config, EnvConfig
+from agents.quadruped.config import Config, EnvConfig, check_consistency
+from agents.runtime.config import ConfigError
 from envs import QUADRUPED_IDS
 from envs.quadruped.a1_env import A1QuadrupedEnv
 from networks.models.loco_encoder import LocoEncoder, parameter_table
@@ -202,3 +203,18 @@ def evaluate(cfg: Config, nets: QuadrupedPolicy, episodes: int, video: Path | No
     if video is not None and frames:
         result["video"] = str(write_video(frames, video, fps=12))
     return result
+
+
+def check_config(cfg: Config) -> None:
+    """Build the policy once (on the CPU: ~0.1 s at LocoTransformer's size; some initialisers read
+    values, so the meta device will not do): a width the memory kind or the depth CNN cannot take
+    (mamba2's heads, image_size < 36, ...) is a ConfigError naming the keys before a run
+    directory exists, not a traceback from training. Training seeds its generators afterwards.
+    First the constraints between keys (agents/quadruped/config.py)."""
+    check_consistency(cfg)
+    try:
+        build_policy(cfg)
+    except (ValueError, AssertionError) as err:
+        raise ConfigError(f"config keys 'model.*' / 'env.image_size': the network cannot be built: {err} "
+                          f"(model.memory={cfg.model.memory}, model.memory_hidden={cfg.model.memory_hidden}, "
+                          f"env.image_size={cfg.env.image_size})") from None

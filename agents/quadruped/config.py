@@ -127,22 +127,6 @@ def check_consistency(cfg: Config) -> None:
                               f"expand], got {entry}")
     if cfg.model.vision_only and not cfg.env.depth:
         raise ConfigError("config key 'model.vision_only': true needs env.depth: true")
-    check_network_shapes(cfg)
-
-
-def check_network_shapes(cfg: Config) -> None:
-    """Build the policy once (on the CPU: ~0.1 s at LocoTransformer's size; some initialisers read
-    values, so the meta device will not do): a width the memory kind or the depth CNN cannot take
-    (mamba2's heads, image_size < 36, ...) is a ConfigError naming the keys before a run
-    directory exists, not a traceback from training. Training seeds its generators afterwards."""
-    from agents.quadruped.build import build_policy
-
-    try:
-        build_policy(cfg)
-    except (ValueError, AssertionError) as err:
-        raise ConfigError(f"config keys 'model.*' / 'env.image_size': the network cannot be built: {err} "
-                          f"(model.memory={cfg.model.memory}, model.memory_hidden={cfg.model.memory_hidden}, "
-                          f"env.image_size={cfg.env.image_size})") from None
 
 
 # ------------------------------------------------------------------ LocoTransformer's JSON schema

@@ -27,6 +27,7 @@ class MambaStack(nn.Module):
         self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-5) for _ in range(num_layers))
         self.mixers = nn.ModuleList(MIXERS[kind](hidden_size, **mixer_options) for _ in range(num_layers))
         self.out_norm = nn.RMSNorm(hidden_size, eps=1e-5)
+        self.fused_cpu_step = kind == "mamba1"   # the C++ acting step takes Mamba1 mixers only
         # mamba-ssm's init for a residual stack (rescale_prenorm_residual): each out_proj, whose
         # output is added to the residual stream, scaled by 1/sqrt(n_layers) so the stream's
         # variance at init does not grow with depth
@@ -51,7 +52,7 @@ class MambaStack(nn.Module):
         return self.out_norm(h), {"conv": torch.stack(convs, 1), "ssm": torch.stack(ssms, 1)}
 
     def step(self, x, states):
-        if cpu_scan.step_wanted(self, x):  # acting on the CPU: one fused call (networks/ssm/cpu_scan.py)
+        if self.fused_cpu_step and cpu_scan.step_wanted(self, x):  # acting on the CPU: one fused call (networks/ssm/cpu_scan.py)
             return cpu_scan.mamba1_stack_step(self, x, states)
         h = self.in_proj(x)
         convs, ssms = [], []

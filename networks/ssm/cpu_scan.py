@@ -178,11 +178,10 @@ def selective_scan_grouped(u, delta, A, B, C, D, chunk_size: int = 16):
 
 
 def step_wanted(stack, x: torch.Tensor) -> bool:
-    """The fused acting step serves a Mamba1 MambaStack on the CPU when no gradient is needed
-    (acting and collection; training's sequence mode and gradient checks stay eager)."""
-    from networks.ssm.mamba1 import Mamba1Mixer  # here: mamba1 imports this module
-
-    if x.device.type != "cpu" or x.dtype not in DTYPES or not isinstance(stack.mixers[0], Mamba1Mixer):
+    """The fused acting step serves a Mamba1 MambaStack (the caller checks the mixer kind: this
+    module sits below the mixers) on the CPU when no gradient is needed (acting and collection;
+    training's sequence mode and gradient checks stay eager)."""
+    if x.device.type != "cpu" or x.dtype not in DTYPES:
         return False
     if len({n.eps for n in (*stack.norms, stack.out_norm)}) != 1:  # the kernel takes one eps
         return False
