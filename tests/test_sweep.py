@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from benchmarks import report, sweep
+from networks import MEMORY_KINDS
 
 TINY = ["threads=1", "logger=none", "env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8",
         "ppo.slice_len=8", "ppo.minibatch_size=32", "ppo.epochs=1", "train.frames_per_batch=64",
@@ -85,7 +86,7 @@ def test_shipped_sweep_file_expands():
     root = Path(__file__).resolve().parents[1]
     specs = sweep.expand(sweep.load_sweep(root / "configs/sweeps/pomdp_ppo.yaml"))
     kinds = {s["kind"] for s in specs if s["algorithm"] == "ppo"}
-    assert kinds == {"mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none"}
+    assert kinds == set(MEMORY_KINDS)
     assert len({s["env"] for s in specs}) >= 4 and len({s["seed"] for s in specs}) >= 3
 
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agents.runtime.config import ConfigError, field_spec
-
-MemoryKind = Literal["mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none"]
+from networks.memory.factory import MemoryKind
 
 
 @dataclass

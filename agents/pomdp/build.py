@@ -15,11 +15,10 @@ from torch import nn
 from agents.runtime.config import ConfigError, field_spec
 from agents.algos.ppo import PPOConfig, RecurrentActorCritic
 from envs.pomdp.tasks import TASKS
-from networks.memory.factory import MEMORY_KINDS, make_memory
+from networks.memory.factory import MEMORY_KINDS, MemoryKind, make_memory
 
 Task = Literal["repeat_previous", "repeat_first", "autoencode", "count_recall", "stateless_cartpole",
                "stateless_pendulum", "noisy_stateless_cartpole", "noisy_stateless_pendulum"]
-MemoryKind = Literal["mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none"]
 assert set(Task.__args__) == set(TASKS), "Task literal out of date with envs.pomdp.tasks.TASKS"
 
 

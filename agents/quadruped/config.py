@@ -14,11 +14,11 @@ from typing import Literal
 
 from agents.runtime.config import ConfigError, field_spec
 from agents.algos.ppo import PPOConfig  # noqa: F401  (shared with ppo_memory.py; defaults are LocoTransformer's)
+from networks.memory.factory import MemoryKind
 
 log = logging.getLogger("mambazoo")
 
 Course = Literal["flat", "thin", "wide", "moving", "goal"]
-MemoryKind = Literal["mamba1", "mamba2", "gru", "lstm", "transformer", "none"]
 
 
 @dataclass

@@ -27,6 +27,8 @@ policy its own.
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from torch import nn
 
 from networks.memory.attention import WindowedTransformer
@@ -35,7 +37,10 @@ from networks.memory.rmt import RMT_DEFAULTS, RMTCore, check_rmt_options
 from networks.memory.module import StatefulMemory
 from networks.memory.rnn import FeedForwardMemory, GRUMemory, LSTMMemory
 
-MEMORY_KINDS = ("mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none")
+# the one list of memory kinds: config dataclasses annotate with MemoryKind, code iterates MEMORY_KINDS;
+# tests/test_memory_errors.py checks both against KIND_OPTIONS (the registry below) and make_memory
+MemoryKind = Literal["mamba1", "mamba2", "gru", "lstm", "transformer", "rmt", "none"]
+MEMORY_KINDS: tuple[str, ...] = get_args(MemoryKind)
 
 KIND_OPTIONS = {
     "mamba1": dict(d_state=16, d_conv=4, expand=2, dt_rank="auto", chunk_size=16,
@@ -125,4 +130,4 @@ def memory_options(kind: str) -> dict:
     return dict(KIND_OPTIONS[kind])
 
 
-__all__ = ["make_memory", "memory_options", "MEMORY_KINDS"]
+__all__ = ["make_memory", "memory_options", "MEMORY_KINDS", "MemoryKind"]
