@@ -72,12 +72,13 @@ def wanted(use_kernels, x: torch.Tensor) -> bool:
     return False
 
 
-_MAMBA1_PATH_LOGGED = False
+_PATH_LOGGED: set[str] = set()   # which scans have logged their path (one line each per process)
 
 
-def mamba1_scan_path(use_kernels, x: torch.Tensor) -> str:
-    """The Mamba1 sequence scan for ``x``: "triton", "mamba_ssm" or "torch" (see the module doc)."""
-    global _MAMBA1_PATH_LOGGED
+def scan_path(use_kernels, x: torch.Tensor, what: str = "Mamba1 sequence scan") -> str:
+    """The Mamba1-type selective scan for ``x``: "triton", "mamba_ssm" or "torch" (see the module
+    doc); ``what`` names the caller in the one log line (the Mamba1 mixer, SS2D). The
+    MAMBAZOO_MAMBA1_SCAN environment variable (torch / mamba_ssm) forces a path for both."""
     if use_kernels is False or not x.is_cuda:
         return "torch"
     from networks.ssm import triton_scan  # imports no triton itself; available() tries it once
@@ -89,13 +90,18 @@ def mamba1_scan_path(use_kernels, x: torch.Tensor) -> str:
         path = "triton"
     else:  # use_kernels=True without triton or mamba-ssm raises in wanted()
         path = "mamba_ssm" if wanted(use_kernels, x) else "torch"
-    if not _MAMBA1_PATH_LOGGED:
-        _MAMBA1_PATH_LOGGED = True
-        log.warning("mambazoo: Mamba1 sequence scan on CUDA: %s", {
+    if what not in _PATH_LOGGED:
+        _PATH_LOGGED.add(what)
+        log.warning("mambazoo: %s on CUDA: %s", what, {
             "triton": "Triton (networks/ssm/triton_scan.py)",
-            "mamba_ssm": "mamba-ssm selective_scan_fn + scan_with_resets",
+            "mamba_ssm": "mamba-ssm selective_scan_fn" + (" + scan_with_resets" if "Mamba1" in what else ""),
             "torch": "pure PyTorch"}[path])
     return path
+
+
+def mamba1_scan_path(use_kernels, x: torch.Tensor) -> str:
+    """The Mamba1 mixer's sequence scan for ``x`` (``scan_path``)."""
+    return scan_path(use_kernels, x, "Mamba1 sequence scan")
 
 
 @functools.lru_cache(maxsize=None)

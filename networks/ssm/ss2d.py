@@ -125,6 +125,18 @@ def _kernel_scan(u, delta, A, B, C, D):
     return y.reshape(Bt, G, Di, T).permute(0, 3, 1, 2)
 
 
+def _triton_scan(u, delta, A, B, C, D):
+    """The Triton Mamba1 scan (networks/ssm/triton_scan.py: no build step, any strides) with the
+    four directions as groups: same contract as ``selective_scan_grouped``."""
+    from networks.ssm import triton_scan
+
+    Bt, T, G, Di = u.shape
+    to_cl = lambda t: t.permute(0, 2, 3, 1).reshape(Bt, G * Di, T)  # noqa: E731
+    y = triton_scan.selective_scan_fn(to_cl(u), to_cl(delta), A.reshape(G * Di, -1), B.permute(0, 2, 3, 1),
+                                      C.permute(0, 2, 3, 1), D.reshape(-1), delta_softplus=False)
+    return y.reshape(Bt, G, Di, T).permute(0, 3, 1, 2)
+
+
 def grid_to_sequences(x: Tensor) -> Tensor:
     """[Bt, H, W, Di] -> the four direction sequences [Bt, L, 4, Di] (module docstring order)."""
     rows = x.flatten(1, 2)                                    # t = i*W + j
@@ -149,7 +161,9 @@ class SS2D(nn.Module):
     x_proj_weight [4, dt_rank + 2N, Di], dt_projs_weight [4, Di, dt_rank],
     dt_projs_bias [4, Di], A_logs [4, Di, N], Ds [4, Di]. Di = ssm_ratio * d_model.
     ``scan``: "chunked" (default) or "reference" (step loop, autograd through it).
-    ``use_kernels``: "auto" uses mamba-ssm's selective_scan_fn on CUDA when it imports.
+    ``use_kernels``: on CUDA, "auto" takes the Triton scan when triton imports (no build step),
+    else mamba-ssm's selective_scan_fn when it imports, else PyTorch (``kernels.scan_path``, one
+    log line naming it); True requires one of the two kernels; False is always PyTorch.
     """
 
     def __init__(self, d_model: int, d_state: int = 8, ssm_ratio: float = 2.0,
@@ -194,7 +208,10 @@ class SS2D(nn.Module):
         dt, Bm, Cm = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(torch.einsum("blkr,kdr->blkd", dt, self.dt_projs_weight) + self.dt_projs_bias)
         A = -torch.exp(self.A_logs.to(xc.dtype))                                # [4, Di, N]
-        if kernels.wanted(self.use_kernels, xc):
+        path = kernels.scan_path(self.use_kernels, xc, "SS2D scan") if self.scan != "reference" else "torch"
+        if path == "triton":
+            y = _triton_scan(u, delta, A, Bm, Cm, self.Ds)
+        elif path == "mamba_ssm":
             y = _kernel_scan(u, delta, A, Bm, Cm, self.Ds)
         elif self.scan == "reference":
             y = selective_scan_grouped_reference(u, delta, A, Bm, Cm, self.Ds)
