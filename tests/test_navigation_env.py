@@ -192,6 +192,36 @@ def test_collisions_stop_the_robot_and_terminate(env):
         e.close()
 
 
+def test_a_wrong_leaf_ends_the_episode_only_when_asked():
+    """The expert's drive to leaf 1, replayed on the same map with the goal in leaf 0 (forcing the
+    cue keeps the map): with terminate_on_wrong_leaf the episode ends unsuccessfully as the robot
+    enters leaf 1; without it the robot is in the wrong leaf and the episode goes on."""
+    kw = dict(depth=1, image_size=32, collision_backend="grid")
+    right = NavigationEnv(**kw)
+    ep = rollout(right, NavExpert(right), seed=4, options={"cue": 1})
+    assert ep["success"]
+    actions = ep["action"]
+    right.close()
+    for terminate in (True, False):
+        e = NavigationEnv(terminate_on_wrong_leaf=terminate, **kw)
+        _, info = e.reset(seed=4, options={"cue": 0})
+        assert info["wrong_leaf"] == 0
+        ended, seen = None, False
+        for t, a in enumerate(actions):
+            obs, r, term, trunc, info = e.step(a)
+            seen |= bool(info["wrong_leaf"])
+            assert not info["success"]
+            if term or trunc:
+                ended = (t, term, info)
+                break
+        if terminate:
+            assert ended is not None and ended[1] and ended[2]["wrong_leaf"] == 1 and not ended[2]["collision"]
+            assert ended[0] < len(actions) - 1                          # before the expert's goal
+        else:
+            assert seen and (ended is None or not ended[2]["wrong_leaf"])
+        e.close()
+
+
 def test_pybullet_and_grid_collisions_agree():
     lay = make_layout(np.random.default_rng(0))
     a, b = BulletCollider(0.2), GridCollider(0.2)

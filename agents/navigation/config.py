@@ -48,10 +48,10 @@ class TrainConfig:
                                    "policy's features at every step (0: off, the seed's MambaViNT)")
     waypoint_scale: float = field_spec(0.25, min=1e-3, help="metres per unit of waypoint output (~one step)")
     distance_scale: float = field_spec(100.0, min=1.0, help="steps per unit of distance output")
-    log_every: int = field_spec(50, min=1)
-    val_every: int = field_spec(500, min=1, help="validation loss on the held-out episodes")
-    checkpoint_every: int = field_spec(500, min=1)
-    device: Literal["auto", "cpu", "cuda"] = field_spec("auto")
+    log_every_steps: int = field_spec(50, min=1, help="gradient steps between log rows")
+    val_every_steps: int = field_spec(500, min=1, help="gradient steps between validation losses on the "
+                                      "held-out episodes")
+    checkpoint_every_steps: int = field_spec(500, min=1, help="gradient steps between checkpoints")
 
 
 @dataclass
@@ -64,15 +64,24 @@ class EvalConfig:
     device: Literal["cpu", "cuda", "auto"] = field_spec("cpu", help="batch-1 control runs on this device")
     video: bool = field_spec(True, help="video of the first episode and a plot of trajectories")
     plot_episodes: int = field_spec(4, min=1, max=16)
+    end_on_wrong_leaf: bool = field_spec(True, help="end an episode (unsuccessfully) when the robot enters a wrong "
+                                         "leaf room, so success measures memory of the cue (false: it may turn "
+                                         "back; direct success is reported either way)")
 
 
 @dataclass
 class Config:
     name: str = field_spec("mambavint", help="run name (runs/bc_navigation/<name>-<time>)")
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="training device (auto: CUDA when present); "
+                                                        "closed-loop eval uses eval.device")
     run_root: str = "runs"
     logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # old name -> new name, read with a warning for one release (agents/runtime/config.py)
+    RENAMED = {"train.log_every": "train.log_every_steps", "train.val_every": "train.val_every_steps",
+               "train.checkpoint_every": "train.checkpoint_every_steps", "train.device": "device"}

@@ -19,10 +19,13 @@ Action Box(-1, 1, (2,)), scaled inside: [linear speed * max_speed (m/s), turn ra
 (rad/s, counter-clockwise)], held for ``control_period_s``. Observation Dict: "rgb" and "goal_rgb",
 uint8 [3, H, W]. Success: within ``goal_radius`` of the goal position (terminates). Collision: the
 body touches a wall; it stops at its last free pose of the step, and the episode terminates unless
-``terminate_on_collision=False``. Reward: decrease of the geodesic distance to the goal (m) -
+``terminate_on_collision=False``. Wrong leaf: with ``terminate_on_wrong_leaf=True`` the episode also
+terminates (unsuccessfully) when the body's centre enters a leaf room other than the goal's, so a
+policy that guessed wrong at a junction cannot turn back and succeed: success then measures memory
+of the cue (off by default: the demonstrations and DART data never need it). Reward: decrease of the geodesic distance to the goal (m) -
 step_cost, + goal_bonus on success, + collision_penalty on a collision (the demonstrations do not
 use it). info: success, collision, distance_to_goal (straight line, m), geodesic_distance (m, cell
-resolution), path_length (m), shortest_path_length (m: the geodesic at reset through cell centres,
+resolution), wrong_leaf (1 when the centre is in a wrong leaf room), path_length (m), shortest_path_length (m: the geodesic at reset through cell centres,
 ~4% above what the expert drives since it cannot cut corners; SPL against the expert's path length
 for the same seed is the tighter reference), cue, and pose [x, y, yaw] (world frame; for the
 scripted expert and for plots, never for the policy).
@@ -117,7 +120,7 @@ class NavigationEnv(gym.Env):
                  goal_radius: float = 0.4, robot_radius: float = 0.2, terminate_on_collision: bool = True,
                  collision_backend: str = "pybullet", substeps: int = 4, step_cost: float = 0.01,
                  goal_bonus: float = 10.0, collision_penalty: float = -10.0, cue_style: str = "room",
-                 render_mode: str | None = None):
+                 terminate_on_wrong_leaf: bool = False, render_mode: str | None = None):
         if collision_backend not in ("pybullet", "grid"):
             raise ValueError(f"collision_backend must be 'pybullet' or 'grid', got {collision_backend!r}")
         if not 1 <= int(depth) <= 3:
@@ -129,6 +132,7 @@ class NavigationEnv(gym.Env):
         self.robot_radius, self.terminate_on_collision, self.substeps = robot_radius, terminate_on_collision, substeps
         self.step_cost, self.goal_bonus, self.collision_penalty = step_cost, goal_bonus, collision_penalty
         self.render_mode, self.collision_backend, self.cue_style = render_mode, collision_backend, cue_style
+        self.terminate_on_wrong_leaf = bool(terminate_on_wrong_leaf)
         self.camera = GridCamera(image_size, fov_deg=fov_deg)
         img = spaces.Box(0, 255, (3, self.camera.h, self.camera.w), np.uint8)
         self.observation_space = spaces.Dict({"rgb": img, "goal_rgb": img})
@@ -155,9 +159,16 @@ class NavigationEnv(gym.Env):
                     best = min(best, self._field[v, u] + np.hypot(x - u - 0.5, y - v - 0.5))
         return float(best)
 
+    def in_wrong_leaf(self) -> bool:
+        """Whether the body's centre is in a leaf room other than the goal's (zone 2 + k is leaf k;
+        the goal is in leaf ``cue``)."""
+        zone = self.layout.zone[int(np.floor(self.pose[1])), int(np.floor(self.pose[0]))]
+        return bool(zone >= 2 and zone != 2 + self.layout.cue)
+
     def _info(self, success: bool, collision: bool) -> dict:
         # numpy scalars: TorchRL's info reader reads their dtype
         return {"success": np.float32(success), "collision": np.float32(collision),
+                "wrong_leaf": np.float32(self.in_wrong_leaf()),
                 "distance_to_goal": np.float32(np.hypot(*(self.pose[:2] - self.layout.goal[:2]))),
                 "geodesic_distance": np.float32(self._geo), "path_length": np.float32(self._path),
                 "shortest_path_length": np.float32(self._shortest), "cue": np.int64(self.layout.cue),
@@ -200,7 +211,8 @@ class NavigationEnv(gym.Env):
         success = not collision and np.hypot(*(self.pose[:2] - self.layout.goal[:2])) < self.goal_radius
         reward = (self._geo - geo) - self.step_cost + self.goal_bonus * success + self.collision_penalty * collision
         self._geo = geo
-        terminated = bool(success or (collision and self.terminate_on_collision))
+        wrong = self.terminate_on_wrong_leaf and not success and self.in_wrong_leaf()
+        terminated = bool(success or (collision and self.terminate_on_collision) or wrong)
         truncated = self._steps >= self.max_episode_steps and not terminated
         return self._observe(), float(reward), terminated, truncated, self._info(success, collision)
 
