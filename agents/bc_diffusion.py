@@ -100,7 +100,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     from torch.optim.swa_utils import AveragedModel
     from tqdm import tqdm
 
-    device = pick_device(cfg.train.device, "train.device")
+    device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = Windows(cfg, device)
@@ -109,7 +109,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     # A_log, D and the dt bias are not decayed, as in upstream Mamba (networks/ssm/param_groups.py)
     optim = torch.optim.AdamW(weight_decay_groups(policy, cfg.train.weight_decay), lr=cfg.train.lr,
                               betas=(0.95, 0.999))
-    sched = warmup_cosine(optim, cfg.train.warmup, cfg.train.steps)
+    sched = warmup_cosine(optim, cfg.train.warmup_steps, cfg.train.steps)
     # use_buffers: the EMA copy carries the normalisers too, so it is a complete acting policy
     ema = AveragedModel(policy, device=device, use_buffers=True)
     step = 0
@@ -162,15 +162,15 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
         check_finite(step, loss=loss)          # one sync a step; cheap next to a UNet step
         running, n = running + float(loss), n + 1
         bar.update()
-        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.log_every_steps == 0 or step == cfg.train.steps:
             dt = time.perf_counter() - t0
             log_scalars(logger, {"train/loss": running / n, "train/lr": float(sched.get_last_lr()[0]),
                                  "train/steps_per_s": n / dt}, step)
             bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{float(sched.get_last_lr()[0]):.1e}")
             running, n, t0 = 0.0, 0, time.perf_counter()
-        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+        if step % cfg.train.checkpoint_every_steps == 0 or step == cfg.train.steps:
             save()
-        if cfg.train.eval_every and step % cfg.train.eval_every == 0:
+        if cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:
             result = rollout(cfg, ema.module, data.task, cfg.eval.episodes, cfg.eval.seed, None)
             log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, step)
             policy.train()
@@ -235,7 +235,7 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
 
 
 def evaluate(cfg: Config, state: dict, args, out: Path) -> dict:
-    device = pick_device(cfg.train.device, "train.device")
+    device = pick_device(cfg.device, "device")
     policy = make_policy(cfg.policy, int(state["num_points"])).to(device)
     policy.load_state_dict(state["ema_model"])       # act with the EMA weights, as DP3 evaluates
     episodes = args.episodes or cfg.eval.episodes
@@ -251,7 +251,7 @@ def dry_run(cfg: Config) -> int:
     import yaml
 
     print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    device = pick_device(cfg.train.device, "train.device")
+    device = pick_device(cfg.device, "device")
     data = Windows(cfg, device)
     policy = make_policy(cfg.policy, data.num_points).to(device)
     policy.fit_normalizers({k: {m: v.to(device) for m, v in d.items()} for k, d in data.demos.stats().items()})

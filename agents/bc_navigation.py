@@ -139,7 +139,7 @@ def validate(model, data: NavData, cfg: Config, device) -> dict:
 
 
 def train(cfg: Config, run: RunDir, state: dict | None) -> None:
-    device = pick_device(cfg.train.device, "train.device")
+    device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -198,18 +198,18 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
         sched.step()
         step += 1
         bar.update(1)
-        if step % t.log_every == 0 or step == t.steps:
+        if step % t.log_every_steps == 0 or step == t.steps:
             rate = (step - done0) / (time.perf_counter() - t0)
             scalars = {k: float(v.detach()) for k, v in losses.items()}
             scalars.update(grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], steps_per_s=rate)
             bar.set_postfix(loss=f"{scalars['loss']:.4f}", wp=f"{scalars['waypoint_loss']:.4f}")
             log_scalars(logger, scalars, step)
-        if step % t.val_every == 0 or step == t.steps:
+        if step % t.val_every_steps == 0 or step == t.steps:
             val = validate(model, data, cfg, device)
             if val:
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 log_scalars(logger, val, step)
-        if step % t.checkpoint_every == 0 or step == t.steps:
+        if step % t.checkpoint_every_steps == 0 or step == t.steps:
             save(step)
     bar.close()
     print(f"done: {step} steps; checkpoint {run.latest_checkpoint()}")

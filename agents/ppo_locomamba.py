@@ -135,13 +135,13 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                   f"{losses.get('clip_fraction', float('nan')):.3f} ev {losses.get('explained_variance', float('nan')):.2f}",
                   flush=True)
         done = frames >= cfg.train.total_frames
-        if iteration % cfg.train.checkpoint_every == 0 or done:
+        if iteration % cfg.train.checkpoint_every_iters == 0 or done:
             last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen,
                                                              elapsed0 + elapsed), frames)
             if not done:
                 # a checkpoint ends a segment: a resumed run continues exactly as this one does
                 restart_segment(collector, segment_seed(cfg.seed, iteration))
-        if cfg.train.eval_every and iteration % cfg.train.eval_every == 0 and not done:
+        if cfg.train.eval_every_iters and iteration % cfg.train.eval_every_iters == 0 and not done:
             log_scalars(logger, {f"eval/{k}": v for k, v in
                                  evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
         if done:

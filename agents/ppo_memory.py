@@ -173,7 +173,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                     last = curve[-1]["return"] if curve else float("nan")
                     say(f"frames {frames} return {last:.3f} steps/s {sps:.0f} wall {wall():.0f}s", flush=True)
                 done = frames >= cfg.train.total_frames
-                if iteration % cfg.train.checkpoint_every == 0 or done:
+                if iteration % cfg.train.checkpoint_every_iters == 0 or done:
                     run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve, gen),
                                         frames)
                     if not done and cfg.collector.backend == "local":   # Ray collectors: resume is close, not exact

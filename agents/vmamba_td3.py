@@ -85,7 +85,7 @@ def step(optim, loss, module: nn.Module, grad_clip: float) -> None:
 
 
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
-    """Collect + update in segments of ``train.checkpoint_every`` frames. Each segment starts a
+    """Collect + update in segments of ``train.checkpoint_every_frames`` frames. Each segment starts a
     fresh env (seeded with seed + frames) and collector from the RNG state saved with the
     checkpoint that ends the previous one, exactly as ``--resume`` does: so a resumed run is the
     uninterrupted run, bit for bit (tested), at the cost of one truncated episode per checkpoint."""
@@ -143,7 +143,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             set_rng_state(rng)
         if env is None:
             env = make_env(cfg, seed=cfg.seed + frames)
-        seg = min(math.ceil(cfg.train.checkpoint_every / fpb), math.ceil((cfg.train.total_frames - frames) / fpb))
+        seg = min(math.ceil(cfg.train.checkpoint_every_frames / fpb), math.ceil((cfg.train.total_frames - frames) / fpb))
         collector = make_collector(cfg, env, policy, device, seg * fpb, frames)
         for batch in collector:
             frames += batch.numel()
@@ -188,7 +188,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                       f"steps/s {rate:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
                 last_line[:] = [now, frames]
             finished = frames >= cfg.train.total_frames
-            if cfg.train.eval_every and frames - last_eval >= cfg.train.eval_every and not finished:
+            if cfg.train.eval_every_frames and frames - last_eval >= cfg.train.eval_every_frames and not finished:
                 last_eval = frames
                 result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
                 log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     if steps is None:
         calib = root / "_calibration"
         t0 = time.perf_counter()
-        run_parallel(jobs(args, calib, args.calibration_steps, ["train.log_every=20", "logger=csv"]),
+        run_parallel(jobs(args, calib, args.calibration_steps, ["train.log_every_steps=20", "logger=csv"]),
                      calib / "logs", limit, env)
         rate = slowest_rate(calib)
         startup = time.perf_counter() - t0 - args.calibration_steps / rate   # imports, data, graph capture

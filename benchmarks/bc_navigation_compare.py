@@ -68,10 +68,10 @@ def phase_train(args) -> None:
     for kind in args.kinds:
         for seed in args.seeds:
             existing = run_dir(args, kind, seed)
-            common = [f"train.steps={args.steps}", f"train.device={args.device}", *args.set]
+            common = [f"train.steps={args.steps}", f"device={args.device}", *args.set]
             if existing is None:
                 argv = [*AGENT, "train", f"data.path={args.data}", f"model.kind={kind}", f"seed={seed}",
-                        f"name={kind}_s{seed}", f"run_root={args.runs}", "train.val_every=1000", *common]
+                        f"name={kind}_s{seed}", f"run_root={args.runs}", "train.val_every_steps=1000", *common]
             else:
                 argv = [*AGENT, "train", "--resume", str(existing), *common]
             jobs.append((f"train_{kind}_s{seed}", argv))

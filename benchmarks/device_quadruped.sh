@@ -9,7 +9,7 @@
 # there when the machine is still warm, else from gpu_carry/runs/ (a run brought back by an earlier
 # call) or benchmarks/runs/ (the latest checkpoint of a run, committed for a later session), else
 # started with ARGS. Every run is stopped SECONDS after this script started (minus the
-# time for eval and packing); checkpoints come every train.checkpoint_every iterations, so a stop
+# time for eval and packing); checkpoints come every train.checkpoint_every_iters iterations, so a stop
 # loses at most that much. Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
 set -u

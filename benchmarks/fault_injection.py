@@ -33,20 +33,20 @@ if str(REPO) not in sys.path:
 
 TINY = ["--config", "configs/pendulum/td3_mamba.yaml", "replay.batch_size=8", "replay.seq_len=4",
         "replay.size=4000", "train.learning_starts=100", "train.frames_per_batch=50", "train.updates_per_step=0.2",
-        "train.eval_episodes=1", "model.memory_hidden=8", "model.hidden_dim=16", "train.checkpoint_every=50",
+        "train.eval_episodes=1", "model.memory_hidden=8", "model.hidden_dim=16", "train.checkpoint_every_frames=50",
         "logger=csv"]
 
 
 # A/B of the PPO agents: tiny configs (their tests'), 10 iterations of 64 frames, a checkpoint each
 PPO_TINY = {
     "ppo_memory": ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
-                   "ppo.minibatch_size=32", "ppo.epochs=2", "train.frames_per_batch=64", "train.checkpoint_every=1",
+                   "ppo.minibatch_size=32", "ppo.epochs=2", "train.frames_per_batch=64", "train.checkpoint_every_iters=1",
                    "train.eval_episodes=1", "threads=1", "env.task=repeat_first", "model.memory=mamba1"],
     "ppo_locomamba": ["env.course=flat", "env.num_envs=1", "env.horizon=40", "env.num_obstacles=0",
                       "model.hidden_shapes=[16]", "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]",
                       "model.transformer_params=[[2,32]]", "model.append_hidden_shapes=[16]",
                       "model.memory_hidden=16", "ppo.minibatch_size=32", "ppo.slice_len=16", "ppo.epochs=2",
-                      "train.frames_per_batch=64", "train.checkpoint_every=1", "train.eval_episodes=1"],
+                      "train.frames_per_batch=64", "train.checkpoint_every_iters=1", "train.eval_episodes=1"],
 }
 WALL_CLOCK = ("elapsed_s", "wall_s")
 

@@ -142,7 +142,7 @@ def end_to_end(config: str, n: int, iters: int, overrides: list[str]) -> dict:
     fpb = base.train.frames_per_batch
     root = tempfile.mkdtemp(prefix="ppo_throughput_")
     args = ["--config", config, f"env.num_envs={n}", f"train.total_frames={fpb * iters}",
-            f"train.checkpoint_every={iters}", "train.eval_episodes=1", f"run_root={root}", "name=bench", *overrides]
+            f"train.checkpoint_every_iters={iters}", "train.eval_episodes=1", f"run_root={root}", "name=bench", *overrides]
     t0 = time.perf_counter()
     rc = ppo_locomamba.main(args)
     wall = time.perf_counter() - t0

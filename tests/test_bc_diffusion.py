@@ -336,7 +336,7 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
     ordinary one that resumes on the CPU."""
     data = synthetic_dataset(tmp_path / "data")
     args = ["--config", str(TINY), f"data.path={data}", f"policy.denoiser={denoiser}",
-            "train.device=cuda", "policy.horizon=16", "policy.n_action_steps=8", "policy.down_dims=[16,32,64]"]
+            "device=cuda", "policy.horizon=16", "policy.n_action_steps=8", "policy.down_dims=[16,32,64]"]
     states = []
     for graph in ("false", "true"):
         root = tmp_path / graph
@@ -362,14 +362,14 @@ def test_cuda_graph_training_matches_eager(tmp_path, denoiser):
     assert type(group["lr"]) is float and group["capturable"] is False
     assert group["lr"] == pytest.approx(eager["optim"]["param_groups"][0]["lr"])
     assert all(st["step"].device.type == "cpu" and float(st["step"]) == 6 for st in graphed["optim"]["state"].values())
-    assert main(["train", "--resume", str(run), "train.device=cpu", "train.steps=8"]) == 0
+    assert main(["train", "--resume", str(run), "device=cpu", "train.steps=8"]) == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_train_device_cuda_without_cuda_exits_2_before_a_run_dir(dataset, tmp_path, capsys):
-    args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}", "train.device=cuda"]
+    args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}", "device=cuda"]
     assert main(["train", *args]) == 2
-    assert "config key 'train.device': 'cuda' asked for" in capsys.readouterr().err
+    assert "config key 'device': 'cuda' asked for" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

@@ -162,9 +162,9 @@ def _csv(run, name):
 def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, capsys):
     root = tmp_path / "runs"
     common = [f"data.path={dataset}", f"run_root={root}", "data.val_episodes=1", "train.batch_size=2",
-              "train.chunk_len=32", "train.log_every=5", "train.val_every=60", "train.warmup_steps=5",
+              "train.chunk_len=32", "train.log_every_steps=5", "train.val_every_steps=60", "train.warmup_steps=5",
               "train.lr=1e-3", *SMALL_MODEL]
-    assert main(["train", *common, "name=m", "train.steps=40", "train.checkpoint_every=20"]) == 0
+    assert main(["train", *common, "name=m", "train.steps=40", "train.checkpoint_every_steps=20"]) == 0
     run = next((root / "bc_navigation").glob("m-*"))
     loss = _csv(run, "loss")
     assert len(loss) == 8 and loss[-1] < 0.5 * loss[0], loss
@@ -217,7 +217,7 @@ def test_vint_trains_through_the_same_cli(dataset, tmp_path):
 
 def test_cue_auxiliary_loss_is_trained_and_logged(dataset, tmp_path):
     args = [f"data.path={dataset}", f"run_root={tmp_path}", "data.val_episodes=1", "train.batch_size=2",
-            "train.chunk_len=16", "train.steps=4", "train.log_every=2", "train.cue_weight=1.0", *SMALL_MODEL]
+            "train.chunk_len=16", "train.steps=4", "train.log_every_steps=2", "train.cue_weight=1.0", *SMALL_MODEL]
     assert main(["train", *args]) == 0
     run = next((tmp_path / "bc_navigation").glob("mambavint-*"))
     cue = _csv(run, "cue_loss")

@@ -191,3 +191,90 @@ def test_describe_lists_every_dotted_key():
     assert "a list of floats" in lines["env.clip_num"] and "length (3, 12)" in lines["env.clip_num"]
     assert "a list of lists of ints" in lines["ppo.hidden"]
     assert "or null" in lines["env.obstacles"]
+
+
+# ------------------------------------------------------------------ renamed keys (one release of grace)
+@dataclass
+class SectionCfg:
+    checkpoint_every_iters: int = field_spec(10, min=1)
+    steps: int = field_spec(5, min=1)
+
+
+@dataclass
+class RenamedCfg:
+    device: str = field_spec("auto")
+    train: SectionCfg = field(default_factory=SectionCfg)
+
+    RENAMED = {"train.checkpoint_every": "train.checkpoint_every_iters", "train.device": "device"}
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    from agents.runtime import config
+
+    monkeypatch.setattr(config, "_warned", set())
+
+
+def test_old_key_names_load_from_files_and_overrides_with_one_warning(tmp_path, capsys, fresh_warnings):
+    path = tmp_path / "old.yaml"
+    path.write_text("train:\n  checkpoint_every: 3\n  device: cpu\n  steps: 7\n")
+    cfg = load_config(RenamedCfg, path, [])
+    assert (cfg.train.checkpoint_every_iters, cfg.device, cfg.train.steps) == (3, "cpu", 7)
+    err = capsys.readouterr().err
+    assert ("warning: config key 'train.checkpoint_every' is renamed 'train.checkpoint_every_iters' (the old name "
+            "still works in this release, not in the next)") in err
+    assert "config key 'train.device' is renamed 'device'" in err and err.count("\n") == 2
+    # once per old name: the same names again (file, override, checkpoint dict) stay quiet
+    cfg = load_config(RenamedCfg, path, ["train.checkpoint_every=4"])
+    assert cfg.train.checkpoint_every_iters == 4
+    assert from_dict(RenamedCfg, {"train": {"checkpoint_every": 5}}).train.checkpoint_every_iters == 5
+    assert capsys.readouterr().err == ""
+    # the file's old name, an override under the new one (and the other way round): the override wins
+    assert load_config(RenamedCfg, path, ["train.checkpoint_every_iters=9"]).train.checkpoint_every_iters == 9
+    new = tmp_path / "new.yaml"
+    new.write_text("device: cuda\ntrain:\n  checkpoint_every_iters: 2\n")
+    cfg = load_config(RenamedCfg, new, ["train.checkpoint_every=8", "train.device=cpu"])
+    assert (cfg.train.checkpoint_every_iters, cfg.device) == (8, "cpu")
+    # a resumed run: the saved config (old names) + overrides, through apply_overrides with the class
+    saved = {"train": {"checkpoint_every": 3}, "device": "auto"}
+    assert from_dict(RenamedCfg, apply_overrides(saved, ["train.checkpoint_every_iters=6"], RenamedCfg)) \
+        .train.checkpoint_every_iters == 6
+
+
+def test_old_and_new_key_names_together(tmp_path, fresh_warnings):
+    with pytest.raises(ConfigError, match=r"'train.checkpoint_every' is the old name of "
+                                          r"'train.checkpoint_every_iters', and both are given \(3 and 4\)"):
+        from_dict(RenamedCfg, {"train": {"checkpoint_every": 3, "checkpoint_every_iters": 4}})
+    assert from_dict(RenamedCfg, {"train": {"checkpoint_every": 3, "checkpoint_every_iters": 3}}) \
+        .train.checkpoint_every_iters == 3
+    with pytest.raises(ConfigError, match="'train.checkpoint_every_iters' is given twice"):
+        load_config(RenamedCfg, None, ["train.checkpoint_every=1", "train.checkpoint_every_iters=2"])
+    with pytest.raises(ConfigError, match="unknown key 'train.checkpoint_every'"):   # no table: no grace
+        from_dict(SectionCfg, {"checkpoint_every": 3}, where="train")
+
+
+def test_agent_configs_rename_units_into_their_keys(capsys, fresh_warnings):
+    """Every *_every key says its unit (the unit of the key that says how long the run is), the device
+    is top-level in every agent, and each old name maps to an existing key."""
+    import dataclasses
+
+    from agents.drone.config import Config as TD3
+    from agents.manipulation.config import Config as Diffusion
+    from agents.navigation.config import Config as Nav
+    from agents.pomdp.build import Config as POMDP
+    from agents.quadruped.config import Config as Quadruped
+
+    for cls in (Quadruped, POMDP, TD3, Nav, Diffusion):
+        assert "device" in {f.name for f in dataclasses.fields(cls)}, cls
+        top = to_dict(cls())
+        flat = {f"{s}.{k}" for s, v in top.items() if isinstance(v, dict) for k in v} | set(top)
+        for old, new in cls.RENAMED.items():
+            assert new in flat and old not in flat, (cls, old, new)
+        for key in flat:
+            if key.split(".")[-1].endswith("_every"):
+                raise AssertionError(f"{cls.__module__}: {key} does not say its unit")
+    assert load_config(Quadruped, None, ["train.checkpoint_every=3"]).train.checkpoint_every_iters == 3
+    assert load_config(TD3, None, ["train.eval_every=300"]).train.eval_every_frames == 300
+    nav = load_config(Nav, None, ["train.device=cpu", "train.val_every=7"])
+    assert (nav.device, nav.train.val_every_steps, nav.eval.device) == ("cpu", 7, "cpu")
+    assert load_config(Diffusion, None, ["train.warmup=3"]).train.warmup_steps == 3

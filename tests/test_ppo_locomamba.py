@@ -16,7 +16,7 @@ TINY = ["env.course=flat", "env.num_envs=1", "env.horizon=40", "env.num_obstacle
         "model.hidden_shapes=[16]", "model.visual_dim=16", "model.mamba_params=[[16,4,4,2]]",
         "model.transformer_params=[[2,32]]", "model.append_hidden_shapes=[16]", "model.memory_hidden=16",
         "ppo.minibatch_size=32", "ppo.slice_len=16", "ppo.epochs=1", "train.frames_per_batch=64",
-        "train.total_frames=128", "train.checkpoint_every=1", "train.eval_episodes=1"]
+        "train.total_frames=128", "train.checkpoint_every_iters=1", "train.eval_episodes=1"]
 
 # LocoTransformer's schema (config/rl/moving/locotransformer/thin.json in vision4leg), abridged
 LOCOTRANSFORMER_THIN = {
@@ -52,7 +52,7 @@ def test_locotransformer_json_converts(tmp_path, caplog, capsys):
     assert cfg.model.fusion == "mamba" and cfg.model.mamba_params == [[256, 16, 4, 2]] * 2
     assert cfg.model.transformer_params == [[1, 256], [1, 256]] and cfg.model.visual_dim == 256
     assert cfg.train.total_frames == 1500 * 16384 and cfg.train.frames_per_batch == 16384
-    assert cfg.train.checkpoint_every == 100 and cfg.train.eval_every == 10
+    assert cfg.train.checkpoint_every_iters == 100 and cfg.train.eval_every_iters == 10
     assert (cfg.ppo.lr, cfg.ppo.clip_epsilon, cfg.ppo.epochs, cfg.ppo.gae_lambda, cfg.ppo.entropy_coef,
             cfg.ppo.minibatch_size, cfg.ppo.gamma) == (1e-4, 0.2, 3, 0.95, 0.005, 1024, 0.99)
     assert "model.mamba_params [[256, 16, 4, 2], [256, 16, 4, 2]]" in capsys.readouterr().out

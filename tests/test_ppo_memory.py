@@ -13,7 +13,7 @@ from agents.pomdp.build import Config, check_consistency
 
 TINY = ["env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8", "ppo.slice_len=8",
         "ppo.minibatch_size=32", "ppo.epochs=1", "train.frames_per_batch=64", "train.total_frames=128",
-        "train.checkpoint_every=1", "train.eval_episodes=2", "threads=1"]
+        "train.checkpoint_every_iters=1", "train.eval_episodes=2", "threads=1"]
 
 
 def _only_run(root: Path) -> RunDir:
@@ -106,3 +106,28 @@ def test_mamba_learns_repeat_previous(tmp_path):
     assert result["final_return"] > 0.3, result["final_return"]
     assert result["best_return"] > 0.3
 
+
+
+def test_resume_of_a_run_saved_under_old_key_names(tmp_path, capsys, monkeypatch):
+    """A run trained before train.checkpoint_every was renamed train.checkpoint_every_iters: its
+    config.yaml and checkpoint name the old key; --resume reads it (one warning) and takes overrides
+    under either name."""
+    from agents.runtime import config
+
+    monkeypatch.setattr(config, "_warned", set())
+    assert ppo_memory.main([*TINY, "env.task=repeat_first", "model.memory=gru", f"run_root={tmp_path}"]) == 0
+    run = _only_run(tmp_path)
+    for ckpt in run.checkpoints.glob("*.pt"):           # what an older release wrote
+        state = RunDir.load_checkpoint(ckpt)
+        state["config"]["train"]["checkpoint_every"] = state["config"]["train"].pop("checkpoint_every_iters")
+        torch.save(state, ckpt)
+    text = run.config_path.read_text()
+    run.config_path.write_text(text.replace("checkpoint_every_iters:", "checkpoint_every:"))
+    capsys.readouterr()
+    assert ppo_memory.main(["--resume", str(run.path), "train.total_frames=256", "train.checkpoint_every_iters=2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("config key 'train.checkpoint_every' is renamed 'train.checkpoint_every_iters'") == 1
+    resumed = RunDir.load_checkpoint(run.latest_checkpoint())
+    assert resumed["frames"] == 256 and resumed["config"]["train"]["checkpoint_every_iters"] == 2
+    assert "checkpoint_every" not in resumed["config"]["train"]
+    assert ppo_memory.main(["--eval", str(run.path), "--episodes", "1"]) == 0

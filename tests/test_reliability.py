@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 PENDULUM = "configs/pendulum/td3_mamba.yaml"
 TINY = ["replay.batch_size=8", "replay.seq_len=4", "replay.size=2000", "train.learning_starts=100",
         "train.frames_per_batch=50", "train.updates_per_step=0.2", "train.eval_episodes=1",
-        "model.memory_hidden=8", "model.hidden_dim=16", "train.checkpoint_every=100"]
+        "model.memory_hidden=8", "model.hidden_dim=16", "train.checkpoint_every_frames=100"]
 
 
 class Crash(BaseException):
@@ -314,7 +314,7 @@ def test_bc_resume_that_changes_the_model_exits_2_with_config_untouched(nav_data
 
     root = tmp_path / "runs"
     assert main(["train", f"data.path={nav_dataset}", f"run_root={root}", "data.val_episodes=1", "train.batch_size=2",
-                 "train.chunk_len=16", "train.steps=4", "train.checkpoint_every=2", "train.val_every=100",
+                 "train.chunk_len=16", "train.steps=4", "train.checkpoint_every_steps=2", "train.val_every_steps=100",
                  "model.dim=32", "model.cnn_width=8", "model.memory_layers=1", "name=m"]) == 0
     (run,) = (root / "bc_navigation").glob("m-*")
     before = (run / "config.yaml").read_bytes()

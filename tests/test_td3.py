@@ -71,7 +71,7 @@ def run(args):
 
 
 def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
-    assert run(["--config", PENDULUM, *TINY, "train.total_frames=300", "train.checkpoint_every=200",
+    assert run(["--config", PENDULUM, *TINY, "train.total_frames=300", "train.checkpoint_every_frames=200",
                 f"run_root={tmp_path}"]) == 0
     (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
     ckpts = sorted(os.listdir(os.path.join(run_dir, "checkpoints")))

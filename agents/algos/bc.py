@@ -159,7 +159,7 @@ def _bc_main(argv, run_box, *, parser, agent, config_cls, data_main, data_errors
         if check is not None:             # dataset and config problems before a run directory exists
             check(cfg)
         check_common(cfg)
-        pick_device(cfg.train.device, "train.device")   # cuda without CUDA: one line, before a run dir
+        pick_device(cfg.device, "device")   # cuda without CUDA: one line, before a run dir
         if args.dry_run:
             return dry_run(cfg)
         if run is None:

@@ -78,8 +78,8 @@ class TrainConfig:
     learning_starts: int = field_spec(2000, min=0, help="random-action steps before updates start")
     frames_per_batch: int = field_spec(100, min=1, help="env steps between update rounds")
     updates_per_step: float = field_spec(1.0, min=0.0, max=64.0, help="gradient updates per env step")
-    checkpoint_every: int = field_spec(10_000, min=1, help="env steps between checkpoints")
-    eval_every: int = field_spec(0, min=0, help="env steps between evaluations (0: only at the end)")
+    checkpoint_every_frames: int = field_spec(10_000, min=1, help="env steps between checkpoints")
+    eval_every_frames: int = field_spec(0, min=0, help="env steps between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(10, min=1)
 
 
@@ -95,6 +95,9 @@ class Config:
     td3: TD3Config = field(default_factory=TD3Config)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    # old name -> new name, read with a warning for one release (agents/runtime/config.py)
+    RENAMED = {"train.checkpoint_every": "train.checkpoint_every_frames", "train.eval_every": "train.eval_every_frames"}
 
 
 def is_drone(cfg: Config) -> bool:

@@ -47,13 +47,14 @@ class TrainConfig:
     batch_size: int = field_spec(64, min=1)
     lr: float = field_spec(1e-4, min=0.0, max=1.0)
     weight_decay: float = field_spec(1e-6, min=0.0)
-    warmup: int = field_spec(500, min=0, help="linear lr warm-up steps (then cosine decay)")
+    warmup_steps: int = field_spec(500, min=0, help="gradient steps of linear lr warm-up (then cosine decay)")
     grad_clip: float = field_spec(0.0, min=0.0, help="max grad norm (0: off, as DP3)")
     ema_decay: float = field_spec(0.9999, min=0.0, max=1.0, help="EMA max decay (warm-up power 0.75)")
-    log_every: int = field_spec(50, min=1, help="steps between CSV log rows")
-    checkpoint_every: int = field_spec(1000, min=1, help="steps between checkpoints (and one at the end)")
-    eval_every: int = field_spec(0, min=0, help="steps between closed-loop evals (0: none during training)")
-    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
+    log_every_steps: int = field_spec(50, min=1, help="gradient steps between CSV log rows")
+    checkpoint_every_steps: int = field_spec(1000, min=1, help="gradient steps between checkpoints (and one at "
+                                             "the end)")
+    eval_every_steps: int = field_spec(0, min=0, help="gradient steps between closed-loop evals (0: none during "
+                                       "training)")
     cuda_graph: bool = field_spec(True, help="on CUDA, replay the whole training step (batch noise, loss, "
                                              "backward, AdamW, EMA) as one CUDA graph: the Mamba denoisers launch "
                                              "thousands of small kernels a step; falls back to eager with one log "
@@ -71,12 +72,18 @@ class EvalConfig:
 class Config:
     name: str = field_spec("bc_diffusion", help="run name (run directory prefix)")
     seed: int = field_spec(0, min=0)
+    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
     run_root: str = field_spec("runs", help="runs go to <run_root>/bc_diffusion/<name>-<time>")
     logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # old name -> new name, read with a warning for one release (agents/runtime/config.py)
+    RENAMED = {"train.log_every": "train.log_every_steps", "train.checkpoint_every": "train.checkpoint_every_steps",
+               "train.eval_every": "train.eval_every_steps", "train.warmup": "train.warmup_steps",
+               "train.device": "device"}
 
     def __post_init__(self):
         # from_dict builds the sections first, so cross-key errors surface while loading (exit 2

@@ -67,7 +67,7 @@ class MemoryPPOConfig(PPOConfig):
 class TrainConfig:
     total_frames: int = field_spec(100_000, min=1, help="env steps to train for")
     frames_per_batch: int = field_spec(1024, min=1, help="env steps collected per PPO iteration")
-    checkpoint_every: int = field_spec(20, min=1, help="iterations between checkpoints")
+    checkpoint_every_iters: int = field_spec(20, min=1, help="PPO iterations between checkpoints")
     eval_episodes: int = field_spec(32, min=1, help="greedy episodes of the final evaluation")
     threshold: float = field_spec(1.0, help="training return that counts as solved (steps and wall-clock "
                                             "to reach it are reported; met at >= threshold - 1e-3)")
@@ -94,6 +94,9 @@ class Config:
     ppo: MemoryPPOConfig = field(default_factory=MemoryPPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     collector: CollectorConfig = field(default_factory=CollectorConfig)
+
+    # old name -> new name, read with a warning for one release (agents/runtime/config.py)
+    RENAMED = {"train.checkpoint_every": "train.checkpoint_every_iters"}
 
 
 def check_consistency(cfg: Config) -> None:

@@ -78,9 +78,9 @@ class ModelConfig:
 class TrainConfig:
     total_frames: int = field_spec(24_576_000, min=1, help="env steps to train for")
     frames_per_batch: int = field_spec(16384, min=1, help="env steps collected per PPO iteration")
-    checkpoint_every: int = field_spec(10, min=1, help="iterations between checkpoints (each one restarts "
-                                       "every env from a seed of the iteration, which makes resume exact)")
-    eval_every: int = field_spec(0, min=0, help="iterations between evaluations (0: only at the end)")
+    checkpoint_every_iters: int = field_spec(10, min=1, help="PPO iterations between checkpoints (each one "
+                                             "restarts every env from a seed of the iteration, which makes resume exact)")
+    eval_every_iters: int = field_spec(0, min=0, help="PPO iterations between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(2, min=1)
     cuda_graph: bool = field_spec(True, help="on CUDA, act through a captured CUDA graph of the policy step")
     # an exploration schedule, not part of the network: a resumed run may set or change it
@@ -102,6 +102,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    # old name -> new name, read with a warning for one release (agents/runtime/config.py)
+    RENAMED = {"train.checkpoint_every": "train.checkpoint_every_iters", "train.eval_every": "train.eval_every_iters"}
 
 
 def check_consistency(cfg: Config) -> None:
@@ -144,8 +147,8 @@ _TOP = {
     ("net", "append_hidden_shapes"): "model.append_hidden_shapes",
     ("collector", "epoch_frames"): "train.frames_per_batch", ("collector", "eval_episodes"): "train.eval_episodes",
     ("general_setting", "discount"): "ppo.gamma", ("general_setting", "batch_size"): "ppo.minibatch_size",
-    ("general_setting", "save_interval"): "train.checkpoint_every",
-    ("general_setting", "eval_interval"): "train.eval_every",
+    ("general_setting", "save_interval"): "train.checkpoint_every_iters",
+    ("general_setting", "eval_interval"): "train.eval_every_iters",
     ("ppo", "plr"): "ppo.lr", ("ppo", "vlr"): "ppo.value_lr", ("ppo", "clip_para"): "ppo.clip_epsilon",
     ("ppo", "opt_epochs"): "ppo.epochs", ("ppo", "tau"): "ppo.gae_lambda",
     ("ppo", "entropy_coeff"): "ppo.entropy_coef",

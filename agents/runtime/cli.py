@@ -106,7 +106,7 @@ def resolve_run(args, config_cls, load_new=None, *, validate=None, frozen=FROZEN
             if not on_disk:
                 raise RunDirError(f"cannot resume: {run.config_path} is empty")
             base = state["config"] if isinstance(state.get("config"), dict) else on_disk
-            cfg = from_dict(config_cls, apply_overrides(base, args.overrides))
+            cfg = from_dict(config_cls, apply_overrides(base, args.overrides, config_cls))   # old key names too
             if isinstance(state.get("config"), dict):
                 check_frozen(state["config"], to_dict(cfg), frozen, f" {ckpt.name}")
         except BaseException:

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 import typing
 from pathlib import Path
@@ -132,6 +133,7 @@ def from_dict(cls, data: dict, *, where: str = ""):
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{where or '<top level>'}': expected a mapping of keys "
                           f"(a section of {cls.__name__}), got {data!r}")
+    data = rename_keys(cls, data)           # a checkpoint's config written under old names
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     prefix = f"{where}." if where else ""
@@ -169,15 +171,77 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def apply_overrides(data: dict, overrides) -> dict:
-    """New dict with each 'a.b.c=value' set (sections created); validation is left to from_dict."""
+# ------------------------------------------------------------------ renamed keys
+# A Config class may carry ``RENAMED = {"old.dotted.key": "new.dotted.key", ...}`` (a plain class
+# attribute, not a field): for one release the old name is still read, from a file, an override or a
+# checkpoint's saved config, and moved to the new key with one warning per old name and process.
+_warned: set = set()
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    if (old, new) not in _warned:
+        _warned.add((old, new))
+        print(f"warning: config key '{old}' is renamed '{new}' (the old name still works in this release, "
+              "not in the next)", file=sys.stderr, flush=True)
+
+
+def _lookup(data: dict, dotted: str):
+    """(parent mapping, last key) of a dotted key when every section on the way is a mapping, else None."""
+    *path, last = dotted.split(".")
+    node = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node, last) if isinstance(node, dict) else None
+
+
+def rename_keys(cls, data: dict) -> dict:
+    """``data`` with each old key of ``cls.RENAMED`` moved to its new name (warning once per old name);
+    both names given with different values is a ConfigError. ``data`` itself is not changed."""
+    table = getattr(cls, "RENAMED", None) or {}
+    hits = [(old, new) for old, new in table.items()
+            if (spot := _lookup(data, old)) is not None and spot[1] in spot[0]]
+    if not hits:
+        return data
     out = copy.deepcopy(data)
+    for old, new in hits:
+        parent, last = _lookup(out, old)
+        value = parent.pop(last)
+        _warn_renamed(old, new)
+        *path, leaf = new.split(".")
+        node = out
+        for i, part in enumerate(path):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{'.'.join(path[:i + 1])}': expected a mapping of keys, got {node!r}")
+        if leaf in node and node[leaf] != value:
+            raise ConfigError(f"config key '{old}' is the old name of '{new}', and both are given "
+                              f"({value!r} and {node[leaf]!r}): keep '{new}'")
+        node[leaf] = value
+    return out
+
+
+def rename_override(cls, text: str) -> str:
+    """'old.key=value' -> 'new.key=value' (with the warning) for an old name of ``cls.RENAMED``."""
+    key, sep, raw = text.partition("=")
+    new = (getattr(cls, "RENAMED", None) or {}).get(key.strip()) if sep else None
+    if new is None:
+        return text
+    _warn_renamed(key.strip(), new)
+    return f"{new}={raw}"
+
+
+def apply_overrides(data: dict, overrides, cls=None) -> dict:
+    """New dict with each 'a.b.c=value' set (sections created); validation is left to from_dict.
+    With the Config class ``cls``, old key names (``cls.RENAMED``) in ``data`` and in the overrides are
+    moved to their new names first, so an override under either name replaces the file's value."""
+    out = copy.deepcopy(rename_keys(cls, data) if cls is not None else data)
     seen = {}
-    for text in overrides:
+    for given in overrides:
+        text = rename_override(cls, given) if cls is not None else given
         key, value = parse_override(text)
         if key in seen:
-            raise ConfigError(f"config key '{key}' is given twice ({seen[key]!r} and {text!r}): keep one")
-        seen[key] = text
+            raise ConfigError(f"config key '{key}' is given twice ({seen[key]!r} and {given!r}): keep one")
+        seen[key] = given
         *path, last = key.split(".")
         node = out
         for i, part in enumerate(path):
@@ -215,7 +279,7 @@ def load_config(cls, path=None, overrides=(), *, convert=None):
                           "leave out --config for that")
     if convert is not None:
         data = convert(data)
-    return from_dict(cls, apply_overrides(data, overrides))
+    return from_dict(cls, apply_overrides(data, overrides, cls))
 
 
 def save_config(instance, path) -> None:
