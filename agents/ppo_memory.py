@@ -29,6 +29,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 
 from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
+from agents.runtime.atomic_io import atomic_open
 from agents.runtime.config import from_dict, save_config, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.algos.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
@@ -100,13 +101,10 @@ def _batch_layout(batch):
 
 def write_curve(path: Path, curve: list[dict]) -> None:
     """CSV of CURVE_FIELDS, written to a temp file and renamed (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CURVE_FIELDS)
         w.writeheader()
         w.writerows(curve)
-    tmp.replace(path)
 
 
 def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = None, verbose: bool = True) -> dict:

@@ -48,6 +48,7 @@ from pathlib import Path
 if __package__ in (None, ""):   # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agents.runtime.atomic_io import write_text_atomic
 from agents.runtime.config import ConfigError, read_config_file
 from agents.runtime.run_dir import exclusive_lock
 
@@ -144,16 +145,6 @@ def expand(sweep: dict) -> list[dict]:
     return specs
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def row_path(results: Path, run_id: str) -> Path:
     return Path(results) / "runs" / f"{run_id}.json"
 
@@ -188,7 +179,7 @@ def execute(spec: dict, results: str) -> dict:
     row["total_s"] = round(time.time() - start, 3)
     row["load_avg_end"] = os.getloadavg()[0]
     row["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    _atomic_write(row_path(results, spec["run_id"]), json.dumps(row, indent=1, default=str) + "\n")
+    write_text_atomic(row_path(results, spec["run_id"]), json.dumps(row, indent=1, default=str) + "\n")
     return row
 
 

@@ -41,3 +41,61 @@ def test_quadruped_builds_with_rmt():
                              "train": {"frames_per_batch": 64},
                              "ppo": {"slice_len": 8, "minibatch_size": 32}})
     check_config(cfg)
+
+
+# -- 2. atomic writes: agents.runtime.atomic_io ---------------------------------------------------
+
+def test_atomic_write_that_raises_leaves_no_file(tmp_path):
+    import torch
+
+    from agents.runtime.atomic_io import atomic_open, atomic_path, torch_save_atomic, write_text_atomic
+    dest = tmp_path / "sub" / "f.json"
+    write_text_atomic(dest, "old")
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with atomic_open(dest, "w") as f:
+            f.write("half")
+            raise Boom
+    with pytest.raises(Boom):
+        with atomic_path(dest, suffix=".gif") as tmp:
+            tmp.write_text("half")
+            raise Boom
+    with pytest.raises((AttributeError, TypeError)):
+        torch_save_atomic({"f": lambda: 0}, dest)   # torch.save cannot pickle a lambda
+    assert dest.read_text() == "old"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["f.json"]   # no temp file left
+    torch_save_atomic({"w": torch.ones(2)}, tmp_path / "new" / "c.pt")
+    assert torch.equal(torch.load(tmp_path / "new" / "c.pt")["w"], torch.ones(2))
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_open(dest, "a"):
+            pass
+
+
+def test_atomic_files_get_plain_open_permissions(tmp_path):
+    import os
+
+    from agents.runtime.atomic_io import write_bytes_atomic
+    (tmp_path / "plain").write_bytes(b"x")
+    write_bytes_atomic(tmp_path / "atomic", b"x")
+    assert os.stat(tmp_path / "atomic").st_mode == os.stat(tmp_path / "plain").st_mode
+
+
+def test_writers_go_through_atomic_io(tmp_path):
+    """save_config, checkpoints, the sweep's rows and the PPO curve leave no temp file and read back."""
+    import yaml
+
+    from agents.algos.ppo import PPOConfig
+    from agents.runtime.config import save_config
+    from agents.runtime.run_dir import RunDir
+    from agents.ppo_memory import CURVE_FIELDS, write_curve
+    save_config(PPOConfig(), tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["lr"] == PPOConfig().lr
+    rd = RunDir.create(tmp_path / "runs", "x")
+    ckpt = rd.save_checkpoint({"step": 1}, 1)
+    assert RunDir.load_checkpoint(ckpt)["step"] == 1 and rd.latest_checkpoint() == ckpt
+    write_curve(tmp_path / "curves" / "c.csv", [{k: 0 for k in CURVE_FIELDS}])
+    assert (tmp_path / "curves" / "c.csv").read_text().splitlines()[0] == ",".join(CURVE_FIELDS)
+    assert not [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp")]

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from agents.runtime.atomic_io import write_text_atomic
+
 FORMAT, VERSION = "mambazoo.manip_demos", 1
 KEYS = ("point_cloud", "agent_pos", "action", "episode", "step")
 
@@ -71,9 +73,7 @@ def episode_seed(seed: int, episode: int, attempt: int = 0) -> int:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -41,7 +41,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +51,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tensordict import MemoryMappedTensor, TensorDict  # noqa: E402
 
+from agents.runtime.atomic_io import atomic_open  # noqa: E402
 from agents.runtime.config import (ConfigError, apply_overrides, describe, field_spec, from_dict,  # noqa: E402
                                   read_config_file)
 
@@ -237,22 +237,8 @@ def replay_buffer(dataset: NavDataset, slice_len: int, batch_size: int, **sample
 
 # ----------------------------------------------------------------------------------- writing
 def _atomic_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)                 # mkstemp makes it private; datasets are shared
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)   # make the rename durable
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    with atomic_open(path, "w") as f:        # fsynced, renamed, folder fsynced; readable by all
+        json.dump(data, f, indent=1)
 
 
 def episode_rows(ep: dict, config: NavDataConfig, index: int, start: int, seed: int):

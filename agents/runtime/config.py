@@ -15,14 +15,14 @@ import dataclasses
 import difflib
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import typing
 from pathlib import Path
 
 import yaml
+
+from agents.runtime.atomic_io import atomic_open
 
 _NONE = type(None)
 
@@ -283,18 +283,9 @@ def load_config(cls, path=None, overrides=(), *, convert=None):
 
 
 def save_config(instance, path) -> None:
-    """YAML dump, atomic (temp file in the same dir + os.replace) so a crash never leaves half a config."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(to_dict(instance), f, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """YAML dump, atomic (agents.runtime.atomic_io) so a crash never leaves half a config."""
+    with atomic_open(path, "w") as f:
+        yaml.safe_dump(to_dict(instance), f, sort_keys=False)
 
 
 def describe(cls, prefix: str = "") -> str:

@@ -1,13 +1,11 @@
 """Exports: the acting weights of a checkpoint, small (float16 matrices), for shipping a trained
-policy or moving one off a GPU machine, and the atomic file write they go through. Every agent's
-``export`` (BC subcommand, RL ``--export``) uses these."""
+policy or moving one off a GPU machine (written with agents.runtime.atomic_io.torch_save_atomic).
+Every agent's ``export`` (BC subcommand, RL ``--export``) uses these."""
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
-
 import torch
+
+from agents.runtime.atomic_io import torch_save_atomic as save_atomic  # noqa: F401  (the name callers use)
 
 # checkpoint entries that only training needs (BC: optim, sched, sampler, ema, carried; RL: the
 # optimizer and the minibatch generator; both: rng)
@@ -40,17 +38,3 @@ def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float
     out[weights] = cast(out[weights])
     out["exported"] = {"from": source, "dtype": str(dtype).removeprefix("torch.")}
     return out
-
-
-def save_atomic(obj, dest: Path) -> Path:
-    """torch.save to a temp file beside ``dest``, then rename: a reader never sees half a file."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return dest

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agents.runtime.atomic_io import write_text_atomic
+
 LOGGER_BACKENDS = ("csv", "tensorboard", "wandb", "none")
 
 
@@ -109,7 +111,5 @@ def truncate_csv_metrics(run_dir: str | Path, step: int) -> int:
                 keep.append(line)
         if len(keep) != len(lines):
             dropped += len(lines) - len(keep)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(keep))
-            os.replace(tmp, path)
+            write_text_atomic(path, "".join(keep))
     return dropped

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from agents.runtime.run_dir import RunDirError, _fsync_dir
+from agents.runtime.atomic_io import fsync_dir
+from agents.runtime.run_dir import RunDirError
 
 FORMAT, VERSION = "mambazoo-replay", 1
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".pck", ".pcl", ".dill", ".joblib")
@@ -116,8 +117,8 @@ def save(replay, root: str | Path, frame: int) -> dict:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(final)
-    _fsync_dir(root)
+    fsync_dir(final)
+    fsync_dir(root)
     return {"dir": final.name, "manifest_sha256": hashlib.sha256(text).hexdigest(), "rows": n}
 
 

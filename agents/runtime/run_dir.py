@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.runtime.atomic_io import torch_save_atomic
+
 CKPT_PREFIX, CKPT_SUFFIX = "ckpt_", ".pt"
 _LEAF_TYPES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device)
 
@@ -54,20 +56,6 @@ def _check_loadable(obj, where: str = "state") -> None:
         f"torch.load(weights_only=True) cannot load{hint}; allowed: tensors, python scalars, str, "
         "None and dict/list/tuple of those"
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable on POSIX; directories cannot be opened on Windows.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def exclusive_lock(path: Path, busy):
@@ -164,7 +152,7 @@ class RunDir:
     def save_checkpoint(self, state: dict, step: int, keep: int = 3) -> Path:
         """Atomically write ``checkpoints/ckpt_<step>.pt`` and delete all but the newest ``keep``.
 
-        The file only ever appears under its final name complete (tmp file, fsync, os.replace),
+        The file only ever appears under its final name complete (agents.runtime.atomic_io),
         so a crash mid-save leaves the previous checkpoint as the latest one.
         """
         if keep < 1:
@@ -173,16 +161,7 @@ class RunDir:
             raise TypeError(f"checkpoint state must be a dict, got {type(state).__name__}")
         _check_loadable(state)
         final = self.checkpoints / f"{CKPT_PREFIX}{int(step):012d}{CKPT_SUFFIX}"
-        tmp = self.checkpoints / f".{CKPT_PREFIX}{int(step)}{CKPT_SUFFIX}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.checkpoints)
+        torch_save_atomic(state, final)
         for _, old in self._checkpoint_files()[:-keep]:
             if old != final:
                 old.unlink(missing_ok=True)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
+
+from agents.runtime.atomic_io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,8 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 25) -> Pa
         log.info("imageio/imageio-ffmpeg not installed: writing %s as a GIF instead of mp4", path.name)
     if not use_mp4:
         path = path.with_suffix(".gif")
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The tmp name keeps the real suffix because ffmpeg picks the container from it.
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         if use_mp4:
             import imageio.v2 as imageio
 
@@ -61,7 +60,4 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 25) -> Pa
             # GIF durations are in ms; Pillow merges identical consecutive frames into one.
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
                            duration=max(1, round(1000 / fps)), loop=0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
