@@ -1,15 +1,18 @@
 """Sweep runner: algorithm x memory kind x env x model size x seed, in a local process pool or on Ray.
 
-    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --workers 2
+    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --workers 2    # -> runs/sweeps/pomdp_ppo/results
     python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --ray                       # local Ray instance
     python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --ray --ray-address auto   # a running cluster
-    python benchmarks/report.py benchmarks/results/sweep_pomdp
+    python benchmarks/report.py runs/sweeps/pomdp_ppo/results
+    python benchmarks/sweep.py configs/sweeps/pomdp_ppo.yaml --committed --list   # the committed results
+    python benchmarks/report.py benchmarks/results/sweep_pomdp                      # ... re-reported
 
 Sweep file (YAML)::
 
     name: pomdp_ppo
-    results: benchmarks/results/sweep_pomdp      # JSON rows + curves (--out overrides)
-    run_root: runs/sweeps/pomdp_ppo              # the agents' run directories (checkpoints)
+    results: benchmarks/results/sweep_pomdp      # the committed JSON rows + curves (--committed)
+    run_root: runs/sweeps/pomdp_ppo              # the agents' run directories; <run_root>/results:
+                                                 # this machine's rows + curves (the default; --out DIR)
     seeds: [0, 1, 2]
     overrides: [threads=1]                       # every run
     algorithms:
@@ -31,7 +34,11 @@ Overrides apply in this order (later wins): the env's config file, sweep overrid
 overrides, size, kind_overrides, the env's overrides, then the run's kind, seed, name, run_root.
 Every run writes ``<results>/runs/<run_id>.json`` (atomically: temp file + rename) and
 ``<results>/curves/<run_id>.csv``; a run whose JSON row says status "ok" is skipped on restart,
-failed runs (status "error", with the message) are tried again.
+failed runs (status "error", with the message) are tried again. The default results folder is
+``<run_root>/results`` (under runs/, not committed), so a fresh clone runs the whole sweep instead of
+finding the committed rows finished; ``--committed`` reads and extends the sweep file's ``results``.
+Runs of an algorithm whose optional package is missing (``REQUIRES``: sb3-contrib for the sb3
+baseline) are skipped with one line, not failed.
 """
 from __future__ import annotations
 
@@ -77,6 +84,14 @@ def run_sb3(spec: dict) -> dict:
 
 
 ALGORITHMS = {"ppo": run_ppo, "sb3_recurrent_ppo": run_sb3}
+# optional packages an algorithm needs: (module, the install command); runs without it are skipped
+REQUIRES = {"sb3_recurrent_ppo": ("sb3_contrib", "pip install -e '.[sb3]'")}
+
+
+def missing_requirements(specs: list[dict]) -> dict:
+    """{algorithm: (module, install)} for the algorithms of ``specs`` whose optional package is absent."""
+    return {a: REQUIRES[a] for a in sorted({s["algorithm"] for s in specs})
+            if a in REQUIRES and importlib.util.find_spec(REQUIRES[a][0]) is None}
 
 
 # ------------------------------------------------------------------------------ the sweep
@@ -285,10 +300,21 @@ def run_ray(specs: list[dict], results: Path, address: str | None, workers: int)
     return rows
 
 
+def results_folder(sweep: dict, committed: bool = False) -> Path:
+    """The sweep file's ``results`` (the committed figures) with ``committed``, else ``<run_root>/results``."""
+    name = sweep.get("name", "sweep")
+    if committed:
+        return Path(sweep.get("results", f"benchmarks/results/{name}"))
+    return Path(sweep.get("run_root", f"runs/sweeps/{name}")) / "results"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="sweep YAML file")
-    parser.add_argument("--out", help="results folder (default: the sweep's 'results')")
+    parser.add_argument("--out", help="results folder (default: <run_root>/results, a folder of this machine's own)")
+    parser.add_argument("--committed", action="store_true",
+                        help="use the sweep file's 'results' folder (the committed results): list, extend or "
+                             "re-run them there")
     parser.add_argument("--workers", type=int, default=1, help="parallel runs (0: in this process)")
     parser.add_argument("--ray", action="store_true", help="run on Ray instead of a local process pool")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -301,17 +327,26 @@ def main(argv=None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results = Path(args.out or sweep.get("results", f"benchmarks/results/{sweep.get('name', 'sweep')}"))
+    if args.out and args.committed:
+        print("error: --out and --committed both name the results folder: give one", file=sys.stderr)
+        return 2
+    results = Path(args.out) if args.out else results_folder(sweep, args.committed)
     results.mkdir(parents=True, exist_ok=True)
     done = [s for s in specs if is_finished(results, s["run_id"])]
     todo = [s for s in specs if not is_finished(results, s["run_id"])]
+    missing = missing_requirements(todo)
+    skipped = [s for s in todo if s["algorithm"] in missing]
+    todo = [s for s in todo if s["algorithm"] not in missing]
     # external baselines are the longest runs: start them first so they do not straggle at the end
     todo.sort(key=lambda s: s["algorithm"] == "ppo")
     print(f"sweep {sweep.get('name', args.sweep)}: {len(specs)} runs, {len(done)} finished (skipped), "
           f"{len(todo)} to run -> {results}")
+    for algo, (module, install) in missing.items():
+        n = sum(s["algorithm"] == algo for s in skipped)
+        print(f"skipping {n} {algo} run(s): the optional package {module} is not installed ({install})")
     if args.list:
         for s in specs:
-            print(("done " if s in done else "todo ") + s["run_id"])
+            print(("done " if s in done else "skip " if s in skipped else "todo ") + s["run_id"])
         return 0
     if args.ray and importlib.util.find_spec("ray") is None:
         print("error: --ray needs ray: pip install -e '.[ray]'", file=sys.stderr)

@@ -38,7 +38,7 @@ def test_ray_sweep_and_ray_collectors(tmp_path):
             "name": "tiny", "results": str(tmp_path / "results"), "run_root": str(tmp_path / "runs"), "seeds": [0],
             "overrides": TINY, "algorithms": {"ppo": {"kinds": ["none"]}},
             "envs": {"cartpole": {"ppo": {"config": "configs/pomdp/stateless_cartpole.yaml"}}}}))
-        assert sweep.main([str(path), "--ray"]) == 0
+        assert sweep.main([str(path), "--ray", "--committed"]) == 0     # into the sweep file's results
         row = json.loads((tmp_path / "results/runs/ppo__cartpole__none__default__s0.json").read_text())
         assert row["status"] == "ok" and row["frames"] == 128
 

@@ -16,7 +16,7 @@ TINY = ["threads=1", "logger=none", "env.num_envs=4", "model.embed=8", "model.hi
 
 
 def write_sweep(tmp_path: Path, kinds, seeds) -> Path:
-    data = {"name": "tiny", "results": str(tmp_path / "results"), "run_root": str(tmp_path / "runs"),
+    data = {"name": "tiny", "results": str(tmp_path / "committed"), "run_root": str(tmp_path / "runs"),
             "seeds": seeds, "overrides": TINY,
             "algorithms": {"ppo": {"kinds": kinds, "sizes": {"h8": []}}},
             "envs": {"cartpole": {"ppo": {"config": "configs/pomdp/stateless_cartpole.yaml"}}}}
@@ -25,8 +25,13 @@ def write_sweep(tmp_path: Path, kinds, seeds) -> Path:
     return path
 
 
-def rows(tmp_path: Path) -> dict:
-    return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results" / "runs").glob("*.json")}
+def results_dir(tmp_path: Path) -> Path:
+    """The default results folder of write_sweep's sweep: <run_root>/results."""
+    return tmp_path / "runs" / "results"
+
+
+def rows(tmp_path: Path, folder: Path | None = None) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in ((folder or results_dir(tmp_path)) / "runs").glob("*.json")}
 
 
 def test_two_run_sweep_restart_and_report(tmp_path, capsys):
@@ -38,16 +43,16 @@ def test_two_run_sweep_restart_and_report(tmp_path, capsys):
         assert row["status"] == "ok" and row["frames"] == 128 and row["params"] > 0
         for key in ("final_return", "best_return", "steps_to_threshold", "seconds_to_threshold", "env_steps_per_s"):
             assert key in row
-        curve = (tmp_path / "results" / "curves" / f"{run_id}.csv").read_text().splitlines()
+        curve = (results_dir(tmp_path) / "curves" / f"{run_id}.csv").read_text().splitlines()
         assert curve[0] == "frames,wall_s,return,length,episodes" and len(curve) >= 2
     capsys.readouterr()
     # restart: both finished runs are skipped, nothing is rewritten
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results" / "runs").glob("*.json")}
+    stamps = {p: p.stat().st_mtime_ns for p in (results_dir(tmp_path) / "runs").glob("*.json")}
     assert sweep.main([str(path), "--workers", "0"]) == 0
     assert "2 finished (skipped), 0 to run" in capsys.readouterr().out
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     # a failed run is tried again on restart; a new seed adds only its own runs
-    failed = tmp_path / "results" / "runs" / "ppo__cartpole__gru__h8__s0.json"
+    failed = results_dir(tmp_path) / "runs" / "ppo__cartpole__gru__h8__s0.json"
     failed.write_text(json.dumps({**done["ppo__cartpole__gru__h8__s0"], "status": "error", "error": "boom"}))
     path = write_sweep(tmp_path, ["none", "gru"], [0, 1])
     assert sweep.main([str(path), "--workers", "0", "--only", "gru"]) == 0
@@ -56,10 +61,10 @@ def test_two_run_sweep_restart_and_report(tmp_path, capsys):
     assert rows(tmp_path)["ppo__cartpole__gru__h8__s0"]["status"] == "ok"
     assert "ppo__cartpole__gru__h8__s1" in rows(tmp_path)
     # report from this results folder
-    assert report.main([str(tmp_path / "results")]) == 0
-    text = (tmp_path / "results" / "report.md").read_text()
+    assert report.main([str(results_dir(tmp_path))]) == 0
+    text = (results_dir(tmp_path) / "report.md").read_text()
     assert "### cartpole" in text and "ppo+gru (h8)" in text and "ppo+none (h8)" in text
-    assert (tmp_path / "results" / "curves_cartpole.png").stat().st_size > 5000
+    assert (results_dir(tmp_path) / "curves_cartpole.png").stat().st_size > 5000
 
 
 def test_bad_sweep_files_exit_2(tmp_path, capsys):
@@ -98,3 +103,42 @@ def test_sb3_baseline_runner():
     result = sb3_baseline.run(["threads=1", "train.total_frames=512", "train.eval_episodes=2", "max_steps=50"])
     assert result["frames"] >= 512 and result["params"] > 0 and result["curve"]
     assert 0 < result["final_return"] <= 1.0 and result["final_return_raw"] <= 50
+
+
+def test_default_results_folder_is_this_machines_not_the_committed_one(tmp_path, capsys):
+    """A fresh clone holds the committed rows (the sweep file's `results`): the plain command must
+    run the sweep into <run_root>/results, not report the committed runs as finished;
+    --committed lists (and would extend) the committed folder."""
+    path = write_sweep(tmp_path, ["none"], [0])
+    committed = tmp_path / "committed" / "runs"
+    committed.mkdir(parents=True)
+    (committed / "ppo__cartpole__none__h8__s0.json").write_text(json.dumps({"status": "ok"}))
+    assert sweep.main([str(path), "--list"]) == 0
+    out_text = capsys.readouterr().out
+    assert f"1 runs, 0 finished (skipped), 1 to run -> {results_dir(tmp_path)}" in out_text
+    assert "todo ppo__cartpole__none__h8__s0" in out_text
+    assert sweep.main([str(path), "--committed", "--list"]) == 0
+    out_text = capsys.readouterr().out
+    assert f"1 finished (skipped), 0 to run -> {tmp_path / 'committed'}" in out_text
+    assert "done ppo__cartpole__none__h8__s0" in out_text
+    assert sweep.main([str(path), "--committed", "--out", str(tmp_path / "x")]) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def test_runs_of_a_missing_optional_package_are_skipped_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sweep.REQUIRES, "sb3_recurrent_ppo", ("no_such_module_for_this_test", "pip install it"))
+    path = write_sweep(tmp_path, ["none"], [0])
+    data = yaml.safe_load(path.read_text())
+    data["algorithms"]["sb3_recurrent_ppo"] = {"kinds": ["lstm"]}
+    data["envs"]["cartpole"]["sb3_recurrent_ppo"] = {"overrides": ["train.total_frames=512"]}
+    data["seeds"] = [0, 1]
+    path.write_text(yaml.safe_dump(data))
+    assert sweep.main([str(path), "--workers", "0"]) == 0         # the ppo runs ran, nothing failed
+    text = capsys.readouterr().out
+    assert "4 runs, 0 finished (skipped), 2 to run" in text
+    skip = [line for line in text.splitlines() if line.startswith("skipping")]
+    assert skip == ["skipping 2 sb3_recurrent_ppo run(s): the optional package no_such_module_for_this_test is "
+                    "not installed (pip install it)"]
+    assert sorted(rows(tmp_path)) == ["ppo__cartpole__none__h8__s0", "ppo__cartpole__none__h8__s1"]
+    assert sweep.main([str(path), "--list"]) == 0
+    assert "skip sb3_recurrent_ppo__cartpole__lstm__default__s0" in capsys.readouterr().out
