@@ -41,6 +41,7 @@ from agents.runtime.nonfinite import check_finite
 from agents.runtime.run_dir import RunDir, rng_state
 from agents.navigation.batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
 from networks.models.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
+from networks.params import count_parameters
 from networks.ssm.param_groups import weight_decay_groups
 
 AGENT = "bc_navigation"
@@ -299,7 +300,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
               "collision_rate": float(np.mean([r["collision"] for r in rows])),
               "mean_steps": float(np.mean([r["steps"] for r in rows])),
               "control_hz": policy_steps / max(policy_s, 1e-9), "device": str(device),
-              "model": cfg.model.kind, "parameters": int(sum(p.numel() for p in model.parameters())),
+              "model": cfg.model.kind, "parameters": count_parameters(model),
               "success_by_cue": {str(c): float(np.mean([r["success"] for r in rows if r["cue"] == c]))
                                  for c in range(min(n_cues, episodes))}}
     import json

@@ -167,6 +167,7 @@ def phase_hz(args) -> None:
     import torch
     from agents.navigation.config import Config
     from agents.bc_navigation import build_model
+    from networks.params import count_parameters
     torch.set_num_threads(args.threads)
     lines = ["| model | params | ms per step | Hz | threads |", "|---|---|---|---|---|"]
     for kind in args.kinds:
@@ -183,7 +184,7 @@ def phase_hz(args) -> None:
             for _ in range(100):
                 _, state = model.step(rgb, rgb, state, init)
             best = min(best, (time.perf_counter() - t0) / 100)
-        n = sum(p.numel() for p in model.parameters())
+        n = count_parameters(model)
         lines.append(f"| {kind} | {n:,} | {best * 1e3:.2f} | {1 / best:.0f} | {args.threads} |")
     print("\n".join(lines))
 

@@ -86,6 +86,7 @@ def run(overrides=()) -> dict:
     from stable_baselines3.common.vec_env import VecNormalize
 
     from agents.ppo_memory import summarize
+    from networks.params import count_parameters
 
     cfg = load_config(SB3Config, None, list(overrides))
     if cfg.threads:
@@ -124,7 +125,7 @@ def run(overrides=()) -> dict:
     wall = time.perf_counter() - callback.t0
     env.training = False                                     # freeze the observation statistics
     mean, _ = evaluate_policy(model, env, n_eval_episodes=cfg.train.eval_episodes, deterministic=True)
-    params = sum(t.numel() for t in model.policy.parameters())
+    params = count_parameters(model.policy)
     result = summarize(curve, cfg.train.threshold, params, model.num_timesteps, wall, model.num_timesteps / wall)
     return {**result, "final_return": float(mean) * scale, "final_return_raw": float(mean),
             "task": "CartPoleNoVel-v1 (gymnasium CartPole-v1, velocities masked)", "level": f"{cfg.max_steps} steps"}

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from agents.runtime.config import load_config  # noqa: E402
 from agents.drone.config import Config  # noqa: E402
 from agents.drone.build import TD3Nets  # noqa: E402
+from networks.params import count_parameters  # noqa: E402
 
 CONFIGS = {"seed size (default config)": None, "quick_vmamba": "configs/drone/quick_vmamba.yaml",
            "quick_framestack": "configs/drone/quick_framestack.yaml"}
@@ -51,8 +52,7 @@ def main(argv=None) -> int:
                     nets.actor(depth, state)
                     times.append((time.perf_counter() - t0) * 1e3)
             ms.append(statistics.median(times))
-        a = sum(q.numel() for q in nets.actor.parameters())
-        c = sum(q.numel() for q in nets.critic.parameters())
+        a, c = count_parameters(nets.actor), count_parameters(nets.critic)
         rows.append(f"| {name} | {a:,} | {c:,} | {a + c:,} | {ms[0]:.1f} | {ms[1]:.1f} |")
     load = os.getloadavg()[0]
     text = (f"Command: `python benchmarks/td3_actor_latency.py {' '.join(argv or sys.argv[1:])}`\n\n"

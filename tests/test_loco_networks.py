@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from networks.models.loco_encoder import LocoEncoder, parameter_table
+from networks.models.loco_encoder import LocoEncoder
+from networks.params import parameter_table
 
 SMALL = dict(hidden_shapes=[16], visual_dim=16, transformer_params=[[2, 32]], mamba_params=[[16, 4, 4, 2]],
              append_hidden_shapes=[24])

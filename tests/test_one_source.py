@@ -99,3 +99,28 @@ def test_writers_go_through_atomic_io(tmp_path):
     write_curve(tmp_path / "curves" / "c.csv", [{k: 0 for k in CURVE_FIELDS}])
     assert (tmp_path / "curves" / "c.csv").read_text().splitlines()[0] == ",".join(CURVE_FIELDS)
     assert not [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp")]
+
+
+# -- 3. parameter counts: networks.params -----------------------------------------------------------
+
+def test_parameter_counter_matches_the_old_sums():
+    from torch import nn
+
+    from networks.params import count_parameters, parameter_counts, parameter_table
+    a, b = nn.Linear(3, 4), nn.Sequential(nn.Linear(4, 2), nn.LayerNorm(2))
+    b[1].weight.requires_grad_(False)
+    assert count_parameters(a) == sum(p.numel() for p in a.parameters()) == 16
+    assert count_parameters(a, b) == 16 + 10 + 4
+    assert count_parameters(b, trainable=True) == sum(p.numel() for p in b.parameters() if p.requires_grad) == 12
+    assert parameter_counts({"a": a, "b": b}) == {"a": 16, "b": 14, "total": 30}
+    assert parameter_table({"a": a, "b": b}).splitlines() == ["a                16", "b                14",
+                                                             "total            30"]
+
+
+def test_agent_reports_count_through_networks_params():
+    from agents.pomdp.build import Config, MemoryPolicy
+    from networks.params import count_parameters
+    nets = MemoryPolicy(from_dict(Config, {"model": {"memory": "gru", "hidden": 8}}))
+    counts = nets.parameter_counts()
+    assert counts["memory"] == count_parameters(nets.memory)
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")

@@ -66,7 +66,10 @@ def restore_training(state: dict, **stateful) -> int:
 
 
 def parameter_count(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Trainable parameters (networks.params, the one counter)."""
+    from networks.params import count_parameters
+
+    return count_parameters(module, trainable=True)
 
 
 from agents.runtime.export import TRAINING_ONLY, export_checkpoint, save_atomic  # noqa: E402,F401  (shared with the RL agents)

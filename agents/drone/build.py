@@ -17,7 +17,7 @@ from torch import nn
 
 import envs  # noqa: F401  (registers the mambazoo/ ids)
 from agents.drone.config import Config, is_drone
-from networks.models.loco_encoder import parameter_table
+from networks.params import count_parameters, parameter_table
 from networks.memory.encoder import MemorySequenceEncoder
 from networks.models.vmamba import SequenceEncoder, VMambaActor, VMambaCritic
 
@@ -103,7 +103,7 @@ def build_nets(cfg: Config, env) -> TD3Nets:
 def parameter_report(nets: TD3Nets) -> str:
     rows = {"actor": nets.actor, "critic (twin Q)": nets.critic,
             "targets (not trained)": nn.ModuleList([nets.actor_target, nets.critic_target])}
-    trainable = sum(p.numel() for m in (nets.actor, nets.critic) for p in m.parameters())
+    trainable = count_parameters(nets.actor, nets.critic)
     return parameter_table(rows) + f"\ntrainable (actor + critic): {trainable:,}"
 
 

@@ -16,6 +16,7 @@ from agents.runtime.config import ConfigError, field_spec
 from agents.algos.ppo import PPOConfig, RecurrentActorCritic
 from envs.pomdp.tasks import TASKS
 from networks.memory.factory import MEMORY_KINDS, MemoryKind, make_memory
+from networks.params import parameter_counts
 
 Task = Literal["repeat_previous", "repeat_first", "autoencode", "count_recall", "stateless_cartpole",
                "stateless_pendulum", "noisy_stateless_cartpole", "noisy_stateless_pendulum"]
@@ -244,10 +245,8 @@ class MemoryPolicy(RecurrentActorCritic):
         self.set_views(self.embed, actor_head, value_head)
 
     def parameter_counts(self) -> dict[str, int]:
-        count = lambda mod: sum(p.numel() for p in mod.parameters())   # noqa: E731
-        parts = {"embed": count(self.embed_net), "memory": count(self.memory),
-                 "policy head": count(self.actor_head), "value head": count(self.value_head)}
-        return {**parts, "total": sum(parts.values())}
+        return parameter_counts({"embed": self.embed_net, "memory": self.memory,
+                                 "policy head": self.actor_head, "value head": self.value_head})
 
 
 @torch.no_grad()

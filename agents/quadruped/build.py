@@ -17,8 +17,9 @@ from agents.quadruped.config import Config, EnvConfig, check_consistency
 from agents.runtime.config import ConfigError
 from envs import QUADRUPED_IDS
 from envs.quadruped.a1_env import A1QuadrupedEnv
-from networks.models.loco_encoder import LocoEncoder, parameter_table
+from networks.models.loco_encoder import LocoEncoder
 from networks.memory.factory import make_memory
+from networks.params import parameter_table
 
 INFO_KEYS = ("distance", "collisions", "fall", "goal_reached")
 

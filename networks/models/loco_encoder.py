@@ -120,14 +120,3 @@ class LocoEncoder(nn.Module):
             own, visual = (h[:, -1], h[:, :-1]) if self.proprio_last else (h[:, 0], h[:, 1:])
             pooled = torch.cat([own, visual.mean(1)], -1)                      # [N, 2D]
         return self.head(pooled).reshape(*batch, -1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def parameter_table(named_modules: dict[str, nn.Module]) -> str:
-    counts = {name: count_parameters(m) for name, m in named_modules.items()}
-    counts["total"] = sum(counts.values())
-    width = max(map(len, counts))
-    return "\n".join(f"{name:<{width}}  {n:>12,d}" for name, n in counts.items())

@@ -26,6 +26,7 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from networks.memory.factory import make_memory
+from networks.params import count_parameters
 
 
 def image_to_float(x: Tensor, dtype=torch.float32) -> Tensor:
@@ -188,11 +189,10 @@ class MambaViNT(nn.Module):
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Trainable parameters per top-level child, and the total."""
-    counts = {name: sum(p.numel() for p in child.parameters() if p.requires_grad)
-              for name, child in model.named_children()}
+    counts = {name: count_parameters(child, trainable=True) for name, child in model.named_children()}
     counts["positions"] = model.positions.numel() if isinstance(model, ViNT) else 0
     counts = {k: v for k, v in counts.items() if v}
-    counts["total"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    counts["total"] = count_parameters(model, trainable=True)
     return counts
 
 

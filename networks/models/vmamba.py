@@ -22,7 +22,8 @@ import copy
 import torch
 from torch import nn
 
-from networks.models.loco_encoder import MambaFusionLayer, count_parameters, parameter_table
+from networks.models.loco_encoder import MambaFusionLayer
+from networks.params import count_parameters, parameter_table
 from networks.ssm.ss2d import SS2D
 
 # Stage widths. Stage 1 is 64 (seed). The budget is ~2M trainable parameters for actor +
@@ -377,7 +378,7 @@ def parameter_report(actor: nn.Module | None = None, critic: nn.Module | None = 
             parts[f"{name}.{part}"] = m
         parts[f"{name}.heads"] = [m for n, m in net.named_children() if n != "encoder"]
     parts = {k: nn.ModuleList(v) if isinstance(v, list) else v for k, v in parts.items()}
-    trainable = sum(p.numel() for net in (actor, critic) for p in net.parameters() if p.requires_grad)
+    trainable = count_parameters(actor, critic, trainable=True)
     lines = ["trainable, by part (total = actor + critic):", parameter_table(parts), "",
              "with the agent's target copies (deepcopy):",
              parameter_table({"actor": actor, "critic": critic, "actor_target": copy.deepcopy(actor),
