@@ -368,7 +368,7 @@ def dry_run(cfg: Config) -> int:
 
 
 def main(argv=None) -> int:
-    parser = bc_parser("python agents/bc_navigation.py", __doc__.split("\n\n")[0], Config,
+    parser = bc_parser("bc_navigation.py", __doc__.split("\n\n")[0], Config,
                        "YAML/JSON config (e.g. configs/nav/mambavint.yaml)")
     return bc_main(argv, parser=parser, agent=AGENT, config_cls=Config, data_main=nav_data.main,
                    data_errors=(nav_data.NavDatasetError,), train=train, evaluate=evaluate,

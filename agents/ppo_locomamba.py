@@ -33,7 +33,8 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, pick_device, resolve_run, run_agent
+from agents.runtime.cli import (agent_parser, eval_checkpoint, eval_out_dir, format_eval, pick_device, resolve_run,
+                                run_agent)
 from agents.runtime.config import load_config, read_config_file, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/algos/ppo.py (shared with ppo_memory.py); re-exported for old imports
@@ -176,29 +177,9 @@ def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration
 def parse_args(argv=None) -> argparse.Namespace:
     parser = agent_parser("ppo_locomamba.py", "PPO with a LocoMamba (or LocoTransformer) policy on the "
                           "PyBullet A1 quadruped.", Config, "YAML config of ours, or a LocoTransformer JSON config")
-    parser.add_argument("--stochastic", action="store_true",
-                        help="--eval samples actions from the policy instead of taking its mean")
-    parser.add_argument("--export", metavar="CHECKPOINT",
-                        help="write the acting weights of a checkpoint file or run directory (float16 matrices)")
-    parser.add_argument("--out", metavar="FILE", help="--export destination (default RUN/export/<ckpt>_float16.pt)")
+    parser.sections["eval"].add_argument("--stochastic", action="store_true",
+                                         help="--eval samples actions from the policy instead of taking its mean")
     return parser.parse_args(argv)
-
-
-def run_export(args) -> int:
-    from agents.runtime.cli import output_root
-    from agents.runtime.export import export_checkpoint, save_atomic
-    from agents.runtime.run_dir import RunDirError
-
-    try:
-        ckpt, state = eval_checkpoint(args.export, "--export")
-    except RunDirError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_float16.pt"
-    save_atomic(export_checkpoint(state, str(ckpt)), dest)
-    print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, float16 weights); "
-          f"evaluate with: python agents/ppo_locomamba.py --eval {dest}")
-    return 0
 
 
 def resolve(args) -> tuple[Config, RunDir | None, dict | None]:
@@ -215,8 +196,6 @@ def load_new(args) -> Config:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.export:
-        return run_export(args)
     return run_agent(args, config_cls=Config, agent=AGENT, check=check_config, run_eval=run_eval,
                      dry_run=dry_run, train=train, load_new=load_new)
 
@@ -243,7 +222,8 @@ def run_eval(args) -> int:
     nets = build_policy(cfg)
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes
-    out_dir = ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out_dir = eval_out_dir(args, ckpt, ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints"
+                           else ckpt.parent)
     mode = "stochastic" if args.stochastic else "deterministic"
     result = evaluate(cfg, nets, episodes, video=out_dir / f"eval_{ckpt.stem}_{mode}.mp4", seed=cfg.seed + 12345,
                       stochastic=args.stochastic)

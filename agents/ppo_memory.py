@@ -28,7 +28,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, pick_device, run_agent
+from agents.runtime.cli import agent_parser, eval_checkpoint, eval_out_dir, format_eval, pick_device, run_agent
 from agents.runtime.atomic_io import atomic_open
 from agents.runtime.config import from_dict, save_config, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
@@ -269,6 +269,15 @@ def run_eval(args) -> int:
     episodes = args.episodes or cfg.train.eval_episodes
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 54321)
     print(f"eval of {ckpt} over {episodes} greedy episodes: {format_eval(result)}")
+    if args.out:                        # no video here: --out DIR gets the results as JSON
+        import json
+
+        from agents.runtime.atomic_io import write_text_atomic
+
+        out = eval_out_dir(args, ckpt, ckpt.parent)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / f"eval_{ckpt.stem}.json", json.dumps({"checkpoint": str(ckpt), **result}, indent=2) + "\n")
+        print(f"wrote {out / f'eval_{ckpt.stem}.json'}")
     return 0
 
 

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.runtime.cli import agent_parser, eval_checkpoint, format_eval, output_root, pick_device, run_agent
+from agents.runtime.cli import (agent_parser, eval_checkpoint, eval_out_dir, format_eval, output_root, pick_device,
+                                run_agent)
 from agents.runtime.config import ConfigError, from_dict, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime import replay_io
@@ -280,10 +281,10 @@ def main(argv=None) -> int:
 
 
 def use_cpu_default(args, cuda: bool) -> bool:
-    """The plain command (no --config, --resume or --eval) on a machine without CUDA trains the
+    """The plain command (no --config, --resume, --eval or --export) on a machine without CUDA trains the
     CPU-sized config: the seed-size network needs ~2 s per update there, so it would print its
     parameter table and then nothing for minutes. The seed size stays one option away."""
-    return not (args.config or args.resume or args.eval or cuda)
+    return not (args.config or args.resume or args.eval or getattr(args, "export", None) or cuda)
 
 
 def check(cfg: Config) -> None:
@@ -328,7 +329,7 @@ def run_eval(args) -> int:
     env.close()
     nets.load_state_dict(state["model"])
     episodes = args.episodes or cfg.train.eval_episodes
-    out_dir = output_root(ckpt) / "videos" / f"eval_{ckpt.stem}"
+    out_dir = eval_out_dir(args, ckpt, output_root(ckpt) / "videos" / f"eval_{ckpt.stem}")
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
     print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
     return 0

@@ -1,12 +1,14 @@
 """The command line and training glue both behaviour-cloning agents share.
 
-    python agents/bc_<name>.py generate ...        expert demonstrations (the data module's CLI)
-    python agents/bc_<name>.py info DIR            validate a dataset, print a summary
-    python agents/bc_<name>.py train [key=value ...] [--config FILE] [--resume RUN_DIR] [--dry-run]
-    python agents/bc_<name>.py eval CHECKPOINT|RUN_DIR [--episodes N] [--seed S] [--no-video]
-    python agents/bc_<name>.py export CHECKPOINT|RUN_DIR [--dtype float16] [--out FILE]
+    python agents/bc_<name>.py --generate --out DIR --episodes N [--seed S] [key=value ...]   expert demos
+    python agents/bc_<name>.py --info DIR            validate a dataset, print a summary
+    python agents/bc_<name>.py [--config FILE] [key=value ...] [--resume RUN_DIR] [--dry-run]
+    python agents/bc_<name>.py --eval CHECKPOINT|RUN_DIR [--episodes N] [--seed S] [--no-video] [--out DIR]
+    python agents/bc_<name>.py --export CHECKPOINT|RUN_DIR [--dtype float16] [--out FILE]
 
-An agent supplies its typed config class, its data module's ``main``, the functions
+The RL agents' grammar (agents/runtime/cli.py) plus the dataset commands; the older subcommand
+forms (``generate ...``, ``info DIR``, ``train ARGS``, ``eval CHECKPOINT ARGS``, ``export
+CHECKPOINT ARGS``) are still accepted and mean the same. An agent supplies its typed config class, its data module's ``main``, the functions
 ``train(cfg, run, state)``, ``evaluate(cfg, state, args, out_dir) -> dict`` and ``dry_run(cfg)``,
 and optionally ``check(cfg)``, run before a run directory is created. The glue turns the errors a user can cause (config, dataset, run directory) into one line on stderr
 and exit code 2, and a non-finite loss into exit code 1 naming the last good checkpoint.
@@ -21,11 +23,9 @@ from pathlib import Path
 
 import torch
 
-from agents.runtime.cli import (OverridesParser, check_common, eval_checkpoint, format_eval, output_root,
-                               pick_device, resolve_run, truncate_metrics_after)
-from agents.runtime.config import ConfigError, describe, from_dict, save_config
-from agents.runtime.nonfinite import NonFiniteLoss
-from agents.runtime.run_dir import RunDir, RunDirError, set_rng_state
+from agents.runtime.cli import agent_parser, eval_checkpoint, eval_out_dir, format_eval, output_root, run_agent
+from agents.runtime.config import ConfigError, from_dict
+from agents.runtime.run_dir import RunDirError, set_rng_state
 
 
 def warmup_cosine(optim: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
@@ -75,36 +75,63 @@ def parameter_count(module: torch.nn.Module) -> int:
 from agents.runtime.export import TRAINING_ONLY, export_checkpoint, save_atomic  # noqa: E402,F401  (shared with the RL agents)
 
 
+SUBCOMMANDS = ("generate", "info", "train", "eval", "export")   # the older forms, still accepted
+
+
 def bc_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=fmt)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{generate,info,train,eval,export}",
-                                parser_class=OverridesParser)
-    for name, text in (("generate", "write or continue a dataset of expert demonstrations (generate --help)"),
-                       ("info", "validate a dataset and print a summary")):
-        p = sub.add_parser(name, help=text, add_help=False)      # the data module parses its own --help
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-    train = sub.add_parser("train", help="train a policy on a dataset", formatter_class=fmt,
-                           epilog="config keys (set in --config FILE or as key=value overrides):\n"
-                                  + describe(config_cls))
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. seed=1 train.steps=2000")
-    train.add_argument("--config", help=config_help)
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    train.add_argument("--dry-run", action="store_true", help="validate, load the dataset, build, print, exit")
-    ev = sub.add_parser("eval", help="closed-loop evaluation of a checkpoint in the env")
-    ev.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR",
-                    help="checkpoint or export file, or run directory (its latest checkpoint, else its latest export/)")
-    ev.add_argument("--episodes", type=int, default=None, help="episodes (default: the config's eval.episodes)")
-    ev.add_argument("--seed", type=int, default=None, help="first env seed (default: the config's eval.seed)")
-    ev.add_argument("--no-video", action="store_true", help="skip the video and plots")
-    ev.add_argument("--out", metavar="DIR", default=None, help="where eval files go (default RUN_DIR/eval)")
-    ex = sub.add_parser("export", help="write the acting weights alone (no optimiser state), e.g. in float16")
-    ex.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR", help="checkpoint file or run directory (latest)")
-    ex.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float16",
-                    help="dtype of weight matrices/filters (vectors stay float32)")
-    ex.add_argument("--out", metavar="FILE", default=None,
-                    help="default RUN_DIR/export/<checkpoint>_<dtype>.pt; `eval FILE` evaluates it")
+    """The shared agent grammar (agents/runtime/cli.agent_parser) plus BC's dataset commands
+    (``--generate``, ``--info``) and eval options (``--seed``, ``--no-video``)."""
+    name = Path(prog.split()[-1]).name
+    pairs = (("generate ARGS", "--generate ARGS"), ("info DIR", "--info DIR"), ("train ARGS", "ARGS"),
+             ("eval CHECKPOINT ARGS", "--eval CHECKPOINT ARGS"), ("export CHECKPOINT ARGS", "--export CHECKPOINT ARGS"))
+    aliases = "older forms, still accepted:\n" + "\n".join(f"  {name} {old:<22} = {name} {new}" for old, new in pairs)
+    forms = ((f"{name} --generate --out DIR --episodes N [--seed S] [key=value ...]",
+              "write or continue a dataset of expert demos (settings: --generate --help)"),
+             (f"{name} --info DIR", "validate a dataset, print a summary"))
+    parser = agent_parser(prog, description, config_cls, config_help, forms=forms, aliases=aliases)
+    ev = parser.sections["eval"]
+    ev.add_argument("--seed", type=int, default=None, metavar="S", help="first env seed for --eval (default: the config's eval.seed)")
+    ev.add_argument("--no-video", action="store_true", help="--eval without the video and plots")
+    data = parser.add_argument_group("data")
+    data.add_argument("--generate", action="store_true",
+                      help="write or continue a dataset of expert demonstrations: --out DIR --episodes N [--seed S] "
+                           "[--config FILE] [key=value ...] are the generator's (--generate --help lists them)")
+    data.add_argument("--info", metavar="DIR", help="validate a dataset and print a summary")
     return parser
+
+
+def data_command(argv: list) -> list | None:
+    """The data module's argv for ``--generate ...`` / ``--info DIR`` (or the subcommands
+    ``generate ...`` / ``info DIR``), else None."""
+    if argv and argv[0] in ("generate", "info"):
+        return argv
+    for i, a in enumerate(argv):
+        if a in ("--generate", "--info"):
+            return [a[2:], *argv[:i], *argv[i + 1:]]
+        if a.startswith("--info="):
+            return ["info", a.split("=", 1)[1], *argv[:i], *argv[i + 1:]]
+    return None
+
+
+def flag_argv(argv: list, parser: argparse.ArgumentParser) -> list:
+    """The older subcommand forms in the shared grammar: ``train ARGS`` -> ``ARGS``, ``eval CKPT
+    ARGS`` -> ``--eval CKPT ARGS``, ``export CKPT ARGS`` -> ``--export CKPT ARGS`` (the checkpoint
+    is the first argument that is neither an option, an option's value nor a key=value)."""
+    if not argv or argv[0] not in ("train", "eval", "export"):
+        return argv
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        return rest
+    takes_value = {o for a in parser._actions if a.option_strings and a.nargs != 0 for o in a.option_strings}
+    i = 0
+    while i < len(rest):
+        if rest[i] in takes_value:
+            i += 2
+        elif rest[i].startswith("-") or "=" in rest[i]:
+            i += 1
+        else:
+            return [f"--{cmd}", rest[i], *rest[:i], *rest[i + 1:]]
+    return [f"--{cmd}", *rest]        # no checkpoint: argparse says "--eval: expected one argument"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -115,65 +142,32 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, data_main, data_errors: tuple,
             train, evaluate, dry_run, check=None, frozen_on_resume=("model", "policy")) -> int:
-    run_box = []
-    try:
-        return _bc_main(argv, run_box, parser=parser, agent=agent, config_cls=config_cls, data_main=data_main,
-                        data_errors=data_errors, train=train, evaluate=evaluate, dry_run=dry_run, check=check,
-                        frozen_on_resume=frozen_on_resume)
-    finally:
-        for run in run_box:
-            run.unlock()
-
-
-def _bc_main(argv, run_box, *, parser, agent, config_cls, data_main, data_errors, train, evaluate, dry_run, check,
-             frozen_on_resume) -> int:
+    """A BC agent's ``main``: ``--generate`` / ``--info`` go to the data module's CLI; the rest is
+    the RL agents' flow (agents/runtime/cli.run_agent): the same modes, errors and exit codes."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("generate", "info"):    # the data module's own CLI (argparse's REMAINDER
-        return data_main(argv)                       # would not pass options such as --out through)
-    args = parser.parse_args(argv)
-    user_errors = (ConfigError, RunDirError, *data_errors)
-    run = None
-    try:
-        if args.command == "eval":
-            if args.episodes is not None and args.episodes < 1:
-                parser.error("--episodes must be >= 1")
-            ckpt, state = eval_checkpoint(args.checkpoint, "eval", exports=True)
-            cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
-            out = Path(args.out) if args.out else output_root(ckpt) / "eval"
-            out.mkdir(parents=True, exist_ok=True)
-            result = evaluate(cfg, state, args, out)
-            write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
-            print(f"eval of {ckpt}: {format_eval(result)}\nwrote {out}")
-            return 0
-        if args.command == "export":
-            ckpt, state = eval_checkpoint(args.checkpoint, "export")
-            dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{args.dtype}.pt"
-            save_atomic(export_checkpoint(state, str(ckpt), getattr(torch, args.dtype)), dest)
-            print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {args.dtype} weights); "
-                  f"evaluate with: eval {dest}")
-            return 0
-        cfg, run, state = resolve_run(args, config_cls, frozen=frozen_on_resume)   # locks a resumed run
-        if run is not None:
-            run_box.append(run)
-        if check is not None:             # dataset and config problems before a run directory exists
-            check(cfg)
-        check_common(cfg)
-        pick_device(cfg.device, "device")   # cuda without CUDA: one line, before a run dir
-        if args.dry_run:
-            return dry_run(cfg)
-        if run is None:
-            run = RunDir.create(cfg.run_root, agent, cfg.name).lock()
-            run_box.append(run)
-        else:
-            truncate_metrics_after(run, int(state.get("step", 0)))
-        save_config(cfg, run.config_path)
-        print(f"run directory: {run.path}")
+    data_argv = data_command(argv)
+    if data_argv is not None:          # the data module's own CLI (its own --help, --out, --episodes, ...)
+        return data_main(data_argv)
+    args = parser.parse_args(flag_argv(argv, parser))
+
+    def run_eval(args) -> int:
+        ckpt, state = eval_checkpoint(args.eval, "--eval", exports=True)
+        cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
+        out = eval_out_dir(args, ckpt, output_root(ckpt) / "eval")
+        out.mkdir(parents=True, exist_ok=True)
+        result = evaluate(cfg, state, args, out)
+        write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
+        print(f"eval of {ckpt}: {format_eval(result)}\nwrote {out}")
+        return 0
+
+    def train_cli(cfg, run, state) -> int:
         train(cfg, run, state)
-    except user_errors as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteLoss as err:
-        last = run.latest_checkpoint() if run is not None else None
-        print(f"error: {err}; stopping. Last good checkpoint: {last or 'none yet'}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    import dataclasses
+
+    device_key = "device" if "device" in {f.name for f in dataclasses.fields(config_cls)} else "train.device"
+    return run_agent(args, config_cls=config_cls, agent=agent, check=check or (lambda cfg: None), run_eval=run_eval,
+                     dry_run=dry_run, train=train_cli, save_config_on_resume=True,
+                     launch_errors=(ConfigError, *data_errors), frozen_on_resume=frozen_on_resume,
+                     device_key=device_key, prog=f"agents/{agent}.py")

@@ -1,6 +1,7 @@
 """Scripted demonstrations for envs/manipulation/panda_env.py as a memory-mapped TensorDict dataset.
 
-    python -m agents.manipulation.data generate --task push --episodes 100 --out data/push --seed 0
+    python -m agents.manipulation.data generate --out data/push --episodes 100 --seed 0 task=push
+    python -m agents.manipulation.data generate --task push --episodes 100 --out data/push --seed 0  # older form
     python -m agents.manipulation.data info data/push
 
 Layout of a dataset directory::
@@ -41,8 +42,8 @@ import torch
 from tensordict import TensorDict
 
 from agents.runtime.atomic_io import write_text_atomic
+from agents.runtime.config import apply_overrides, describe, field_spec, from_dict, read_config_file
 
-from agents.runtime.seeds import episode_seed  # noqa: F401  (also imported from here)
 FORMAT, VERSION = "mambazoo.manip_demos", 1
 KEYS = ("point_cloud", "agent_pos", "action", "episode", "step")
 
@@ -53,19 +54,24 @@ class DatasetError(ValueError):
 
 @dataclass
 class GenerateConfig:
-    task: str = "push"
-    seed: int = 0
-    noise: float = 0.0              # expert action noise (std, in action units)
-    keep_failed: bool = False       # store failed episodes instead of retrying them
-    max_attempts: int = 5           # attempts per episode index when keep_failed is off
-    horizon: int | None = None      # env step limit (None: the task's default)
-    num_points: int = 512
-    sampling: str = "fps"
-    image_size: int = 128
+    task: str = field_spec("push", choices=("push", "pick_place"), help="manipulation task")
+    seed: int = field_spec(0, min=0, help="dataset seed (the --seed option sets it too)")
+    noise: float = field_spec(0.0, min=0.0, help="expert action noise (std, in action units)")
+    keep_failed: bool = field_spec(False, help="store failed episodes instead of retrying them")
+    max_attempts: int = field_spec(5, min=1, help="attempts per episode index when keep_failed is off")
+    horizon: int | None = field_spec(None, min=1, help="env step limit (null: the task's default)")
+    num_points: int = field_spec(512, min=1, help="points per point cloud")
+    sampling: str = field_spec("fps", choices=("fps", "random"), help="point-cloud subsampling")
+    image_size: int = field_spec(128, min=8, help="depth camera resolution")
 
     def env_kwargs(self) -> dict:
         return dict(task=self.task, horizon=self.horizon, num_points=self.num_points,
                     sampling=self.sampling, image_size=self.image_size)
+
+
+def episode_seed(seed: int, episode: int, attempt: int = 0) -> int:
+    """Independent 32-bit seed for (dataset seed, episode index, attempt)."""
+    return int(np.random.SeedSequence([seed, episode, attempt]).generate_state(1)[0])
 
 
 def _write_json(path: Path, obj) -> None:
@@ -358,35 +364,54 @@ def _validate(data: TensorDict, meta: dict, where: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------- CLI
+# the older flag forms of the settings (generate --task push --num-points 64 ...): aliases of task=push ...
+ALIASES = {"--task": ("task", str), "--noise": ("noise", float), "--max-attempts": ("max_attempts", int),
+           "--horizon": ("horizon", int), "--num-points": ("num_points", int), "--sampling": ("sampling", str),
+           "--image-size": ("image_size", int)}
+
+
 def main(argv=None) -> int:
+    """``generate --out DIR --episodes N [--seed S] [--config FILE] [key=value ...]``, the
+    navigation data module's form (settings as key=value or in a YAML/JSON file); ``info DIR``."""
+    from agents.runtime.cli import OverridesParser
+
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m agents.manipulation.data", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="generate or resume scripted demonstrations")
-    g.add_argument("--task", default="push", choices=["push", "pick_place"])
-    g.add_argument("--episodes", type=int, required=True, help="total episodes wanted in the dataset")
-    g.add_argument("--out", required=True, help="dataset directory (created, or resumed if it exists)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--noise", type=float, default=0.0, help="expert action noise std (action units)")
-    g.add_argument("--keep-failed", action="store_true", help="store failed episodes instead of retrying")
-    g.add_argument("--max-attempts", type=int, default=5, help="tries per episode before giving up")
-    g.add_argument("--horizon", type=int, default=None, help="env step limit (default: the task's)")
-    g.add_argument("--num-points", type=int, default=512)
-    g.add_argument("--sampling", default="fps", choices=["fps", "random"])
-    g.add_argument("--image-size", type=int, default=128, help="depth camera resolution")
+                                     formatter_class=fmt)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OverridesParser)
+    g = sub.add_parser("generate", help="generate or resume scripted demonstrations", formatter_class=fmt,
+                       description="Write expert demonstrations to DIR, continuing after the episodes already there "
+                                   "(same seed and settings required).",
+                       epilog="settings (key=value overrides or --config FILE):\n" + describe(GenerateConfig)
+                              + "\n\nolder forms, still accepted: --task T, --noise X, --keep-failed, --max-attempts N, "
+                                "--horizon N, --num-points N, --sampling S, --image-size N (= task=T, noise=X, ...)")
+    g.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. task=pick_place num_points=256")
+    g.add_argument("--out", required=True, metavar="DIR", help="dataset directory (created, or resumed if it exists)")
+    g.add_argument("--episodes", type=int, required=True, metavar="N", help="total episodes wanted in the dataset")
+    g.add_argument("--seed", type=int, default=None, metavar="S", help="dataset seed (default 0, or the seed setting)")
+    g.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    for flag, (key, tp) in ALIASES.items():
+        g.add_argument(flag, dest=f"alias_{key}", type=tp, default=None, help=argparse.SUPPRESS)
+    g.add_argument("--keep-failed", dest="alias_keep_failed", action="store_const", const=True, default=None,
+                   help=argparse.SUPPRESS)
     i = sub.add_parser("info", help="validate a dataset and print a summary")
-    i.add_argument("path")
+    i.add_argument("path", metavar="DIR")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "generate":
-            cfg = GenerateConfig(task=args.task, seed=args.seed, noise=args.noise, keep_failed=args.keep_failed,
-                                 max_attempts=args.max_attempts, horizon=args.horizon, num_points=args.num_points,
-                                 sampling=args.sampling, image_size=args.image_size)
+            if args.episodes < 1:
+                parser.error("--episodes must be >= 1")
+            data = read_config_file(args.config) if args.config else {}
+            data = apply_overrides(data, args.overrides)
+            data.update({k[len("alias_"):]: v for k, v in vars(args).items() if k.startswith("alias_") and v is not None})
+            if args.seed is not None:
+                data["seed"] = args.seed
+            cfg = from_dict(GenerateConfig, data)
             demos = generate(args.out, args.episodes, cfg, progress=not args.quiet)
         else:
             demos = load_dataset(args.path)
-    except (DatasetError, ValueError, RuntimeError) as e:
+    except (DatasetError, ValueError, RuntimeError) as e:    # ConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     eps = demos.episodes

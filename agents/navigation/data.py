@@ -52,7 +52,6 @@ import torch  # noqa: E402
 from tensordict import MemoryMappedTensor, TensorDict  # noqa: E402
 
 from agents.runtime.atomic_io import atomic_open  # noqa: E402
-from agents.runtime.seeds import episode_seed  # noqa: E402,F401  (also imported from here)
 from agents.runtime.config import (ConfigError, apply_overrides, describe, field_spec, from_dict,  # noqa: E402
                                   read_config_file)
 
@@ -100,6 +99,11 @@ class NavDataConfig:
                     "length": ("int64", []), "seed": ("int64", []), "path_length": ("float32", []),
                     "shortest_path_length": ("float32", [])}
         return steps, episodes
+
+
+def episode_seed(seed: int, index: int) -> int:
+    """Independent, order-free env seed of episode ``index`` of a dataset generated with ``seed``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -375,7 +379,9 @@ def summary(ds: NavDataset) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agents.navigation.data", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from agents.runtime.cli import OverridesParser     # key=value settings before or after options
+
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OverridesParser)
     gen = sub.add_parser("generate", formatter_class=argparse.RawDescriptionHelpFormatter,
                          help="write or continue a dataset of expert demonstrations",
                          description="Write expert demonstrations to DIR, continuing after the episodes "
@@ -384,7 +390,7 @@ def main(argv=None) -> int:
     gen.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. depth=2 image_size=64")
     gen.add_argument("--out", required=True, metavar="DIR", help="dataset folder (created if missing)")
     gen.add_argument("--episodes", required=True, type=int, metavar="N", help="total episodes the folder should hold")
-    gen.add_argument("--seed", type=int, default=0, help="dataset seed; episode i uses episode_seed(seed, i)")
+    gen.add_argument("--seed", type=int, default=0, metavar="S", help="dataset seed; episode i uses episode_seed(seed, i)")
     gen.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
     gen.add_argument("--workers", type=int, default=1, help="processes running expert rollouts (the data "
                      "do not depend on it)")

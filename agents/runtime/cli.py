@@ -1,4 +1,5 @@
-"""The command line every agent script shares: config file + key=value overrides, resume, eval."""
+"""The command line every agent script shares (RL and BC): config file + key=value overrides,
+--resume, --eval, --export, --dry-run; one parser (``agent_parser``), one flow (``run_agent``)."""
 from __future__ import annotations
 
 import argparse
@@ -29,16 +30,93 @@ class OverridesParser(argparse.ArgumentParser):
         return ns, extra
 
 
-def agent_parser(prog: str, description: str, config_cls, config_help: str) -> argparse.ArgumentParser:
-    parser = OverridesParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, description=description,
+EXIT_CODES = "exit codes: 0 ok; 1 the run failed (a non-finite loss: names the last good checkpoint); " \
+             "2 bad input or usage (one line naming it)"
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class AgentParser(OverridesParser):
+    """The one command line of every agent script (``agent_parser`` builds it): after parsing,
+    options of a mode given without that mode (``--episodes`` without ``--eval``...) and two modes
+    at once are usage errors (exit 2, the message names the option). ``sections``: the argument
+    groups ("train", "eval", "export") an agent adds its own options to."""
+
+    sections: dict
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        modes = [f"--{m}" for m in ("resume", "eval", "export") if getattr(ns, m, None)]
+        if len(modes) > 1:
+            self.error(f"{' and '.join(modes)}: give one of --resume, --eval, --export")
+        if ns.dry_run and (ns.eval or ns.export):
+            self.error(f"--dry-run applies to training (--config / --resume), not to {modes[0]}")
+        if ns.config and (ns.eval or ns.export):
+            self.error(f"--config: {modes[0]} uses the config saved in the checkpoint")
+        if ns.overrides and (ns.eval or ns.export):
+            self.error(f"{ns.overrides[0]}: key=value overrides apply to training; {modes[0]} uses the config "
+                       "saved in the checkpoint")
+        if ns.out is not None and not (ns.eval or ns.export):
+            self.error("--out applies to --eval or --export")
+        for mode in ("eval", "export"):        # the section's options need its mode
+            if getattr(ns, mode):
+                continue
+            for action in self.sections[mode]._group_actions:
+                if action.dest != mode and getattr(ns, action.dest) != action.default:
+                    self.error(f"{action.option_strings[0]} applies to --{mode}")
+        if ns.episodes is not None and ns.episodes < 1:
+            self.error(f"--episodes must be >= 1, got {ns.episodes}")
+        if ns.export and ns.dtype is None:
+            ns.dtype = "float16"
+        return ns
+
+
+def agent_parser(prog: str, description: str, config_cls, config_help: str, *,
+                 forms: tuple = (), aliases: str = "") -> AgentParser:
+    """The parser every agent's ``main`` parses with: one grammar, one help layout.
+
+        PROG [--config FILE] [key=value ...]              train a new run
+        PROG --resume RUN_DIR [key=value ...]             continue it from its latest checkpoint
+        PROG --eval CHECKPOINT|RUN_DIR [--episodes N]     evaluate (a run directory: its latest)
+        PROG --export CHECKPOINT|RUN_DIR [--out FILE]     the acting weights alone (float16)
+        PROG ... --dry-run                                validate, build, print, exit
+
+    ``forms``: (command, what it does) lines an agent adds (BC: ``--generate``); ``aliases``: a
+    paragraph on older command forms still accepted. Agents add options to
+    ``parser.sections["train" | "eval" | "export"]`` or their own groups."""
+    name = Path(prog.split()[-1]).name
+    lines = [(f"{name} [--config FILE] [key=value ...]", "train a new run (the config file plus overrides)"),
+             (f"{name} --resume RUN_DIR [key=value ...]", "continue a run from its latest checkpoint"),
+             (f"{name} --eval CHECKPOINT|RUN_DIR [--episodes N]", "evaluate a checkpoint (a run: its latest)"),
+             (f"{name} --export CHECKPOINT|RUN_DIR [--out FILE]", "write its acting weights alone (float16)"),
+             (f"{name} --config FILE --dry-run", "validate, build, print, exit"), *forms]
+    width = max(len(c) for c, _ in lines[:5])     # the shared forms line up the same in every agent
+    usage = "\n".join(f"  {c.ljust(width)}  {t}" if len(c) <= width else f"  {c}\n  {'':{width}}  {t}"
+                      for c, t in lines)
+    text = f"{description}\n\ncommands:\n{usage}\n\n{EXIT_CODES}" + (f"\n\n{aliases}" if aliases else "")
+    parser = AgentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, description=text,
         epilog="config keys (set in --config FILE or as key=value overrides):\n" + describe(config_cls))
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. seed=1 train.total_frames=1000")
-    parser.add_argument("--config", help=config_help)
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    parser.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint file or a run directory")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes for --eval (default train.eval_episodes)")
-    parser.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for training, e.g. "
+                        "seed=1 name=test (the keys are listed below)")
+    train = parser.add_argument_group("train and resume")
+    train.add_argument("--config", metavar="FILE", help=config_help)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint that loads")
+    train.add_argument("--dry-run", action="store_true", help="validate, build env and networks, print, exit")
+    ev = parser.add_argument_group("eval")
+    ev.add_argument("--eval", metavar="CHECKPOINT", help="evaluate a checkpoint or export file, or a run "
+                    "directory (its latest checkpoint)")
+    ev.add_argument("--episodes", type=int, default=None, metavar="N",
+                    help="episodes for --eval (default: the config's)")
+    ex = parser.add_argument_group("export")
+    ex.add_argument("--export", metavar="CHECKPOINT", help="write the acting weights of a checkpoint file or run "
+                    "directory (its latest), without optimiser state; --eval evaluates the file")
+    ex.add_argument("--dtype", choices=DTYPES, default=None,
+                    help="dtype of the exported weight matrices and filters (default float16; vectors stay float32)")
+    parser.add_argument_group("output").add_argument(
+        "--out", metavar="PATH", default=None,
+        help="--export: the file to write (default RUN/export/<checkpoint>_<dtype>.pt); --eval: the folder "
+             "for its files (video, results; default beside the checkpoint)")
+    parser.sections = {"train": train, "eval": ev, "export": ex}
     return parser
 
 
@@ -153,10 +231,12 @@ def checkpoint_path(arg, flag: str = "--eval", exports: bool = False) -> Path:
     path = Path(arg)
     if not path.is_dir():
         return path
-    run = RunDir(path)
-    ckpt = run.latest_checkpoint() or (run.latest_export() if exports else None)
+    ckpt = None
+    if (path / "checkpoints").is_dir() or (exports and (path / "export").is_dir()):   # RunDir() creates folders
+        run = RunDir(path)
+        ckpt = run.latest_checkpoint() or (run.latest_export() if exports else None)
     if ckpt is None:
-        where = f"{run.checkpoints}" + (f" or {path / 'export'}" if exports else "")
+        where = f"{path / 'checkpoints'}" + (f" or {path / 'export'}" if exports else "")
         raise RunDirError(f"{flag} {arg}: no checkpoint found in {where}")
     return ckpt
 
@@ -176,34 +256,62 @@ def eval_checkpoint(arg, flag: str = "--eval", exports: bool = False) -> tuple[P
     return ckpt, RunDir.load_checkpoint(ckpt)
 
 
+def eval_out_dir(args, ckpt: Path, default: Path) -> Path:
+    """Where ``--eval`` of ``ckpt`` writes its files: ``--out DIR`` if given, else ``default``."""
+    return Path(args.out) if getattr(args, "out", None) else default
+
+
+def run_export(args, prog: str) -> int:
+    """``--export CHECKPOINT|RUN_DIR [--out FILE] [--dtype D]``, the same for every agent: the acting
+    weights alone (agents/runtime/export.py), written atomically; prints the ``--eval`` command."""
+    from agents.runtime.export import export_checkpoint, save_atomic
+
+    ckpt, state = eval_checkpoint(args.export, "--export")
+    dtype = getattr(args, "dtype", None) or "float16"
+    dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{dtype}.pt"
+    try:
+        exported = export_checkpoint(state, str(ckpt), getattr(torch, dtype))
+    except ValueError as err:                      # no weights to export
+        raise RunDirError(f"--export {args.export}: {err}") from None
+    save_atomic(exported, dest)
+    print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {dtype} weights); "
+          f"evaluate with: python {prog} --eval {dest}")
+    return 0
+
+
 def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, load_new=None,
               save_config_on_resume: bool = False, launch_errors: tuple = (), validate_checkpoint=None,
-              frozen_on_resume=FROZEN_ON_RESUME) -> int:
-    """The flow of every RL agent script's ``main``: ``--eval``, or resolve the config and run
-    directory (``--resume``) and ``check(cfg)`` them (a user error: one line on stderr, exit 2);
-    then ``dry_run(cfg)``, or create the run directory, write its config.yaml and
-    ``train(cfg, run, state) -> exit code``. A NonFiniteLoss that reaches here exits 1 naming the
-    last good checkpoint; ``launch_errors`` raised by dry_run/train exit 2 with one line.
+              frozen_on_resume=FROZEN_ON_RESUME, device_key: str = "device", prog: str | None = None) -> int:
+    """The flow of every agent script's ``main`` (RL and BC alike): ``--export`` (``run_export``),
+    ``--eval`` (``run_eval(args)``), or resolve the config and run directory (``--resume``) and
+    ``check(cfg)`` them (a user error: one line on stderr, exit 2); then ``dry_run(cfg)``, or create
+    the run directory, write its config.yaml and ``train(cfg, run, state) -> exit code``. A
+    NonFiniteLoss that reaches here exits 1 naming the last good checkpoint; ``launch_errors``
+    (say a dataset error) raised by check/dry_run/train exit 2 with one line.
     ``save_config_on_resume``: rewrite config.yaml on resume too, so overrides (say a larger
     total_frames) stick for the next resume. ``validate_checkpoint(run, state)`` rejects a
     checkpoint (RunDirError) so that resume falls back to an older one; ``frozen_on_resume``: the
-    config sections overrides of a resume may not change."""
+    config sections overrides of a resume may not change; ``device_key``: the dotted config key of
+    the device; ``prog``: the script, for the command printed after an export."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     box = []
     try:
         return _run_agent(args, box, config_cls=config_cls, agent=agent, check=check, run_eval=run_eval,
                           dry_run=dry_run, train=train, load_new=load_new,
                           save_config_on_resume=save_config_on_resume, launch_errors=launch_errors,
-                          validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume)
+                          validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume,
+                          device_key=device_key, prog=prog or f"agents/{agent}.py")
     finally:
         for run in box:
             run.unlock()
 
 
 def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train, load_new, save_config_on_resume,
-               launch_errors, validate_checkpoint, frozen_on_resume) -> int:
+               launch_errors, validate_checkpoint, frozen_on_resume, device_key, prog) -> int:
     run = None
     try:
+        if getattr(args, "export", None):
+            return run_export(args, prog)
         if args.eval:
             try:
                 return run_eval(args)
@@ -216,8 +324,11 @@ def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train,
             box.append(run)
         check(cfg)
         check_common(cfg)
-        pick_device(cfg.device, "device")        # device=cuda without CUDA: one line, before a run dir
-    except (ConfigError, RunDirError) as err:
+        device = cfg
+        for part in device_key.split("."):
+            device = getattr(device, part)
+        pick_device(device, device_key)          # device=cuda without CUDA: one line, before a run dir
+    except (ConfigError, RunDirError, *launch_errors) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
@@ -237,6 +348,6 @@ def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train,
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLoss as err:
-        print(f"error: {err}; stopping. Last good checkpoint: {run.latest_checkpoint() or 'none yet'}",
-              file=sys.stderr)
+        last = run.latest_checkpoint() if run is not None else None
+        print(f"error: {err}; stopping. Last good checkpoint: {last or 'none yet'}", file=sys.stderr)
         return 1
