@@ -124,3 +124,21 @@ def test_agent_reports_count_through_networks_params():
     counts = nets.parameter_counts()
     assert counts["memory"] == count_parameters(nets.memory)
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
+
+
+# -- 4. episode seeds: agents.runtime.seeds.episode_seed ---------------------------------------------
+
+def test_one_episode_seed_gives_both_old_seeds():
+    import numpy as np
+
+    from agents.manipulation import data as manip_data
+    from agents.navigation import data as nav_data
+    from agents.runtime.seeds import episode_seed
+    assert manip_data.episode_seed is nav_data.episode_seed is episode_seed
+    for seed in (0, 1, 7, 1000, 2000, 2**31 + 5):
+        for i in range(40):
+            nav_old = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            assert episode_seed(seed, i) == nav_old                       # navigation's (seed, index)
+            for attempt in range(3):                                      # manipulation's (seed, i, attempt)
+                manip_old = int(np.random.SeedSequence([seed, i, attempt]).generate_state(1)[0])
+                assert episode_seed(seed, i, attempt) == manip_old

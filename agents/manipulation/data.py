@@ -42,6 +42,7 @@ import torch
 from tensordict import TensorDict
 
 from agents.runtime.atomic_io import write_text_atomic
+from agents.runtime.seeds import episode_seed  # noqa: F401  (also imported from here)
 from agents.runtime.config import apply_overrides, describe, field_spec, from_dict, read_config_file
 
 FORMAT, VERSION = "mambazoo.manip_demos", 1
@@ -67,11 +68,6 @@ class GenerateConfig:
     def env_kwargs(self) -> dict:
         return dict(task=self.task, horizon=self.horizon, num_points=self.num_points,
                     sampling=self.sampling, image_size=self.image_size)
-
-
-def episode_seed(seed: int, episode: int, attempt: int = 0) -> int:
-    """Independent 32-bit seed for (dataset seed, episode index, attempt)."""
-    return int(np.random.SeedSequence([seed, episode, attempt]).generate_state(1)[0])
 
 
 def _write_json(path: Path, obj) -> None:

@@ -52,6 +52,7 @@ import torch  # noqa: E402
 from tensordict import MemoryMappedTensor, TensorDict  # noqa: E402
 
 from agents.runtime.atomic_io import atomic_open  # noqa: E402
+from agents.runtime.seeds import episode_seed  # noqa: E402,F401  (also imported from here)
 from agents.runtime.config import (ConfigError, apply_overrides, describe, field_spec, from_dict,  # noqa: E402
                                   read_config_file)
 
@@ -99,11 +100,6 @@ class NavDataConfig:
                     "length": ("int64", []), "seed": ("int64", []), "path_length": ("float32", []),
                     "shortest_path_length": ("float32", [])}
         return steps, episodes
-
-
-def episode_seed(seed: int, index: int) -> int:
-    """Independent, order-free env seed of episode ``index`` of a dataset generated with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
 # ----------------------------------------------------------------------------------- reading
