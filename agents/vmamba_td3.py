@@ -136,7 +136,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
     t0, start = time.perf_counter(), frames
-    last_line = [t0, frames]              # time and frames of the last plain progress line
+    progress = ProgressRate(t0, frames)
     last_good = run.latest_checkpoint()
     finished = False
     while not finished:                   # one segment: from a checkpoint (or the start) to the next
@@ -178,16 +178,15 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                 if vals:
                     scalars[f"loss/{k}"] = sum(vals) / len(vals)
             log_scalars(logger, scalars, frames)
+            now = time.perf_counter()
             bar.update(batch.numel())
             bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
-                            sps=f"{scalars['time/steps_per_s']:.0f}")
-            now = time.perf_counter()
-            if bar.disable and (now - last_line[0] >= PROGRESS_EVERY_S or frames >= cfg.train.total_frames):
-                # no tty (logs, CI): a line at least every PROGRESS_EVERY_S, with the current rate
-                rate = (frames - last_line[1]) / max(now - last_line[0], 1e-9)
+                            sps=f"{progress.batch_rate(now, frames):.0f}")     # this batch's rate, as PPO's bar
+            line = progress.line_rate(now, frames, final=frames >= cfg.train.total_frames)
+            if bar.disable and line is not None:
+                # no tty (logs, CI): a line at least every PROGRESS_EVERY_S, with the rate since the last one
                 print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
-                      f"steps/s {rate:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
-                last_line[:] = [now, frames]
+                      f"steps/s {line:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
             finished = frames >= cfg.train.total_frames
             if cfg.train.eval_every_frames and frames - last_eval >= cfg.train.eval_every_frames and not finished:
                 last_eval = frames
@@ -264,6 +263,28 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 PROGRESS_EVERY_S = 20.0     # without a terminal, a progress line at least this often
+
+
+class ProgressRate:
+    """Current env steps/s for the progress output, not the average since the start (which hides a
+    slowdown once updates begin after ``learning_starts``): ``batch_rate`` since the previous batch
+    (the bar), ``line_rate`` since the previous plain line, or None while no line is due (one every
+    ``every_s`` seconds and one at the end)."""
+
+    def __init__(self, now: float, frames: int, every_s: float | None = None):
+        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
+        self.batch_at = self.line_at = (now, frames)
+
+    def batch_rate(self, now: float, frames: int) -> float:
+        (t, f), self.batch_at = self.batch_at, (now, frames)
+        return (frames - f) / max(now - t, 1e-9)
+
+    def line_rate(self, now: float, frames: int, final: bool = False) -> float | None:
+        t, f = self.line_at
+        if now - t < self.every_s and not final:
+            return None
+        self.line_at = (now, frames)
+        return (frames - f) / max(now - t, 1e-9)
 QUICK_CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "drone" / "quick_vmamba.yaml"
 
 
