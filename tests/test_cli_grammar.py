@@ -194,6 +194,31 @@ def test_bc_flags_and_subcommands_are_the_same_commands(tmp_path, capsys):
     assert "nothing" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("agent", ["ppo_memory", "bc_diffusion"])
+def test_a_non_finite_loss_exits_1_naming_the_last_good_checkpoint(agent, tmp_path, monkeypatch, capsys):
+    """The same exit code 1 in an RL and a BC agent (both through run_agent)."""
+    from agents.runtime.nonfinite import NonFiniteLoss
+
+    module = importlib.import_module(f"agents.{agent}")
+
+    def diverge(cfg, run, state):
+        run.save_checkpoint({"step": 1, "frames": 1, "config": {}}, 1)
+        raise NonFiniteLoss({"step": 2, "loss": float("nan")})
+
+    monkeypatch.setattr(module, "train", diverge)
+    if agent == "ppo_memory":
+        argv = ["--config", "configs/pomdp/stateless_cartpole.yaml", *PPO_MEMORY_TINY]
+    else:
+        from agents.manipulation.data import GenerateConfig, generate
+
+        data = generate(tmp_path / "push", 1, GenerateConfig(task="push", seed=1, keep_failed=True, horizon=12,
+                                                            num_points=64, image_size=64), progress=False)
+        argv = ["--config", "configs/manip/tiny.yaml", f"data.path={data.path.parent}"]
+    assert module.main([*argv, f"run_root={tmp_path / 'runs'}"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and "Last good checkpoint: " in err and "ckpt_" in err
+
+
 # ---- every command README.md and the configs' header comments show still parses ----------------
 def documented_commands() -> list[tuple[str, str, str]]:
     """(where, agent, arguments) of each ``python agents/<agent>.py ...`` in README.md's code blocks
