@@ -117,11 +117,11 @@ class PyBulletDrone:
         self.ground_z, self._client = 0.0, None
 
     def reset(self, rng: np.random.Generator) -> None:
-        import pybullet as p
-        from pybullet_utils import bullet_client
+        from envs.scene.bullet import bullet_client
 
         if self._client is None:
-            self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+            self._client = bullet_client()      # without PyBullet's banner lines in the logs
+        import pybullet as p                    # after the client: the first import prints a banner
         c = self._client
         c.resetSimulation()
         self.prims, self.goal, pos, yaw = make_field(self.field, rng, self.num_obstacles, self.goal_distance)

@@ -131,10 +131,9 @@ class PandaManipEnv(gym.Env):
 
     # ------------------------------------------------------------------------------ scene
     def _connect(self):
-        import pybullet as p
-        from pybullet_utils import bullet_client
+        from envs.scene.bullet import bullet_client
 
-        self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+        self._client = bullet_client()          # without PyBullet's banner lines in the logs
         self._urdf = light_panda_urdf()
 
     def _box(self, half, pos, rgba, mass=0.0, yaw=0.0):

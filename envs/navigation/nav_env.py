@@ -75,11 +75,11 @@ class BulletCollider:
         self.radius, self.wall_h, self._client = radius, wall_height, None
 
     def build(self, grid: np.ndarray) -> None:
-        import pybullet as p
-        from pybullet_utils import bullet_client
+        from envs.scene.bullet import bullet_client
 
         if self._client is None:
-            self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+            self._client = bullet_client()      # without PyBullet's banner lines in the logs
+        import pybullet as p                    # after the client: the first import prints a banner
         c = self._client
         c.resetSimulation()
         for x0, y0, x1, y1, _ in wall_boxes(grid):

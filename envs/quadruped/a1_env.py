@@ -95,11 +95,11 @@ class A1QuadrupedEnv(gym.Env):
 
     # ------------------------------------------------------------------------------ scene
     def _connect(self):
-        import pybullet as p
         import pybullet_data
-        from pybullet_utils import bullet_client
 
-        self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+        from envs.scene.bullet import bullet_client
+
+        self._client = bullet_client()          # without PyBullet's banner lines in the logs
         self._client.setAdditionalSearchPath(pybullet_data.getDataPath())
 
     def _build_scene(self):
