@@ -196,8 +196,9 @@ def load_new(args) -> Config:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # save_config_on_resume: config.yaml says what the run trains with after `--resume RUN key=value`
     return run_agent(args, config_cls=Config, agent=AGENT, check=check_config, run_eval=run_eval,
-                     dry_run=dry_run, train=train, load_new=load_new)
+                     dry_run=dry_run, train=train, load_new=load_new, save_config_on_resume=True)
 
 
 def dry_run(cfg: Config) -> int:
