@@ -149,7 +149,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             print("training step captured as one CUDA graph (train.cuda_graph=true)")
         except Exception as e:  # an op that cannot be captured: the same step, eagerly
             print(f"CUDA graph capture of the training step failed ({type(e).__name__}: {e}); training eagerly")
-    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step")
+    # disable=None: a bar only on a terminal (in a log file: plain lines, no \r or cursor escape codes)
+    bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step",
+               disable=None)
     running, n, t0 = 0.0, 0, time.perf_counter()
     while step < cfg.train.steps:
         if graphed is not None:
@@ -167,6 +169,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             log_scalars(logger, {"train/loss": running / n, "train/lr": float(sched.get_last_lr()[0]),
                                  "train/steps_per_s": n / dt}, step)
             bar.set_postfix(loss=f"{running / n:.4f}", lr=f"{float(sched.get_last_lr()[0]):.1e}")
+            if bar.disable:                  # no terminal: one plain line per log row instead
+                print(f"step {step}/{cfg.train.steps} loss {running / n:.4f} lr {float(sched.get_last_lr()[0]):.1e} "
+                      f"steps/s {n / dt:.1f}", flush=True)
             running, n, t0 = 0.0, 0, time.perf_counter()
         if step % cfg.train.checkpoint_every_steps == 0 or step == cfg.train.steps:
             save()
@@ -198,7 +203,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
     env = PandaManipEnv(task=task, num_points=policy.num_points)
     successes, lengths, times, frames = [], [], [], []
     try:
-        bar = tqdm(range(episodes), desc=f"eval {task} ({cfg.policy.denoiser})", unit="ep", dynamic_ncols=True)
+        bar = tqdm(range(episodes), desc=f"eval {task} ({cfg.policy.denoiser})", unit="ep", dynamic_ncols=True,
+                   disable=None)
         for ep in bar:
             obs, info = env.reset(seed=seed + ep)
             gen = torch.Generator(device).manual_seed(seed + ep)    # the sampling noise is seeded too

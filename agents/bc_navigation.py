@@ -177,7 +177,8 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             "carried": None if carried is None else {k: v.cpu() for k, v in carried.items()}}, at)
 
     from tqdm import tqdm
-    bar = tqdm(total=t.steps, initial=step, desc=cfg.model.kind, unit="step", dynamic_ncols=True)
+    # disable=None: a bar only on a terminal (in a log file: plain lines, no \r or cursor escape codes)
+    bar = tqdm(total=t.steps, initial=step, desc=cfg.model.kind, unit="step", dynamic_ncols=True, disable=None)
     model.train()
     t0, done0 = time.perf_counter(), step
     while step < t.steps:
@@ -204,6 +205,9 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             scalars = {k: float(v.detach()) for k, v in losses.items()}
             scalars.update(grad_norm=float(grad_norm), lr=sched.get_last_lr()[0], steps_per_s=rate)
             bar.set_postfix(loss=f"{scalars['loss']:.4f}", wp=f"{scalars['waypoint_loss']:.4f}")
+            if bar.disable:                  # no terminal: one plain line per log row instead
+                print(f"step {step}/{t.steps} loss {scalars['loss']:.4f} waypoint {scalars['waypoint_loss']:.4f} "
+                      f"steps/s {rate:.1f}", flush=True)
             log_scalars(logger, scalars, step)
         if step % t.val_every_steps == 0 or step == t.steps:
             val = validate(model, data, cfg, device)
@@ -277,7 +281,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     rows, plots, video = [], [], None
     policy_s, policy_steps = 0.0, 0
     from tqdm import tqdm
-    for i in tqdm(range(episodes), desc="eval", unit="ep"):
+    for i in tqdm(range(episodes), desc="eval", unit="ep", disable=None):
         seed, cue = nav_data.episode_seed(first_seed, i), i % n_cues
         record = i == 0 and cfg.eval.video and not args.no_video
         info, trail, frames, secs, steps = run_episode(env, model, device, seed, cue, cfg, record)

@@ -57,11 +57,22 @@ def without_banners():
                 rest = rest[os.write(fd, rest):]
 
 
+def quiet_import():
+    """The ``pybullet`` module; its first import in the process (the one that prints the build-time
+    banner) runs inside ``without_banners``. For code that needs pybullet before any client exists."""
+    if "pybullet" not in sys.modules:
+        with without_banners():
+            import pybullet  # noqa: F401
+    import pybullet
+
+    return pybullet
+
+
 def bullet_client(connection_mode=None):
     """``pybullet_utils.bullet_client.BulletClient`` (DIRECT unless told otherwise), imported and
     connected without the banner lines."""
+    p = quiet_import()
     with without_banners():
-        import pybullet as p
         from pybullet_utils import bullet_client as bc
 
         return bc.BulletClient(connection_mode=p.DIRECT if connection_mode is None else connection_mode)

@@ -166,7 +166,9 @@ class DepthCamera:
 
     # ------------------------------------------------------------------ PyBullet's renderer
     def view_projection(self, eye: np.ndarray, rot: np.ndarray):
-        import pybullet as p  # local import: the ray caster needs no simulator
+        from envs.scene.bullet import quiet_import
+
+        p = quiet_import()  # local import: the ray caster needs no simulator (nor its banner in the logs)
 
         target = eye + rot[:, 0]
         view = p.computeViewMatrix(eye.tolist(), target.tolist(), rot[:, 2].tolist())

@@ -23,7 +23,9 @@ class PointCloudCamera:
 
     def __init__(self, eye, target, up=(0.0, 0.0, 1.0), fov_deg: float = 50.0, size: int = 128,
                  near: float = 0.05, far: float = 3.0):
-        import pybullet as p  # the matrix helpers need no connection
+        from envs.scene.bullet import quiet_import
+
+        p = quiet_import()  # the matrix helpers need no connection (nor its banner in the logs)
 
         self.size, self.near, self.far = int(size), near, far
         self.view = p.computeViewMatrix(list(eye), list(target), list(up))
