@@ -147,6 +147,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
         collector = make_collector(cfg, nets, segment_seed(cfg.seed, iteration), math.ceil(remaining / fpb) * fpb)
         if resume_state is not None:   # after everything built alike on a fresh start and on a resume
             set_rng_state(resume_state["rng"])
+        line_at = (t0, frames)          # time and frames of the last progress line: its rate is since then
         try:
             for batch in collector:
                 batch = _batch_layout(batch)
@@ -169,7 +170,11 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                 log_scalars(logger, scalars, frames)
                 if verbose and (iteration % 10 == 0 or frames >= cfg.train.total_frames):
                     last = curve[-1]["return"] if curve else float("nan")
-                    say(f"frames {frames} return {last:.3f} steps/s {sps:.0f} wall {wall():.0f}s", flush=True)
+                    now = time.perf_counter()
+                    rate = (frames - line_at[1]) / max(now - line_at[0], 1e-9)
+                    line_at = (now, frames)
+                    say(f"frames {frames} return {last:.3f} steps/s {rate:.0f} (average {sps:.0f}) wall {wall():.0f}s",
+                        flush=True)
                 done = frames >= cfg.train.total_frames
                 if iteration % cfg.train.checkpoint_every_iters == 0 or done:
                     run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve, gen),

@@ -1,6 +1,7 @@
 """PPO + memory on the POMDP suite: a tiny run with checkpoint, --resume and --eval; config errors
 exit 2 naming the key; and a learning test (a Mamba policy learns repeat_previous, which a
 memoryless policy cannot)."""
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,8 @@ def test_tiny_run_checkpoint_resume_eval(tmp_path, capsys, task, kind):
     assert list((run.path / "metrics").rglob("loss_objective.csv"))
     out = capsys.readouterr().out
     assert "parameters:" in out and "greedy eval return" in out
+    # the progress line's rate is the current one (since the previous line), the average beside it
+    assert re.search(r"^frames 128 return \S+ steps/s \d+ \(average \d+\) wall", out, re.M), out
     # resume: continues from 128 to 256 frames with the checkpoint's weights
     assert ppo_memory.main(["--resume", str(run.path), "train.total_frames=256"]) == 0
     resumed = RunDir.load_checkpoint(run.latest_checkpoint())
