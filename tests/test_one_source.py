@@ -142,3 +142,58 @@ def test_one_episode_seed_gives_both_old_seeds():
             for attempt in range(3):                                      # manipulation's (seed, i, attempt)
                 manip_old = int(np.random.SeedSequence([seed, i, attempt]).generate_state(1)[0])
                 assert episode_seed(seed, i, attempt) == manip_old
+
+
+# -- 5. a stateless Mamba call: mixer(x) / MambaStack.sequence(x) start from zero state --------------
+
+@pytest.mark.parametrize("kind", ["mamba1", "mamba2"])
+def test_mixer_without_state_equals_explicit_zeros(kind):
+    import torch
+
+    from networks.memory.mamba import MambaStack
+    from networks.ssm.mamba1 import Mamba1Mixer
+    from networks.ssm.mamba2 import Mamba2Mixer
+    torch.manual_seed(0)
+    mixer = Mamba1Mixer(8, d_state=4) if kind == "mamba1" else Mamba2Mixer(8, d_state=4, headdim=4)
+    x = torch.randn(3, 7, 8)
+    shapes = mixer.state_shapes()
+    is_init = torch.zeros(3, 7, dtype=torch.bool)
+    is_init[:, 0] = True
+    zeros = (torch.zeros(3, *shapes["conv"]), torch.zeros(3, *shapes["ssm"]))
+    for scan in ("chunked", "reference"):
+        want = mixer(x, is_init, *zeros, scan=scan)
+        for got in (mixer(x, scan=scan), mixer(x, is_init, scan=scan),
+                    mixer(x, torch.zeros_like(is_init), *zeros, scan=scan)):   # a reset at 0 of a zero state: no-op
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, rtol=0, atol=0) if scan == "reference" else \
+                    torch.testing.assert_close(a, b)
+    stack = MambaStack(kind, 5, 8, num_layers=2, d_state=4, **({"headdim": 4} if kind == "mamba2" else {}))
+    x = torch.randn(3, 7, 5)
+    states = {k: torch.zeros(3, *s) for k, s in stack.state_shapes().items()}
+    want = stack.sequence(x, is_init, states)
+    got = stack.sequence(x)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    for k in states:
+        torch.testing.assert_close(got[1][k], want[1][k], rtol=0, atol=0)
+
+
+def test_fusion_layer_and_sequence_mamba_keep_their_outputs():
+    """LocoMamba's fusion layer and the diffusion denoiser's SequenceMamba used to build the zero
+    state themselves; calling the mixer without one gives the same outputs."""
+    import torch
+
+    from networks.models.diffusion_policy import SequenceMamba
+    from networks.models.loco_encoder import MambaFusionLayer
+    torch.manual_seed(0)
+    layer, h = MambaFusionLayer(8, 12, 4, 4, 2), torch.randn(5, 6, 8)
+    seq, a = SequenceMamba(32, "mamba2"), torch.randn(5, 6, 32)
+    seq1 = SequenceMamba(8, "mamba1")
+    for mod, inp, mixer in ((layer, h, layer.mixer), (seq, a, seq.mixer), (seq1, h, seq1.mixer)):
+        x = layer.inp(layer.norm(inp)) if mod is layer else inp
+        shapes = mixer.state_shapes()
+        is_init = torch.zeros(5, 6, dtype=torch.bool)
+        is_init[:, 0] = True
+        y = mixer(x, is_init, x.new_zeros(5, *shapes["conv"]), x.new_zeros(5, *shapes["ssm"]))[0]
+        want = inp + layer.out(y) if mod is layer else y
+        torch.testing.assert_close(mod(inp), want, rtol=0, atol=0)
+

@@ -41,11 +41,14 @@ class MambaStack(nn.Module):
         L = len(self.mixers)
         return {name: (L, *shape) for name, shape in self.mixers[0].state_shapes().items()}
 
-    def sequence(self, x, is_init, states):
+    def sequence(self, x, is_init=None, states=None):
+        """x [B, T, input_size] -> ([B, T, hidden], final states); without is_init / states one
+        fresh sequence from zero state (each mixer fills them in: mamba1.fresh_state)."""
         h = self.in_proj(x)
         convs, ssms = [], []
         for l, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):
-            y, c, s = mixer(norm(h), is_init, states["conv"][:, l], states["ssm"][:, l], scan=self.scan)
+            conv, ssm = (None, None) if states is None else (states["conv"][:, l], states["ssm"][:, l])
+            y, c, s = mixer(norm(h), is_init, conv, ssm, scan=self.scan)
             h = h + y
             convs.append(c)
             ssms.append(s)

@@ -94,17 +94,6 @@ class Mlp(nn.Sequential):
         super().__init__(nn.Linear(dim, int(dim * ratio)), nn.GELU(), nn.Linear(int(dim * ratio), dim))
 
 
-def _zero_states(mixer, x: Tensor):
-    """Fresh (zero) conv/ssm states and an is_init mask for one whole sequence x [B, T, D]."""
-    shapes = mixer.state_shapes()
-    B, T = x.shape[:2]
-    conv = x.new_zeros(B, *shapes["conv"])
-    ssm = x.new_zeros(B, *shapes["ssm"])
-    is_init = torch.zeros(B, T, dtype=torch.bool, device=x.device)
-    is_init[:, 0] = True
-    return is_init, conv, ssm
-
-
 class SequenceMamba(nn.Module):
     """[B, T, D] -> [B, T, D] over the whole sequence with zero initial state (no memory across
     calls: each denoising pass sees one action chunk). kind: mamba1 | mamba2 | bidirectional
@@ -124,7 +113,7 @@ class SequenceMamba(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "bidirectional":
             return self.mixer(x)
-        return self.mixer(x, *_zero_states(self.mixer, x))[0]
+        return self.mixer(x)[0]                                # one fresh sequence: zero state
 
 
 class XMambaBlock(nn.Module):

@@ -57,13 +57,7 @@ class MambaFusionLayer(nn.Module):
         self.out = nn.Linear(d_model, width) if d_model != width else nn.Identity()
 
     def forward(self, h):                                       # [N, K, D]
-        N, K, _ = h.shape
-        is_init = torch.zeros(N, K, dtype=torch.bool, device=h.device)
-        is_init[:, 0] = True                                    # each step's tokens are one fresh sequence
-        shapes = self.mixer.state_shapes()
-        conv = h.new_zeros(N, *shapes["conv"])
-        ssm = h.new_zeros(N, *shapes["ssm"])
-        y, _, _ = self.mixer(self.inp(self.norm(h)), is_init, conv, ssm)
+        y, _, _ = self.mixer(self.inp(self.norm(h)))            # each step's tokens: one fresh sequence
         return h + self.out(y)
 
 

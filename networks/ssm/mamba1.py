@@ -219,17 +219,16 @@ class Mamba1Mixer(nn.Module):
     def scan_sequence(self, xi):
         """One whole sequence from zero state: in_proj's x half [B, T, d_inner] -> the SSM output
         [B, T, d_inner] before the gate and out_proj (BiMamba1Mixer runs two of these)."""
-        B, T, _ = xi.shape
-        is_init = torch.zeros(B, T, dtype=torch.bool, device=xi.device)
-        is_init[:, 0] = True
-        conv = xi.new_zeros(B, self.d_inner, self.d_conv - 1)
+        is_init, conv, ssm = fresh_state(self, xi)
         xc, delta, A, Bm, Cm, _ = self.ssm_inputs(xi, conv, is_init)
-        y, _ = selective_scan_chunked(xc, delta, A, Bm, Cm, self.D, xi.new_zeros(B, self.d_inner, self.d_state),
-                                      is_init, self.chunk_size)
+        y, _ = selective_scan_chunked(xc, delta, A, Bm, Cm, self.D, ssm, is_init, self.chunk_size)
         return y
 
-    def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
-        """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
+    def forward(self, x, is_init=None, conv_state=None, ssm_state=None, scan: str = "chunked"):
+        """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states.
+        Without is_init / states: one fresh sequence (``fresh_state``)."""
+        if is_init is None or conv_state is None or ssm_state is None:
+            is_init, conv_state, ssm_state = fresh_state(self, x, is_init, conv_state, ssm_state)
         if kernels.wants_mamba1_scan(self.use_kernels, x):  # Triton or mamba-ssm, CUDA only
             return kernels.mamba1_forward(self, x, is_init, conv_state, ssm_state)
         xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
@@ -247,6 +246,23 @@ class Mamba1Mixer(nn.Module):
         xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = selective_state_step(xc, delta, A, Bm, Cm, self.D, ssm_state)
         return self.out_proj(y * F.silu(z)), conv_state, ssm_state
+
+
+def fresh_state(mixer, x, is_init=None, conv_state=None, ssm_state=None):
+    """What a sequence call of a Mamba1/Mamba2 mixer needs and was not given, for x [B, T, ...]
+    as one fresh sequence: is_init True at step 0 only, conv and ssm states zero (the shapes of
+    ``mixer.state_shapes()``, x's dtype and device). The one place a stateless call's zero state
+    is built: ``mixer(x)`` and ``MambaStack.sequence(x)`` come here."""
+    B, T = x.shape[:2]
+    if is_init is None:
+        is_init = torch.zeros(B, T, dtype=torch.bool, device=x.device)
+        is_init[:, 0] = True
+    shapes = mixer.state_shapes()
+    if conv_state is None:
+        conv_state = x.new_zeros(B, *shapes["conv"])
+    if ssm_state is None:
+        ssm_state = x.new_zeros(B, *shapes["ssm"])
+    return is_init, conv_state, ssm_state
 
 
 class BiMamba1Mixer(nn.Module):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.ssm.causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters, segment_ids
-from networks.ssm.mamba1 import dt_bias_init
+from networks.ssm.mamba1 import dt_bias_init, fresh_state
 from networks.ssm.param_groups import no_weight_decay
 from networks.ssm import kernels
 
@@ -185,8 +185,11 @@ class Mamba2Mixer(nn.Module):
         A = -torch.exp(self.A_log.to(x.dtype))
         return xh, z, dt, A, Bm, Cm, conv_state
 
-    def forward(self, x, is_init, conv_state, ssm_state, scan: str = "chunked"):
-        """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states."""
+    def forward(self, x, is_init=None, conv_state=None, ssm_state=None, scan: str = "chunked"):
+        """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states.
+        Without is_init / states: one fresh sequence (mamba1.fresh_state)."""
+        if is_init is None or conv_state is None or ssm_state is None:
+            is_init, conv_state, ssm_state = fresh_state(self, x, is_init, conv_state, ssm_state)
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba2_forward(self, x, is_init, conv_state, ssm_state)
         xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
