@@ -90,7 +90,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     # continues from exactly the state the uninterrupted run had after its checkpoint
     if resume_state is not None:
         set_rng_state(resume_state["rng"])
-    frames, last_return, last_good = start_frames, float("nan"), run.latest_checkpoint()
+    frames, last_return = start_frames, float("nan")
     bar = tqdm(total=cfg.train.total_frames, initial=start_frames, unit="step", dynamic_ncols=True,
                disable=None)
     t_start = time.perf_counter()
@@ -109,12 +109,10 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         try:
             losses = ppo_update(batch, nets.trunk, loss_fn, optim, nets.parameters(), cfg.ppo, gen,
                                 lr_scale(cfg.ppo, frames_before, cfg.train.total_frames))
-        except NonFiniteLoss as err:
+        except NonFiniteLoss as err:      # run_agent reports it (exit 1, the last good checkpoint)
             bar.close()
-            print(f"error: non-finite loss at frame {frames} ({err.detail}); stopping. Last good "
-                  f"checkpoint: {last_good or 'none yet'}", file=sys.stderr)
             collector.shutdown()
-            return 1
+            raise err.at(frame=frames) from None
         nets.std_cap.set(std_cap_at(cfg, frames))          # the cap the next batch is collected with
         collector.update_policy_weights_()
         update_s = time.perf_counter() - t_update
@@ -137,8 +135,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                   flush=True)
         done = frames >= cfg.train.total_frames
         if iteration % cfg.train.checkpoint_every_iters == 0 or done:
-            last_good = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen,
-                                                             elapsed0 + elapsed), frames)
+            run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen, elapsed0 + elapsed),
+                                frames)
             if not done:
                 # a checkpoint ends a segment: a resumed run continues exactly as this one does
                 restart_segment(collector, segment_seed(cfg.seed, iteration))

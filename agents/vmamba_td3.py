@@ -41,6 +41,7 @@ from agents.runtime.cli import (agent_parser, eval_checkpoint, eval_out_dir, for
                                 run_agent)
 from agents.runtime.config import ConfigError, from_dict, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
+from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime import replay_io
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
@@ -76,8 +77,7 @@ def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> 
 
 
 def step(optim, loss, module: nn.Module, grad_clip: float) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {float(loss)}")
+    check_finite(None, loss=loss)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -137,7 +137,6 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
     t0, start = time.perf_counter(), frames
     progress = ProgressRate(t0, frames)
-    last_good = run.latest_checkpoint()
     finished = False
     while not finished:                   # one segment: from a checkpoint (or the start) to the next
         if rng is not None:
@@ -160,12 +159,10 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                     updates += 1
                     try:
                         out = td3_update(cfg, nets, optims, sample, updates, device)
-                    except FloatingPointError as err:
+                    except NonFiniteLoss as err:   # run_agent reports it (exit 1, the last good checkpoint)
                         bar.close()
                         collector.shutdown()
-                        print(f"error: {err} at frame {frames}; stopping. Last good checkpoint: "
-                              f"{last_good or 'none yet'}", file=sys.stderr)
-                        return 1
+                        raise err.at(frame=frames) from None
                     losses = (losses + [{k: float(v) for k, v in out.items()}])[-200:]
                 collector.update_policy_weights_()
             elapsed = time.perf_counter() - t0
@@ -197,8 +194,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         env.close()
         env = None
         rng = rng_state()
-        last_good = save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
-                         rng=rng, returns=returns, losses=losses, last_eval=last_eval)
+        save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
+             rng=rng, returns=returns, losses=losses, last_eval=last_eval)
         episode += 1                      # the next segment's env starts a new episode, as on resume
     bar.close()
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000, out_dir=run.videos / f"eval_{frames}")

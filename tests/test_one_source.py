@@ -197,3 +197,39 @@ def test_fusion_layer_and_sequence_mamba_keep_their_outputs():
         want = inp + layer.out(y) if mod is layer else y
         torch.testing.assert_close(mod(inp), want, rtol=0, atol=0)
 
+
+# -- 6. NaN/inf: agents.runtime.nonfinite (check_finite -> NonFiniteLoss -> run_agent exits 1) -------
+
+def test_one_non_finite_path():
+    import torch
+    from torch import nn
+
+    from agents.runtime.nonfinite import NonFiniteLoss, check_finite
+    check_finite(None, a=torch.tensor(1.0), b=2.0)
+    check_finite(3, a=torch.tensor(1.0, requires_grad=True) * 2)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(NonFiniteLoss) as info:
+            check_finite(None, loss=torch.tensor(bad), other=torch.tensor(0.5))
+        assert set(info.value.detail) == {"loss", "other"} and info.value.detail["other"] == 0.5
+    with pytest.raises(NonFiniteLoss, match=r"\{'step': 7, 'x': nan\}"):
+        check_finite(7, x=torch.tensor(float("nan")))
+    err = NonFiniteLoss({"loss": float("nan")}).at(frame=64)
+    assert err.detail == {"frame": 64, "loss": err.detail["loss"]} and "'frame': 64" in str(err)
+    # TD3's optimiser step goes through it (it used to raise FloatingPointError), before touching weights
+    from agents.vmamba_td3 import step
+    net = nn.Linear(2, 1)
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(NonFiniteLoss):
+        step(torch.optim.SGD(net.parameters(), lr=1.0), net(torch.ones(1, 2)).sum() * float("nan"), net, 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+def test_ppo_non_finite_loss_exits_1_naming_the_terms(tmp_path, capsys):
+    from agents import ppo_memory
+    tiny = ["threads=1", "logger=none", "env.num_envs=4", "model.embed=8", "model.hidden=8", "model.head_hidden=8",
+            "ppo.slice_len=8", "ppo.minibatch_size=32", "ppo.epochs=1", "train.frames_per_batch=64",
+            "train.eval_episodes=2", "model.memory=none", "train.total_frames=64", f"run_root={tmp_path}"]
+    assert ppo_memory.main(["--config", "configs/pomdp/stateless_cartpole.yaml", *tiny, "ppo.critic_coef=1e39"]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss {'loss': inf" in err and "'loss_critic': inf" in err
+    assert "Last good checkpoint: none yet" in err

@@ -14,7 +14,7 @@ from tensordict import TensorDict
 from torch import nn
 
 from agents.runtime.config import field_spec
-from agents.runtime.nonfinite import NonFiniteLoss  # noqa: F401  (raised by ppo_update; agents import it here)
+from agents.runtime.nonfinite import NonFiniteLoss, check_finite  # noqa: F401  (raised by ppo_update; agents import it here)
 
 
 class RecurrentActorCritic(nn.Module):
@@ -253,8 +253,7 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
             for mb in slices(batch, cfg.slice_len, cfg.minibatch_size // cfg.slice_len, generator):
                 out = loss_fn(trunk(mb.clone(False)))
                 loss = out["loss_objective"] + out["loss_critic"] + out["loss_entropy"]
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss({k: float(v) for k, v in out.items() if k.startswith("loss")})
+                check_finite(None, loss=loss, **{k: v for k, v in out.items() if k.startswith("loss")})
                 if cfg.desired_kl is not None:
                     # one host sync per minibatch, the price of rsl_rl's schedule
                     adapt_kl_scale(optim, float(out["kl_approx"]), cfg.desired_kl)
