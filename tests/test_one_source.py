@@ -233,3 +233,43 @@ def test_ppo_non_finite_loss_exits_1_naming_the_terms(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "non-finite loss {'loss': inf" in err and "'loss_critic': inf" in err
     assert "Last good checkpoint: none yet" in err
+
+
+# -- blocks copied across agents (duplicates --most 60) -------------------------------------------------
+
+AGENT_CONFIGS = [("agents.quadruped.config", "locomamba", "auto"), ("agents.pomdp.build", "pomdp", "cpu"),
+                 ("agents.drone.config", "vmamba_td3", "auto"), ("agents.manipulation.config", "bc_diffusion", "auto"),
+                 ("agents.navigation.config", "mambavint", "auto")]
+
+
+@pytest.mark.parametrize("module, name, device", AGENT_CONFIGS)
+def test_agent_configs_share_the_run_keys(module, name, device):
+    import dataclasses
+    import importlib
+
+    from agents.runtime.config import RunConfig, to_dict
+    cls = importlib.import_module(module).Config
+    assert issubclass(cls, RunConfig)
+    cfg = cls()
+    assert (cfg.name, cfg.seed, cfg.device, cfg.run_root, cfg.logger) == (name, 0, device, "runs", "csv")
+    assert from_dict(cls, to_dict(cfg)) == cfg                       # saved configs load back
+    old_order = dict(reversed(list(to_dict(cfg).items())))            # key order does not matter
+    assert from_dict(cls, old_order) == cfg
+    with pytest.raises(ConfigError, match="config key 'seed'"):
+        from_dict(cls, {"seed": -1})
+    assert [f.name for f in dataclasses.fields(cls)][:5] == ["name", "seed", "device", "run_root", "logger"]
+
+
+def test_memory_ppo_config_is_ppo_config_with_the_suites_defaults():
+    import dataclasses
+
+    from agents.algos.ppo import PPOConfig
+    from agents.pomdp.build import MemoryPPOConfig
+    old = dict(lr=1e-3, value_lr=1e-3, epochs=4, minibatch_size=256, slice_len=32, gamma=0.98, gae_lambda=0.8,
+               entropy_coef=0.0, max_grad_norm=0.5, anneal_lr=True)
+    assert issubclass(MemoryPPOConfig, PPOConfig)
+    assert dataclasses.asdict(MemoryPPOConfig()) == {**dataclasses.asdict(PPOConfig()), **old}
+    base = {f.name: f.metadata for f in dataclasses.fields(PPOConfig)}
+    assert {f.name: f.metadata for f in dataclasses.fields(MemoryPPOConfig)} == base   # same bounds and help
+    with pytest.raises(ConfigError, match="ppo.epochs"):
+        from_dict(MemoryPPOConfig, {"epochs": 0}, where="ppo")

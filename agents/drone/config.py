@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agents.runtime.config import ConfigError, field_spec
+from agents.runtime.config import ConfigError, RunConfig, field_spec
 from networks.memory.factory import MemoryKind
 
 
@@ -84,12 +84,8 @@ class TrainConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):     # name, seed, device, run_root, logger (agents/runtime/config.py)
     name: str = field_spec("vmamba_td3", help="run name (run directory prefix)")
-    seed: int = field_spec(0, min=0)
-    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
-    run_root: str = field_spec("runs", help="runs go to <run_root>/vmamba_td3/<name>-<time>")
-    logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     td3: TD3Config = field(default_factory=TD3Config)

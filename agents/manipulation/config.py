@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agents.runtime.config import ConfigError, field_spec
+from agents.runtime.config import ConfigError, RunConfig, field_spec
 
 Denoiser = Literal["unet", "mamba1", "mamba2", "bidirectional"]
 
@@ -69,12 +69,8 @@ class EvalConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):     # name, seed, device, run_root, logger (agents/runtime/config.py)
     name: str = field_spec("bc_diffusion", help="run name (run directory prefix)")
-    seed: int = field_spec(0, min=0)
-    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
-    run_root: str = field_spec("runs", help="runs go to <run_root>/bc_diffusion/<name>-<time>")
-    logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     data: DataConfig = field(default_factory=DataConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

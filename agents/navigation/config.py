@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agents.runtime.config import field_spec
+from agents.runtime.config import RunConfig, field_spec
 
 
 @dataclass
@@ -70,13 +70,10 @@ class EvalConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):     # name, seed, device, run_root, logger (agents/runtime/config.py)
     name: str = field_spec("mambavint", help="run name (runs/bc_navigation/<name>-<time>)")
-    seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="training device (auto: CUDA when present); "
                                                         "closed-loop eval uses eval.device")
-    run_root: str = "runs"
-    logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from agents.runtime.config import ConfigError, field_spec
+from agents.runtime.config import ConfigError, RunConfig, field_spec, with_defaults
 from agents.algos.ppo import PPOConfig, RecurrentActorCritic
 from envs.pomdp.tasks import TASKS
 from networks.memory.factory import MEMORY_KINDS, MemoryKind, make_memory
@@ -48,20 +48,12 @@ class ModelConfig:
                         "random-policy rollout measured at the start of training (kept in the checkpoint)")
 
 
-@dataclass
-class MemoryPPOConfig(PPOConfig):
-    # defaults chosen for the suite (see README "Sweeps"): rl-zoo's RecurrentPPO CartPoleNoVel
-    # settings (lr 1e-3 annealed, gamma 0.98, lambda 0.8) with fewer epochs, as CPU time is the budget
-    lr: float = field_spec(1e-3, min=0.0, max=1.0, help="policy (and shared trunk) learning rate")
-    value_lr: float = field_spec(1e-3, min=0.0, max=1.0, help="value head learning rate")
-    epochs: int = field_spec(4, min=1, max=100, help="passes over each batch")
-    minibatch_size: int = field_spec(256, min=1, help="frames per minibatch (slices x slice_len)")
-    slice_len: int = field_spec(32, min=1, help="trajectory slice length for the recurrent update")
-    gamma: float = field_spec(0.98, min=0.0, max=1.0)
-    gae_lambda: float = field_spec(0.8, min=0.0, max=1.0)
-    entropy_coef: float = field_spec(0.0, min=0.0)
-    max_grad_norm: float = field_spec(0.5, min=0.0, help="0 disables clipping")
-    anneal_lr: bool = field_spec(True, help="decay the learning rates linearly to 0 over train.total_frames")
+# PPOConfig with defaults chosen for the suite (see README "Sweeps"): rl-zoo's RecurrentPPO
+# CartPoleNoVel settings (lr 1e-3 annealed, gamma 0.98, lambda 0.8) with fewer epochs, as CPU time is
+# the budget; keys, bounds and help are PPOConfig's
+MemoryPPOConfig = with_defaults(PPOConfig, "MemoryPPOConfig", lr=1e-3, value_lr=1e-3, epochs=4, minibatch_size=256,
+                                slice_len=32, gamma=0.98, gae_lambda=0.8, entropy_coef=0.0, max_grad_norm=0.5,
+                                anneal_lr=True)
 
 
 @dataclass
@@ -83,13 +75,10 @@ class CollectorConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):     # name, seed, device, run_root, logger (agents/runtime/config.py)
     name: str = field_spec("pomdp", help="run name (run directory prefix)")
-    seed: int = field_spec(0, min=0)
     device: Literal["cpu", "cuda"] = field_spec("cpu", help="small policies run fastest on the CPU")
     threads: int = field_spec(0, min=0, max=256, help="torch CPU threads (0: torch's default)")
-    run_root: str = field_spec("runs", help="runs go to <run_root>/ppo_memory/<name>-<time>")
-    logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ppo: MemoryPPOConfig = field(default_factory=MemoryPPOConfig)

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agents.runtime.config import ConfigError, field_spec
+from agents.runtime.config import ConfigError, RunConfig, field_spec
 from agents.algos.ppo import PPOConfig  # noqa: F401  (shared with ppo_memory.py; defaults are LocoTransformer's)
 from networks.memory.factory import MemoryKind
 
@@ -90,14 +90,10 @@ class TrainConfig:
 
 
 @dataclass
-class Config:
+class Config(RunConfig):     # name, seed, device, run_root, logger (agents/runtime/config.py)
     name: str = field_spec("locomamba", help="run name (run directory prefix)")
-    seed: int = field_spec(0, min=0)
-    device: Literal["auto", "cpu", "cuda"] = field_spec("auto", help="auto: CUDA when present")
     threads: int = field_spec(0, min=0, max=1024, help="torch threads of the training process (0: 1 when the envs "
                               "run in their own processes, whose cores they need; else torch's default)")
-    run_root: str = field_spec("runs", help="runs go to <run_root>/ppo_locomamba/<name>-<time>")
-    logger: Literal["csv", "tensorboard", "wandb", "none"] = field_spec("csv")
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -159,6 +159,39 @@ def to_dict(instance) -> dict:
     return dataclasses.asdict(instance)
 
 
+# ------------------------------------------------------------------ what agents' configs share
+Device = typing.Literal["auto", "cpu", "cuda"]
+Logger = typing.Literal["csv", "tensorboard", "wandb", "none"]
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """The keys every agent's top-level Config starts with. An agent's Config subclasses it, sets
+    its own ``name`` default (and ``device`` where it differs) and adds its sections."""
+    name: str = field_spec("run", help="run name (run directory prefix)")
+    seed: int = field_spec(0, min=0)
+    device: Device = field_spec("auto", help="auto: CUDA when present")
+    run_root: str = field_spec("runs", help="runs go to <run_root>/<agent>/<name>-<time>")
+    logger: Logger = field_spec("csv")
+
+
+def with_defaults(cls, name: str, **defaults):
+    """A dataclass subclass of ``cls`` named ``name``: the same keys, types, bounds, choices and
+    help, other defaults (e.g. the POMDP agent's PPO section: PPOConfig with the suite's defaults)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(defaults) - set(fields))
+    if unknown:
+        raise TypeError(f"with_defaults: {cls.__name__} has no key(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    spec_keys = ("choices", "min", "max", "help", "length", "nullable")
+    new = [(key, hints[key], field_spec(value, **{k: fields[key].metadata.get(k) for k in spec_keys
+                                                   if k in fields[key].metadata}))
+           for key, value in defaults.items()]
+    out = dataclasses.make_dataclass(name, new, bases=(cls,))
+    out.__module__ = cls.__module__
+    return out
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """'ppo.lr=3e-4' -> ('ppo.lr', 0.0003); the value is YAML, so 'model.hidden=[64,64]' gives a list."""
     key, sep, raw = text.partition("=")
