@@ -41,6 +41,7 @@ from agents.runtime.loggers import log_scalars, make_logger
 from agents.algos.ppo import (NonFiniteLoss, compute_advantages, episode_stats, lr_scale, make_loss,  # noqa: F401
                                make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
                                segment_seed, slices)
+from agents.algos.ppo import dry_run as ppo_dry_run
 from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
 from agents.quadruped.config import Config, from_locotransformer
 from agents.quadruped.build import (INFO_KEYS, build_policy, check_config, evaluate, make_env, parameter_report,
@@ -200,17 +201,9 @@ def main(argv=None) -> int:
 
 
 def dry_run(cfg: Config) -> int:
-    import yaml
-
-    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    nets = build_policy(cfg)
-    print(parameter_report(nets))
-    env = make_env(cfg.env, seed=cfg.seed, num_envs=1, primer=nets.primer())
-    td = nets.policy(env.reset())
-    print(f"env ok: observation keys {sorted(k for k in env.observation_spec.keys())}, "
-          f"action {tuple(td['action'].shape)}")
-    env.close()
-    return 0
+    return ppo_dry_run(cfg, build_policy, parameter_report,
+                       lambda primer: make_env(cfg.env, seed=cfg.seed, num_envs=1, primer=primer),
+                       lambda env, td: f"observation keys {sorted(k for k in env.observation_spec.keys())}")
 
 
 def run_eval(args) -> int:

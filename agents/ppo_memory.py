@@ -34,6 +34,7 @@ from agents.runtime.config import from_dict, save_config, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.algos.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
                                restart_segment, restore_optimizer, seed_everything, segment_seed)
+from agents.algos.ppo import dry_run as ppo_dry_run
 from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
 from agents.pomdp.build import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
@@ -125,7 +126,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     seed_everything(cfg.seed)
     nets = MemoryPolicy(cfg).to(device)
     params = nets.parameter_counts()
-    say("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
+    say(parameter_line(nets))
     optim = make_optimizer(nets, cfg.ppo)
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
@@ -253,17 +254,13 @@ def train_cli(cfg: Config, run: RunDir, state: dict | None) -> int:
 
 def dry_run(cfg: Config) -> int:
     """Validate, build the env and the policy, take one step, print, exit 0."""
-    import yaml
+    return ppo_dry_run(cfg, MemoryPolicy, parameter_line,
+                       lambda primer: make_env(cfg.env, seed=cfg.seed, num_envs=2, primer=primer),
+                       lambda env, td: f"{cfg.env.task} ({cfg.env.level}), observation {tuple(td['observation'].shape)}")
 
-    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    nets = MemoryPolicy(cfg)
-    print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in nets.parameter_counts().items()))
-    env = make_env(cfg.env, seed=cfg.seed, num_envs=2, primer=nets.primer())
-    td = nets.policy(env.reset())
-    print(f"env ok: {cfg.env.task} ({cfg.env.level}), observation {tuple(td['observation'].shape)}, "
-          f"action {tuple(td['action'].shape)}")
-    env.close()
-    return 0
+
+def parameter_line(nets: MemoryPolicy) -> str:
+    return "parameters: " + ", ".join(f"{k} {v:,}" for k, v in nets.parameter_counts().items())
 
 
 def run_eval(args) -> int:

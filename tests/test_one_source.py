@@ -273,3 +273,13 @@ def test_memory_ppo_config_is_ppo_config_with_the_suites_defaults():
     assert {f.name: f.metadata for f in dataclasses.fields(MemoryPPOConfig)} == base   # same bounds and help
     with pytest.raises(ConfigError, match="ppo.epochs"):
         from_dict(MemoryPPOConfig, {"epochs": 0}, where="ppo")
+
+
+def test_ppo_agents_dry_run_through_one_function(capsys):
+    from agents import ppo_locomamba, ppo_memory
+    from agents.algos.ppo import dry_run
+    assert ppo_memory.ppo_dry_run is dry_run and ppo_locomamba.ppo_dry_run is dry_run
+    assert ppo_memory.main(["--config", "configs/pomdp/stateless_cartpole.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("name: ")                                   # the resolved config first
+    assert "parameters: embed" in out and "env ok: stateless_cartpole (easy), observation (2, 2), action (2, 2)" in out

@@ -270,3 +270,21 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
     result = {k: torch.stack([row[k].float() for row in logs]).mean().item() for k in logs[0]}
     result["lr"] = optim.param_groups[0]["lr"]
     return result
+
+
+def dry_run(cfg, build, report, make_env, describe_env) -> int:
+    """Both PPO agents' ``--dry-run``: print the resolved config, ``nets = build(cfg)`` and
+    ``report(nets)`` (parameter counts), take one policy step on ``make_env(nets.primer())``, print
+    ``env ok: <describe_env(env, td)>, action <shape>``, exit 0."""
+    import yaml
+
+    from agents.runtime.config import to_dict
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    nets = build(cfg)
+    print(report(nets))
+    env = make_env(nets.primer())
+    td = nets.policy(env.reset())
+    print(f"env ok: {describe_env(env, td)}, action {tuple(td['action'].shape)}")
+    env.close()
+    return 0
