@@ -336,7 +336,7 @@ def test_a_second_sweep_on_the_same_results_folder_exits_2(tmp_path, capsys):
     (tmp_path / "results").mkdir()
     with open(tmp_path / "results" / sweep.LOCK, "a+") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        assert sweep.main([str(path), "--workers", "0"]) == 2
+        assert sweep.main([str(path), "--workers", "0", "--committed"]) == 2     # the sweep file's results
     assert "in use by another sweep" in capsys.readouterr().err
 
 
