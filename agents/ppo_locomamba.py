@@ -33,7 +33,7 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 import torch
 from torch import nn
 
-from agents.runtime.cli import (agent_parser, eval_checkpoint, eval_out_dir, format_eval, pick_device, resolve_run,
+from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eval, pick_device, resolve_run,
                                 run_agent)
 from agents.runtime.config import load_config, read_config_file, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
@@ -207,13 +207,9 @@ def dry_run(cfg: Config) -> int:
 
 
 def run_eval(args) -> int:
-    ckpt, state = eval_checkpoint(args.eval)
-    from agents.runtime.config import from_dict
-
-    cfg = from_dict(Config, state["config"])
+    ckpt, state, cfg, episodes = eval_run(args, Config)
     nets = build_policy(cfg)
     nets.load_state_dict(state["model"])
-    episodes = args.episodes or cfg.train.eval_episodes
     out_dir = eval_out_dir(args, ckpt, ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints"
                            else ckpt.parent)
     mode = "stochastic" if args.stochastic else "deterministic"

@@ -28,9 +28,9 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.runtime.cli import agent_parser, eval_checkpoint, eval_out_dir, format_eval, pick_device, run_agent
+from agents.runtime.cli import agent_parser, eval_out_dir, eval_run, format_eval, pick_device, run_agent
 from agents.runtime.atomic_io import atomic_open
-from agents.runtime.config import from_dict, save_config, to_dict
+from agents.runtime.config import save_config, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.algos.ppo import (compute_advantages, episode_stats, lr_scale, make_loss, make_optimizer, ppo_update,
                                restart_segment, restore_optimizer, seed_everything, segment_seed)
@@ -264,11 +264,9 @@ def parameter_line(nets: MemoryPolicy) -> str:
 
 
 def run_eval(args) -> int:
-    ckpt, state = eval_checkpoint(args.eval)
-    cfg = from_dict(Config, state["config"])
+    ckpt, state, cfg, episodes = eval_run(args, Config)
     nets = MemoryPolicy(cfg)
     nets.load_state_dict(state["model"])
-    episodes = args.episodes or cfg.train.eval_episodes
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 54321)
     print(f"eval of {ckpt} over {episodes} greedy episodes: {format_eval(result)}")
     if args.out:                        # no video here: --out DIR gets the results as JSON

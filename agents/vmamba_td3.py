@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.runtime.cli import (agent_parser, eval_checkpoint, eval_out_dir, format_eval, output_root, pick_device,
+from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eval, output_root, pick_device,
                                 run_agent)
-from agents.runtime.config import ConfigError, from_dict, to_dict
+from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401  (from_dict: tests use it from here)
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime import replay_io
@@ -340,13 +340,11 @@ def dry_run(cfg: Config) -> int:
 
 
 def run_eval(args) -> int:
-    ckpt, state = eval_checkpoint(args.eval)
-    cfg = from_dict(Config, state["config"])
+    ckpt, state, cfg, episodes = eval_run(args, Config)
     env = make_env(cfg, seed=cfg.seed)
     nets = build_nets(cfg, env).to(pick_device(cfg.device, "device"))
     env.close()
     nets.load_state_dict(state["model"])
-    episodes = args.episodes or cfg.train.eval_episodes
     out_dir = eval_out_dir(args, ckpt, output_root(ckpt) / "videos" / f"eval_{ckpt.stem}")
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
     print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")

@@ -283,3 +283,19 @@ def test_ppo_agents_dry_run_through_one_function(capsys):
     out = capsys.readouterr().out
     assert out.startswith("name: ")                                   # the resolved config first
     assert "parameters: embed" in out and "env ok: stateless_cartpole (easy), observation (2, 2), action (2, 2)" in out
+
+
+def test_rl_agents_eval_starts_from_one_function(tmp_path):
+    import argparse
+
+    from agents import ppo_locomamba, ppo_memory, vmamba_td3
+    from agents.pomdp.build import Config
+    from agents.runtime.cli import eval_run
+    from agents.runtime.config import to_dict
+    from agents.runtime.run_dir import RunDir
+    assert all(m.eval_run is eval_run for m in (ppo_locomamba, ppo_memory, vmamba_td3))
+    run = RunDir.create(tmp_path, "ppo_memory", "x")
+    ckpt = run.save_checkpoint({"config": to_dict(Config()), "model": {}}, 0)
+    for episodes, want in ((None, Config().train.eval_episodes), (3, 3)):
+        got_ckpt, state, cfg, n = eval_run(argparse.Namespace(eval=str(run.path), episodes=episodes), Config)
+        assert (got_ckpt, cfg, n) == (ckpt, Config(), want) and state["model"] == {}

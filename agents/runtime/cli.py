@@ -261,10 +261,19 @@ def eval_out_dir(args, ckpt: Path, default: Path) -> Path:
     return Path(args.out) if getattr(args, "out", None) else default
 
 
+def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
+    """What every RL agent's ``--eval`` starts from: the checkpoint, its state, its config (as
+    ``config_cls``) and the episodes to run (``--episodes``, else the config's train.eval_episodes)."""
+    ckpt, state = eval_checkpoint(args.eval)
+    cfg = from_dict(config_cls, state["config"])
+    return ckpt, state, cfg, args.episodes or cfg.train.eval_episodes
+
+
 def run_export(args, prog: str) -> int:
     """``--export CHECKPOINT|RUN_DIR [--out FILE] [--dtype D]``, the same for every agent: the acting
     weights alone (agents/runtime/export.py), written atomically; prints the ``--eval`` command."""
-    from agents.runtime.export import export_checkpoint, save_atomic
+    from agents.runtime.atomic_io import torch_save_atomic
+    from agents.runtime.export import export_checkpoint
 
     ckpt, state = eval_checkpoint(args.export, "--export")
     dtype = getattr(args, "dtype", None) or "float16"
@@ -273,7 +282,7 @@ def run_export(args, prog: str) -> int:
         exported = export_checkpoint(state, str(ckpt), getattr(torch, dtype))
     except ValueError as err:                      # no weights to export
         raise RunDirError(f"--export {args.export}: {err}") from None
-    save_atomic(exported, dest)
+    torch_save_atomic(exported, dest)
     print(f"exported {ckpt} -> {dest} ({dest.stat().st_size / 2**20:.1f} MiB, {dtype} weights); "
           f"evaluate with: python {prog} --eval {dest}")
     return 0
