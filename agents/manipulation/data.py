@@ -43,7 +43,7 @@ from tensordict import TensorDict
 
 from agents.runtime.atomic_io import write_text_atomic
 from agents.runtime.seeds import episode_seed  # noqa: F401  (also imported from here)
-from agents.runtime.config import apply_overrides, describe, field_spec, from_dict, read_config_file
+from agents.runtime.config import field_spec, from_dict
 
 FORMAT, VERSION = "mambazoo.manip_demos", 1
 KEYS = ("point_cloud", "agent_pos", "action", "episode", "step")
@@ -206,7 +206,7 @@ def generate(out: str | Path, episodes: int, cfg: GenerateConfig, progress: bool
     env = PandaManipEnv(**cfg.env_kwargs())
     expert = make_expert(cfg.task, noise=cfg.noise)
     bar = tqdm(total=episodes, initial=episodes - len(todo), desc=f"{cfg.task} demos",
-               unit="ep", disable=not progress)
+               unit="ep", disable=None if progress else True)   # a bar only on a terminal
     wins = attempts = 0
     try:
         for i in todo:
@@ -369,37 +369,22 @@ ALIASES = {"--task": ("task", str), "--noise": ("noise", float), "--max-attempts
 def main(argv=None) -> int:
     """``generate --out DIR --episodes N [--seed S] [--config FILE] [key=value ...]``, the
     navigation data module's form (settings as key=value or in a YAML/JSON file); ``info DIR``."""
-    from agents.runtime.cli import OverridesParser
+    from agents.runtime.cli import dataset_parser, generate_settings   # the navigation data's too
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog="python -m agents.manipulation.data", description=__doc__.split("\n\n")[0],
-                                     formatter_class=fmt)
-    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=OverridesParser)
-    g = sub.add_parser("generate", help="generate or resume scripted demonstrations", formatter_class=fmt,
-                       description="Write expert demonstrations to DIR, continuing after the episodes already there "
-                                   "(same seed and settings required).",
-                       epilog="settings (key=value overrides or --config FILE):\n" + describe(GenerateConfig)
-                              + "\n\nolder forms, still accepted: --task T, --noise X, --keep-failed, --max-attempts N, "
-                                "--horizon N, --num-points N, --sampling S, --image-size N (= task=T, noise=X, ...)")
-    g.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. task=pick_place num_points=256")
-    g.add_argument("--out", required=True, metavar="DIR", help="dataset directory (created, or resumed if it exists)")
-    g.add_argument("--episodes", type=int, required=True, metavar="N", help="total episodes wanted in the dataset")
-    g.add_argument("--seed", type=int, default=None, metavar="S", help="dataset seed (default 0, or the seed setting)")
-    g.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser, g = dataset_parser("python -m agents.manipulation.data", __doc__.split("\n\n")[0], GenerateConfig,
+                               example="task=pick_place num_points=256", seed_default=None,
+                               seed_help="dataset seed (default 0, or the seed setting)",
+                               epilog_extra="\n\nolder forms, still accepted: --task T, --noise X, --keep-failed, "
+                                            "--max-attempts N, --horizon N, --num-points N, --sampling S, "
+                                            "--image-size N (= task=T, noise=X, ...)")
     for flag, (key, tp) in ALIASES.items():
         g.add_argument(flag, dest=f"alias_{key}", type=tp, default=None, help=argparse.SUPPRESS)
     g.add_argument("--keep-failed", dest="alias_keep_failed", action="store_const", const=True, default=None,
                    help=argparse.SUPPRESS)
-    i = sub.add_parser("info", help="validate a dataset and print a summary")
-    i.add_argument("path", metavar="DIR")
     args = parser.parse_args(argv)
     try:
-        if args.cmd == "generate":
-            if args.episodes < 1:
-                parser.error("--episodes must be >= 1")
-            data = read_config_file(args.config) if args.config else {}
-            data = apply_overrides(data, args.overrides)
+        if args.command == "generate":
+            data = generate_settings(parser, args)
             data.update({k[len("alias_"):]: v for k, v in vars(args).items() if k.startswith("alias_") and v is not None})
             if args.seed is not None:
                 data["seed"] = args.seed

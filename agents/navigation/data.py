@@ -53,8 +53,7 @@ from tensordict import MemoryMappedTensor, TensorDict  # noqa: E402
 
 from agents.runtime.atomic_io import atomic_open  # noqa: E402
 from agents.runtime.seeds import episode_seed  # noqa: E402,F401  (also imported from here)
-from agents.runtime.config import (ConfigError, apply_overrides, describe, field_spec, from_dict,  # noqa: E402
-                                  read_config_file)
+from agents.runtime.config import ConfigError, field_spec, from_dict  # noqa: E402
 
 FORMAT = "mambazoo-nav-demos/1"
 _DTYPES = {"uint8": (np.uint8, torch.uint8), "float32": (np.float32, torch.float32),
@@ -326,7 +325,8 @@ def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = N
                 print(f"{out}: already holds {done} episodes (asked for {episodes}); nothing to do")
             return out
         wins = 0
-        bar = tqdm(total=episodes, initial=done, desc="episodes", unit="ep", disable=not progress)
+        bar = tqdm(total=episodes, initial=done, desc="episodes", unit="ep",
+                   disable=None if progress else True)      # a bar only on a terminal
         jobs = [(manifest["env"], config, seed, i) for i in range(done, episodes)]
         pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
         # rollouts may run in worker processes (each episode is seeded on its own, so the data do not
@@ -373,33 +373,17 @@ def summary(ds: NavDataset) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agents.navigation.data", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    from agents.runtime.cli import OverridesParser     # key=value settings before or after options
+    from agents.runtime.cli import dataset_parser, generate_settings   # the manipulation data's too
 
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OverridesParser)
-    gen = sub.add_parser("generate", formatter_class=argparse.RawDescriptionHelpFormatter,
-                         help="write or continue a dataset of expert demonstrations",
-                         description="Write expert demonstrations to DIR, continuing after the episodes "
-                                     "already there (same seed and settings required).",
-                         epilog="settings (key=value overrides or --config FILE):\n" + describe(NavDataConfig))
-    gen.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. depth=2 image_size=64")
-    gen.add_argument("--out", required=True, metavar="DIR", help="dataset folder (created if missing)")
-    gen.add_argument("--episodes", required=True, type=int, metavar="N", help="total episodes the folder should hold")
-    gen.add_argument("--seed", type=int, default=0, metavar="S", help="dataset seed; episode i uses episode_seed(seed, i)")
-    gen.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
+    parser, gen = dataset_parser("python -m agents.navigation.data", __doc__.split("\n\n")[0], NavDataConfig,
+                                 example="depth=2 image_size=64", seed_default=0,
+                                 seed_help="dataset seed; episode i uses episode_seed(seed, i)")
     gen.add_argument("--workers", type=int, default=1, help="processes running expert rollouts (the data "
                      "do not depend on it)")
-    gen.add_argument("--quiet", action="store_true", help="no progress bar")
-    info = sub.add_parser("info", help="validate a dataset and print a summary")
-    info.add_argument("path", metavar="DIR")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
-            if args.episodes < 1:
-                parser.error("--episodes must be >= 1")
-            data = read_config_file(args.config) if args.config else {}
-            config = from_dict(NavDataConfig, apply_overrides(data, args.overrides))
+            config = from_dict(NavDataConfig, generate_settings(parser, args))
             generate(args.out, args.episodes, args.seed, config, progress=not args.quiet, workers=max(1, args.workers))
             print(summary(load_dataset(args.out)))
         else:
