@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bc_navigation_compare import run_parallel  # noqa: E402
 
 AGENT = [sys.executable, str(ROOT / "agents" / "bc_diffusion.py")]
-DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional")
+DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional", "hydra")
 
 
 def jobs(args, root: Path, steps: int, extra: list[str]) -> list[tuple[str, list[str]]]:

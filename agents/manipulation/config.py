@@ -14,7 +14,7 @@ from typing import Literal
 
 from agents.runtime.config import ConfigError, RunConfig, field_spec
 
-Denoiser = Literal["unet", "mamba1", "mamba2", "bidirectional"]
+Denoiser = Literal["unet", "mamba1", "mamba2", "bidirectional", "hydra"]
 
 
 @dataclass
@@ -27,7 +27,8 @@ class DataConfig:
 @dataclass
 class PolicyConfig:
     denoiser: Denoiser = field_spec("unet", help="unet: DP3's conditional 1-D UNet; mamba1/mamba2/"
-                                                 "bidirectional: Mamba Policy's XMamba UNet")
+                                                 "bidirectional/hydra: Mamba Policy's XMamba UNet "
+                                                 "(hydra: quasiseparable bidirectional SSD)")
     down_dims: list[int] | None = field_spec(None, min=8, length=(1, 2, 3, 4), nullable=True,
                                              help="UNet widths per level (null: unet [512,1024,2048], "
                                                   "mamba* [128,256,512]); multiples of 8 (GroupNorm)")
@@ -99,8 +100,8 @@ def check_consistency(cfg: Config) -> None:
                           f"(the UNet halves it {levels - 1} times)")
     if p.down_dims and any(d % 8 for d in p.down_dims):
         raise ConfigError(f"config key 'policy.down_dims': {p.down_dims} must be multiples of 8 (GroupNorm groups)")
-    if p.down_dims and p.denoiser == "mamba2" and any(d % 16 for d in p.down_dims):
-        raise ConfigError(f"config key 'policy.down_dims': mamba2 needs multiples of 16 (2*dim split into "
+    if p.down_dims and p.denoiser in ("mamba2", "hydra") and any(d % 16 for d in p.down_dims):
+        raise ConfigError(f"config key 'policy.down_dims': {p.denoiser} needs multiples of 16 (2*dim split into "
                           f"heads of 32), got {p.down_dims}")
     if p.kernel_size % 2 == 0:
         raise ConfigError(f"config key 'policy.kernel_size': must be odd (same-length conv), got {p.kernel_size}")

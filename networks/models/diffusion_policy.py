@@ -22,7 +22,9 @@ Denoisers, all the same UNet skeleton (down levels -> 2 mid blocks -> up levels,
     47.9M (-81%). The released code builds the attention block but, for the mamba variants, skips
     it in forward; we run it, as the paper describes. Mixers: mamba1, mamba2 and
     bidirectional (Vision Mamba's "v2" block, as Mamba Policy uses: a forward and a time-reversed
-    Mamba1 scan sharing one in_proj and out_proj, summed).
+    Mamba1 scan sharing one in_proj and out_proj, summed) and hydra (Mamba Policy's fourth variant:
+    Hydra's quasiseparable mixer, shift(SS(X)) + flip(shift(SS(flip(X)))) + D X on Mamba2's SSD,
+    networks/ssm/hydra.py).
 Mamba mixers are networks/ssm/mamba1.py / mamba2.py (pure PyTorch; mamba-ssm kernels on CUDA).
 """
 from __future__ import annotations
@@ -34,9 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from networks.ssm.mamba1 import BiMamba1Mixer, Mamba1Mixer
+from networks.ssm.hydra import HydraMixer
 from networks.ssm.mamba2 import Mamba2Mixer
 
-DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional")
+DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional", "hydra")
 UNET_DIMS = (512, 1024, 2048)    # DP3's (Diffusion Policy's own default is (256, 512, 1024))
 MAMBA_DIMS = (128, 256, 512)     # Mamba Policy's
 
@@ -97,7 +100,8 @@ class Mlp(nn.Sequential):
 class SequenceMamba(nn.Module):
     """[B, T, D] -> [B, T, D] over the whole sequence with zero initial state (no memory across
     calls: each denoising pass sees one action chunk). kind: mamba1 | mamba2 | bidirectional
-    (Vision Mamba's v2: shared in/out projections, networks/mamba1.BiMamba1Mixer)."""
+    (Vision Mamba's v2: shared in/out projections, networks/mamba1.BiMamba1Mixer) | hydra
+    (quasiseparable, networks/ssm/hydra.HydraMixer; d_state and headdim as mamba2)."""
 
     def __init__(self, dim: int, kind: str, d_state: int = 16):
         super().__init__()
@@ -107,11 +111,13 @@ class SequenceMamba(nn.Module):
             self.mixer = Mamba2Mixer(dim, d_state=max(d_state, 64), headdim=32)
         elif kind == "bidirectional":
             self.mixer = BiMamba1Mixer(dim, d_state=d_state)
+        elif kind == "hydra":
+            self.mixer = HydraMixer(dim, d_state=max(d_state, 64), headdim=32)
         else:
             self.mixer = Mamba1Mixer(dim, d_state=d_state)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "bidirectional":
+        if self.kind in ("bidirectional", "hydra"):           # whole-sequence mixers: [B, T, D] -> [B, T, D]
             return self.mixer(x)
         return self.mixer(x)[0]                                # one fresh sequence: zero state
 
@@ -220,8 +226,8 @@ class MambaUnet1D(ConditionalUnet1D):
                  kernel_size: int = 5, n_groups: int = 8, step_embed_dim: int = 128, attention: bool = True):
         if kind not in DENOISERS[1:]:
             raise ValueError(f"Mamba kind must be one of {list(DENOISERS[1:])}, got {kind!r}")
-        if kind == "mamba2" and any(d * 2 % 32 for d in down_dims):
-            raise ValueError(f"mamba2 needs every down_dim to be a multiple of 16 (headdim 32), got {list(down_dims)}")
+        if kind in ("mamba2", "hydra") and any(d * 2 % 32 for d in down_dims):
+            raise ValueError(f"{kind} needs every down_dim to be a multiple of 16 (headdim 32), got {list(down_dims)}")
         super().__init__(action_dim, global_cond_dim, down_dims, kernel_size, n_groups, step_embed_dim,
                          block_fn=lambda c: XMambaBlock(c, kind, attention))
 
