@@ -261,6 +261,38 @@ def eval_out_dir(args, ckpt: Path, default: Path) -> Path:
     return Path(args.out) if getattr(args, "out", None) else default
 
 
+def dataset_parser(prog: str, description: str, settings_cls, *, example: str, seed_default, seed_help: str,
+                   epilog_extra: str = "") -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The data modules' command line (manipulation, navigation): ``generate [key=value ...] --out
+    DIR --episodes N [--seed S] [--config FILE] [--quiet]`` (settings of ``settings_cls``) and
+    ``info DIR``. Returns the parser and its ``generate`` subparser (for a module's own options);
+    ``generate_settings`` reads the settings of a parsed ``generate``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OverridesParser)
+    gen = sub.add_parser("generate", formatter_class=fmt, help="write or continue a dataset of expert demonstrations",
+                         description="Write expert demonstrations to DIR, continuing after the episodes already "
+                                     "there (same seed and settings required).",
+                         epilog="settings (key=value overrides or --config FILE):\n" + describe(settings_cls)
+                                + epilog_extra)
+    gen.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
+    gen.add_argument("--out", required=True, metavar="DIR", help="dataset directory (created, or resumed if it exists)")
+    gen.add_argument("--episodes", type=int, required=True, metavar="N", help="total episodes wanted in the dataset")
+    gen.add_argument("--seed", type=int, default=seed_default, metavar="S", help=seed_help)
+    gen.add_argument("--config", metavar="FILE", help="YAML/JSON file of settings")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    info = sub.add_parser("info", help="validate a dataset and print a summary")
+    info.add_argument("path", metavar="DIR")
+    return parser, gen
+
+
+def generate_settings(parser: argparse.ArgumentParser, args) -> dict:
+    """A parsed ``generate``'s settings: the --config file, then the key=value overrides."""
+    if args.episodes < 1:
+        parser.error("--episodes must be >= 1")
+    return apply_overrides(read_config_file(args.config) if args.config else {}, args.overrides)
+
+
 def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
     """What every RL agent's ``--eval`` starts from: the checkpoint, its state, its config (as
     ``config_cls``) and the episodes to run (``--episodes``, else the config's train.eval_episodes)."""
