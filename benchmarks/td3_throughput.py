@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.processes import summed_rate  # noqa: E402
 
 
 def _sim_worker(env_id: str, kwargs: dict, seconds: float, seed: int, out) -> None:
@@ -51,15 +52,7 @@ def _sim_worker(env_id: str, kwargs: dict, seconds: float, seed: int, out) -> No
 
 
 def simulator_limit(env_id: str, kwargs: dict, n: int, seconds: float) -> float:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_sim_worker, args=(env_id, kwargs, seconds, i, q)) for i in range(n)]
-    for p in procs:
-        p.start()
-    rates = [q.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(rates)
+    return summed_rate(_sim_worker, [(env_id, kwargs, seconds, i) for i in range(n)])
 
 
 def env_stack_and_replay(cfg, seconds: float, fill: int):
