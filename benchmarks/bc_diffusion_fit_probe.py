@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from agents.algos.bc import warmup_cosine
 from agents.manipulation.data import load_dataset
 from networks.models.diffusion_policy import DiffusionPolicy
+from networks.params import count_parameters
 from networks.ssm.param_groups import weight_decay_groups
 
 
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     results = {}
     for spec in args.model:
         policy, denoiser, dims, attention = build(spec)
-        n_params = sum(p.numel() for p in policy.denoiser.parameters())
+        n_params = count_parameters(policy.denoiser)
         optim = torch.optim.AdamW(weight_decay_groups(policy, 1e-6), lr=args.lr, betas=(0.95, 0.999))
         sched = warmup_cosine(optim, args.warmup, args.steps)
         rows, running, n, t_train = [], 0.0, 0, 0.0
