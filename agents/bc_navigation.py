@@ -250,9 +250,10 @@ def run_episode(env, model, device, seed: int, cue: int, cfg: Config, record: bo
 
 def entered_wrong_leaf(layout, trail: np.ndarray) -> bool:
     """Whether a trail [T, 2] of positions entered a leaf room other than the goal's (zone 2 + k is
-    leaf k; the goal is in leaf ``cue``). The env lets a policy that guessed wrong at a junction
-    turn back and still succeed within its time limit, so success alone can pass the memoryless
-    ceiling; success without a wrong leaf ("direct") cannot."""
+    leaf k; the goal is in leaf ``cue``). With eval.end_on_wrong_leaf=false the env lets a policy
+    that guessed wrong at a junction turn back and still succeed within its time limit, so success
+    alone can pass the memoryless ceiling; success without a wrong leaf ("direct") cannot. With it
+    on (the default) the env ends such episodes, and success == direct success."""
     ix, iy = np.floor(trail[:, 0]).astype(int), np.floor(trail[:, 1]).astype(int)
     zone = layout.zone[iy, ix]
     return bool(((zone >= 2) & (zone != 2 + layout.cue)).any())
@@ -274,7 +275,7 @@ def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    env = ds.make_env()
+    env = ds.make_env(terminate_on_wrong_leaf=cfg.eval.end_on_wrong_leaf)
     episodes = args.episodes or cfg.eval.episodes
     first_seed = cfg.eval.seed if args.seed is None else args.seed
     n_cues = 2 ** ds.config.depth

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):            # run as a script: python agents/navigation/data.py ...
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
