@@ -134,3 +134,12 @@ def test_resume_of_a_run_saved_under_old_key_names(tmp_path, capsys, monkeypatch
     assert resumed["frames"] == 256 and resumed["config"]["train"]["checkpoint_every_iters"] == 2
     assert "checkpoint_every" not in resumed["config"]["train"]
     assert ppo_memory.main(["--eval", str(run.path), "--episodes", "1"]) == 0
+    # an export of a checkpoint saved under the old name is written in today's names
+    old = run.checkpoints / "old.pt"
+    state = RunDir.load_checkpoint(run.latest_checkpoint())
+    state["config"]["train"]["checkpoint_every"] = state["config"]["train"].pop("checkpoint_every_iters")
+    torch.save(state, old)
+    assert ppo_memory.main(["--export", str(old), "--out", str(tmp_path / "exported.pt")]) == 0
+    exported = torch.load(tmp_path / "exported.pt", weights_only=True)
+    assert exported["config"]["train"]["checkpoint_every_iters"] == 2
+    assert "checkpoint_every" not in exported["config"]["train"]

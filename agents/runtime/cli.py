@@ -301,13 +301,17 @@ def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
     return ckpt, state, cfg, args.episodes or cfg.train.eval_episodes
 
 
-def run_export(args, prog: str) -> int:
+def run_export(args, prog: str, config_cls=None) -> int:
     """``--export CHECKPOINT|RUN_DIR [--out FILE] [--dtype D]``, the same for every agent: the acting
-    weights alone (agents/runtime/export.py), written atomically; prints the ``--eval`` command."""
+    weights alone (agents/runtime/export.py), written atomically; prints the ``--eval`` command.
+    With ``config_cls`` the exported config is rewritten in today's key names (a checkpoint saved
+    under renamed keys exports a file that loads without the rename warnings)."""
     from agents.runtime.atomic_io import torch_save_atomic
     from agents.runtime.export import export_checkpoint
 
     ckpt, state = eval_checkpoint(args.export, "--export")
+    if config_cls is not None and isinstance(state.get("config"), dict):
+        state = {**state, "config": to_dict(from_dict(config_cls, state["config"]))}
     dtype = getattr(args, "dtype", None) or "float16"
     dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{dtype}.pt"
     try:
@@ -352,7 +356,7 @@ def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train,
     run = None
     try:
         if getattr(args, "export", None):
-            return run_export(args, prog)
+            return run_export(args, prog, config_cls)
         if args.eval:
             try:
                 return run_eval(args)
