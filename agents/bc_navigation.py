@@ -254,9 +254,7 @@ def entered_wrong_leaf(layout, trail: np.ndarray) -> bool:
     that guessed wrong at a junction turn back and still succeed within its time limit, so success
     alone can pass the memoryless ceiling; success without a wrong leaf ("direct") cannot. With it
     on (the default) the env ends such episodes, and success == direct success."""
-    ix, iy = np.floor(trail[:, 0]).astype(int), np.floor(trail[:, 1]).astype(int)
-    zone = layout.zone[iy, ix]
-    return bool(((zone >= 2) & (zone != 2 + layout.cue)).any())
+    return bool(layout.in_wrong_leaf(trail).any())
 
 
 def expert_reference(env, seed: int, cue: int):

@@ -55,6 +55,13 @@ class NavLayout:
     def free(self) -> np.ndarray:
         return self.grid == FREE
 
+    def in_wrong_leaf(self, xy) -> np.ndarray:
+        """Whether positions xy [..., 2] (world, cells) lie in a leaf room other than the goal's
+        (zone 2 + k is leaf k; the goal is in leaf ``cue``): bool [...]."""
+        xy = np.asarray(xy)
+        zone = self.zone[np.floor(xy[..., 1]).astype(int), np.floor(xy[..., 0]).astype(int)]
+        return (zone >= 2) & (zone != 2 + self.cue)
+
 
 def _walk(x: int, y: int, moves) -> list:
     """Cells visited from (x, y) (excluded) by moves [(dx, dy, n), ...]."""

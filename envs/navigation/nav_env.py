@@ -160,10 +160,8 @@ class NavigationEnv(gym.Env):
         return float(best)
 
     def in_wrong_leaf(self) -> bool:
-        """Whether the body's centre is in a leaf room other than the goal's (zone 2 + k is leaf k;
-        the goal is in leaf ``cue``)."""
-        zone = self.layout.zone[int(np.floor(self.pose[1])), int(np.floor(self.pose[0]))]
-        return bool(zone >= 2 and zone != 2 + self.layout.cue)
+        """Whether the body's centre is in a leaf room other than the goal's (NavLayout.in_wrong_leaf)."""
+        return bool(self.layout.in_wrong_leaf(self.pose[:2]))
 
     def _info(self, success: bool, collision: bool) -> dict:
         # numpy scalars: TorchRL's info reader reads their dtype
