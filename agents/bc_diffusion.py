@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from agents.manipulation.config import Config
-from agents.algos.bc import bc_main, bc_parser, parameter_count, restore_training, warmup_cosine
+from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
 from agents.runtime.cli import pick_device
 from agents.runtime.config import to_dict
 from agents.algos.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
@@ -42,6 +42,7 @@ from agents.runtime.run_dir import RunDir, rng_state
 from agents.manipulation.data import DatasetError, load_dataset
 from agents.manipulation.data import main as data_main
 from networks.models.diffusion_policy import DiffusionPolicy, make_policy
+from networks.params import count_parameters
 from networks.ssm.param_groups import weight_decay_groups
 
 AGENT = "bc_diffusion"
@@ -91,8 +92,8 @@ def ema_update_(ema, model: torch.nn.Module, max_decay: float, power: float = 0.
 
 
 def param_report(policy: DiffusionPolicy) -> dict:
-    return {"encoder": parameter_count(policy.encoder), "denoiser": parameter_count(policy.denoiser),
-            "total": parameter_count(policy)}
+    return {name: count_parameters(m, trainable=True)
+            for name, m in (("encoder", policy.encoder), ("denoiser", policy.denoiser), ("total", policy))}
 
 
 # ------------------------------------------------------------------------------------ training

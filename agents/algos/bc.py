@@ -65,15 +65,6 @@ def restore_training(state: dict, **stateful) -> int:
     return int(state["step"])
 
 
-def parameter_count(module: torch.nn.Module) -> int:
-    """Trainable parameters (networks.params, the one counter)."""
-    from networks.params import count_parameters
-
-    return count_parameters(module, trainable=True)
-
-
-from agents.runtime.export import TRAINING_ONLY, export_checkpoint, save_atomic  # noqa: E402,F401  (shared with the RL agents)
-
 
 SUBCOMMANDS = ("generate", "info", "train", "eval", "export")   # the older forms, still accepted
 

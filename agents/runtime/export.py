@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from agents.runtime.atomic_io import torch_save_atomic as save_atomic  # noqa: F401  (the name callers use)
-
 # checkpoint entries that only training needs (BC: optim, sched, sampler, ema, carried; RL: the
 # optimizer and the minibatch generator; both: rng)
 TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried", "optimizer", "minibatch_rng")
