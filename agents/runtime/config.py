@@ -227,6 +227,18 @@ def _lookup(data: dict, dotted: str):
     return (node, last) if isinstance(node, dict) else None
 
 
+def _section(data: dict, dotted: str, not_a_section) -> tuple[dict, str]:
+    """(mapping, last key) where ``dotted`` goes in ``data``, creating missing sections; a value on the
+    way that is not a mapping is a ConfigError with ``not_a_section(section key, value)``."""
+    *path, last = dotted.split(".")
+    node = data
+    for i, part in enumerate(path):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(not_a_section(".".join(path[:i + 1]), node))
+    return node, last
+
+
 def rename_keys(cls, data: dict) -> dict:
     """``data`` with each old key of ``cls.RENAMED`` moved to its new name (warning once per old name);
     both names given with different values is a ConfigError. ``data`` itself is not changed."""
@@ -240,12 +252,7 @@ def rename_keys(cls, data: dict) -> dict:
         parent, last = _lookup(out, old)
         value = parent.pop(last)
         _warn_renamed(old, new)
-        *path, leaf = new.split(".")
-        node = out
-        for i, part in enumerate(path):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config key '{'.'.join(path[:i + 1])}': expected a mapping of keys, got {node!r}")
+        node, leaf = _section(out, new, lambda key, got: f"config key '{key}': expected a mapping of keys, got {got!r}")
         if leaf in node and node[leaf] != value:
             raise ConfigError(f"config key '{old}' is the old name of '{new}', and both are given "
                               f"({value!r} and {node[leaf]!r}): keep '{new}'")
@@ -275,12 +282,7 @@ def apply_overrides(data: dict, overrides, cls=None) -> dict:
         if key in seen:
             raise ConfigError(f"config key '{key}' is given twice ({seen[key]!r} and {given!r}): keep one")
         seen[key] = given
-        *path, last = key.split(".")
-        node = out
-        for i, part in enumerate(path):
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: config key '{'.'.join(path[:i + 1])}' is not a section")
+        node, last = _section(out, key, lambda section, _: f"override {text!r}: config key '{section}' is not a section")
         node[last] = value
     return out
 
