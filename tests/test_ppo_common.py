@@ -138,8 +138,7 @@ def test_kl_adaptive_lr_follows_rsl_rl_and_survives_a_resume():
     nets = _Nets()
     cfg = PPOConfig(lr=1e-3, value_lr=2e-3, desired_kl=0.01)
     opt = make_optimizer(nets, cfg)
-    for g in opt.param_groups:
-        g["kl_scale"] = 1.0
+    assert [g["kl_scale"] for g in opt.param_groups] == [1.0, 1.0]
     adapt_kl_scale(opt, 0.05, 0.01)                    # KL > 2 x desired: / 1.5
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3 / 1.5, 2e-3 / 1.5])
     adapt_kl_scale(opt, 0.015, 0.01)                   # inside [desired/2, 2 desired]: unchanged

@@ -115,9 +115,10 @@ def make_optimizer(nets: RecurrentActorCritic, cfg: PPOConfig) -> torch.optim.Ad
     """Adam over two groups: the trunk (front + memory) with the actor head at ppo.lr, the value
     head at ppo.value_lr. ``nets.front`` is the module before the memory (encoder or embedding)."""
     policy_params = [*nets.front.parameters(), *nets.memory.parameters(), *nets.actor_head.parameters()]
-    return torch.optim.Adam([{"params": policy_params, "lr": cfg.lr, "initial_lr": cfg.lr},
+    # initial_lr: the base of linear annealing; kl_scale: the KL-adaptive factor (adapt_kl_scale)
+    return torch.optim.Adam([{"params": policy_params, "lr": cfg.lr, "initial_lr": cfg.lr, "kl_scale": 1.0},
                              {"params": list(nets.value_head.parameters()), "lr": cfg.value_lr,
-                              "initial_lr": cfg.value_lr}], eps=cfg.adam_eps)
+                              "initial_lr": cfg.value_lr, "kl_scale": 1.0}], eps=cfg.adam_eps)
 
 
 def restore_optimizer(optim: torch.optim.Optimizer, state: dict, cfg: PPOConfig) -> None:
@@ -245,7 +246,7 @@ def ppo_update(batch: TensorDict, trunk, loss_fn, optim: torch.optim.Optimizer, 
     from torchrl.modules import set_recurrent_mode
 
     for group in optim.param_groups:
-        group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_scale * group.setdefault("kl_scale", 1.0)
+        group["lr"] = group["initial_lr"] * lr_scale * group["kl_scale"]   # both set by make_optimizer
     params = list(params)
     logs = []
     with set_exploration_type(ExplorationType.RANDOM), set_recurrent_mode(True):
