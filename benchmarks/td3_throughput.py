@@ -57,27 +57,27 @@ def simulator_limit(env_id: str, kwargs: dict, n: int, seconds: float) -> float:
 
 
 def env_stack_and_replay(cfg, seconds: float, fill: int):
-    """Random-action steps/s of the agent's env, and a replay filled with ``fill`` of its steps."""
+    """Random-action steps/s of the agent's env (timed apart from the copies kept), and a replay
+    filled with ``fill`` of its steps."""
+    import torch
     from torchrl.envs.utils import step_mdp
 
     from agents.drone.build import make_env, make_replay, to_storage
 
     env = make_env(cfg, seed=0)
-    replay = make_replay(cfg)
-    td, rows, episode = env.reset(), [], 0
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or steps < fill:
+    td, rows = env.reset(), []
+    for _ in range(fill):                       # the replay's steps (also the warm-up)
         td = env.rand_step(td)
-        if steps < fill:
-            rows.append(td.clone())
+        rows.append(td.clone())
         td = env.maybe_reset(step_mdp(td))
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        td = env.maybe_reset(step_mdp(env.rand_step(td)))
         steps += 1
     rate = steps / (time.perf_counter() - t0)
     env.close()
-    import torch
-
-    stored, _ = to_storage(cfg, torch.stack(rows), episode)
-    replay.extend(stored)
+    replay = make_replay(cfg)
+    replay.extend(to_storage(cfg, torch.stack(rows), 0)[0])
     return rate, replay
 
 
