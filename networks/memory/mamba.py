@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from networks.ssm import cpu_scan
+from networks.ssm import cpu_mamba2, cpu_scan
 from networks.ssm.mamba1 import Mamba1Mixer
 from networks.ssm.mamba2 import Mamba2Mixer
 
@@ -27,7 +27,7 @@ class MambaStack(nn.Module):
         self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-5) for _ in range(num_layers))
         self.mixers = nn.ModuleList(MIXERS[kind](hidden_size, **mixer_options) for _ in range(num_layers))
         self.out_norm = nn.RMSNorm(hidden_size, eps=1e-5)
-        self.fused_cpu_step = kind == "mamba1"   # the C++ acting step takes Mamba1 mixers only
+        self.kind = kind   # which C++ acting step serves it on the CPU (cpu_scan or cpu_mamba2)
         # mamba-ssm's init for a residual stack (rescale_prenorm_residual): each out_proj, whose
         # output is added to the residual stream, scaled by 1/sqrt(n_layers) so the stream's
         # variance at init does not grow with depth
@@ -55,8 +55,11 @@ class MambaStack(nn.Module):
         return self.out_norm(h), {"conv": torch.stack(convs, 1), "ssm": torch.stack(ssms, 1)}
 
     def step(self, x, states):
-        if self.fused_cpu_step and cpu_scan.step_wanted(self, x):  # acting on the CPU: one fused call (networks/ssm/cpu_scan.py)
+        # acting on the CPU: one fused call (networks/ssm/cpu_scan.py, networks/ssm/cpu_mamba2.py)
+        if self.kind == "mamba1" and cpu_scan.step_wanted(self, x):
             return cpu_scan.mamba1_stack_step(self, x, states)
+        if self.kind == "mamba2" and cpu_mamba2.step_wanted(self, x):
+            return cpu_mamba2.stack_step(self, x, states)
         h = self.in_proj(x)
         convs, ssms = [], []
         for l, (norm, mixer) in enumerate(zip(self.norms, self.mixers)):

@@ -45,23 +45,24 @@ def _cpu_flags() -> str:
         return platform.processor()
 
 
-def build_directory() -> Path:
-    """Where the extension is built: per torch version and CPU, since -march=native code
+def build_directory(name: str = "mambazoo_selective_scan_cpu") -> Path:
+    """Where an extension is built: per torch version and CPU, since -march=native code
     built on one CPU may not run on another that shares the cache (a network home)."""
     tag = hashlib.sha1(f"{torch.__version__}|{platform.machine()}|{_cpu_flags()}".encode()).hexdigest()[:10]
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / f"mambazoo_selective_scan_cpu_{tag}"
+    return Path(root) / f"{name}_{tag}"
 
 
-def _build():
-    """Compile (or load the cached build of) the extension; raises if that is impossible."""
+def compile_extension(name: str, source: Path, directory: Path):
+    """Compile (or load the cached build of) one extension of csrc/; raises if that is impossible.
+    Also builds csrc/mamba2_cpu.cpp (networks/ssm/cpu_mamba2.py), with the same flags."""
     from torch.utils.cpp_extension import load
 
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler ({cxx!r} is not on PATH)")
-    if not SOURCE.exists():
-        raise RuntimeError(f"{SOURCE} is missing from this install")
+    if not source.exists():
+        raise RuntimeError(f"{source} is missing from this install")
     cflags = ["-O3"]
     if platform.system() == "Linux":
         # torch's libgomp has the soname libgomp.so.1, so the loader reuses it for the
@@ -69,11 +70,42 @@ def _build():
         cflags.append("-fopenmp")
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-march=native")
-    out = build_directory()
-    out.mkdir(parents=True, exist_ok=True)
-    return load(name="mambazoo_selective_scan_cpu", sources=[str(SOURCE)], extra_cflags=cflags,
+    directory.mkdir(parents=True, exist_ok=True)
+    return load(name=name, sources=[str(source)], extra_cflags=cflags,
                 extra_ldflags=["-fopenmp"] if "-fopenmp" in cflags else [],
-                build_directory=str(out), verbose=False)
+                build_directory=str(directory), verbose=False)
+
+
+def _build():
+    return compile_extension("mambazoo_selective_scan_cpu", SOURCE, build_directory())
+
+
+def disabled() -> str:
+    """Why the C++ extensions are off by the environment ("" when they are not)."""
+    value = os.environ.get(ENV, "1")
+    return f"{ENV}={value}" if value.lower() in ("0", "off", "false", "no") else ""
+
+
+def load_once(what: str, fallback: str, build, directory):
+    """(the extension or False, why not), logging one line either way: ``what`` is the
+    extension's name in the log, ``fallback`` the path taken without it."""
+    off = disabled()
+    if off:
+        log.warning("mambazoo: %s disabled (%s); using %s", what, off, fallback)
+        return False, off
+    t0 = time.perf_counter()
+    try:
+        ext = build()
+    except Exception as exc:  # no compiler, a failed compile, a broken cache
+        lines = str(exc).strip().splitlines() or [""]
+        first = next((ln for ln in lines if "error:" in ln), lines[-1])  # the compiler's first error
+        why = f"{type(exc).__name__}: {first.strip()}"
+        log.warning("mambazoo: %s unavailable (%s); using %s", what, why, fallback)
+        return False, why
+    took = time.perf_counter() - t0
+    log.warning("mambazoo: using the %s from %s (%.1f s to load%s)", what, directory(), took,
+                ", first use: built it" if took > 2 else "")
+    return ext, ""
 
 
 def _load():
@@ -81,25 +113,8 @@ def _load():
     if _EXT is None:
         with _LOCK:
             if _EXT is None:
-                if os.environ.get(ENV, "1").lower() in ("0", "off", "false", "no"):
-                    _EXT, _WHY_NOT = False, f"{ENV}={os.environ[ENV]}"
-                    log.warning("mambazoo: fused CPU selective scan disabled (%s); "
-                                "using the chunked PyTorch scan", _WHY_NOT)
-                    return _EXT
-                t0 = time.perf_counter()
-                try:
-                    ext = _build()
-                except Exception as exc:  # no compiler, a failed compile, a broken cache
-                    lines = str(exc).strip().splitlines() or [""]
-                    first = next((ln for ln in lines if "error:" in ln), lines[-1])  # the compiler's first error
-                    _EXT, _WHY_NOT = False, f"{type(exc).__name__}: {first.strip()}"
-                    log.warning("mambazoo: fused CPU selective scan unavailable (%s); "
-                                "using the chunked PyTorch scan", _WHY_NOT)
-                else:
-                    _EXT = ext
-                    log.warning("mambazoo: using the fused CPU selective scan from %s (%.1f s to load%s)",
-                                build_directory(), time.perf_counter() - t0,
-                                ", first use: built it" if time.perf_counter() - t0 > 2 else "")
+                _EXT, _WHY_NOT = load_once("fused CPU selective scan", "the chunked PyTorch scan",
+                                           _build, build_directory)
     return _EXT
 
 
@@ -177,10 +192,11 @@ def selective_scan_grouped(u, delta, A, B, C, D, chunk_size: int = 16):
     return y.reshape(Bt, T, G, Di)
 
 
-def step_wanted(stack, x: torch.Tensor) -> bool:
-    """The fused acting step serves a Mamba1 MambaStack (the caller checks the mixer kind: this
-    module sits below the mixers) on the CPU when no gradient is needed (acting and collection;
-    training's sequence mode and gradient checks stay eager)."""
+def step_wanted(stack, x: torch.Tensor, ext_available=None) -> bool:
+    """The fused acting step serves a MambaStack (the caller checks the mixer kind: this module
+    sits below the mixers; ``ext_available`` is the step's extension, this one's by default) on the
+    CPU when no gradient is needed (acting and collection; training's sequence mode and gradient
+    checks stay eager)."""
     if x.device.type != "cpu" or x.dtype not in DTYPES:
         return False
     if len({n.eps for n in (*stack.norms, stack.out_norm)}) != 1:  # the kernel takes one eps
@@ -189,7 +205,7 @@ def step_wanted(stack, x: torch.Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in stack.parameters())):
         return False
-    return available()
+    return (ext_available or available)()
 
 
 def mamba1_stack_step(stack, x, states):
