@@ -12,7 +12,8 @@ after each block: on a shared machine treat the ratios, not the milliseconds, as
      mamba1           fused C++ scan (networks/ssm/cpu_scan.py)
      mamba1-pytorch   the chunked PyTorch scan (the fallback without a compiler)
      mamba1-loop      the step-by-step reference scan (autograd through the loop)
-     mamba2           chunked SSD
+     mamba2           the C++ SSD recurrence (networks/ssm/cpu_mamba2.py)
+     mamba2-pytorch   the chunked PyTorch SSD (the fallback without a compiler)
      gru-torchrl      make_memory("gru"): TorchRL's GRUModule, resets by split-and-pad
      transformer      make_memory("transformer")
      gru, lstm        plain nn.GRU / nn.LSTM without resets (the cuDNN-style lower bound)
@@ -50,10 +51,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import networks  # noqa: E402
 from networks import make_memory
-from networks.ssm import cpu_scan  # noqa: E402
+from networks.ssm import cpu_mamba2, cpu_scan  # noqa: E402
 from torchrl.modules import set_recurrent_mode  # noqa: E402
 
-SEQ_METHODS = ["mamba1", "mamba1-pytorch", "mamba1-loop", "mamba2", "mamba2-loop", "gru-torchrl",
+SEQ_METHODS = ["mamba1", "mamba1-pytorch", "mamba1-loop", "mamba2", "mamba2-pytorch", "mamba2-loop", "gru-torchrl",
                "transformer", "gru", "lstm", "mambapy"]
 STEP_KINDS = ["mamba1", "mamba2", "gru", "lstm"]
 
@@ -98,14 +99,14 @@ def timed(fn, repeats: int):
 
 
 class _FusedOff:
-    """Within the block, the Mamba1 scans take the chunked PyTorch path (as without a compiler)."""
+    """Within the block, the Mamba scans take the PyTorch paths (as without a compiler)."""
 
     def __enter__(self):
-        self.saved = cpu_scan._EXT
-        cpu_scan._EXT = False
+        self.saved = cpu_scan._EXT, cpu_mamba2._EXT
+        cpu_scan._EXT = cpu_mamba2._EXT = False
 
     def __exit__(self, *exc):
-        cpu_scan._EXT = self.saved
+        cpu_scan._EXT, cpu_mamba2._EXT = self.saved
 
 
 def primer_states(memory, shape):
@@ -255,7 +256,10 @@ def main(argv=None):
                f"{os.cpu_count()} CPUs, torch {torch.__version__}")
     scan_path = (f"fused C++ scan from {cpu_scan.build_directory()}" if fused
                  else f"fused scan unavailable ({cpu_scan._WHY_NOT})")
-    print(f"machine: {machine}\nnetworks from: {os.path.dirname(networks.__file__)}\nmamba1: {scan_path}")
+    m2_path = (f"C++ SSD and step from {cpu_mamba2.build_directory()}" if cpu_mamba2.available()
+               else f"C++ kernels unavailable ({cpu_mamba2._WHY_NOT})")
+    print(f"machine: {machine}\nnetworks from: {os.path.dirname(networks.__file__)}\nmamba1: {scan_path}\n"
+          f"mamba2: {m2_path}")
     methods = [m for m in args.methods if m != "mambapy" or _has_mambapy()]
     seq, ratios, lat, loads, rows_csv, row_load = {}, {}, {}, {}, [], {}
     t_fwd = 1024 if 1024 in args.lengths else Tmax
@@ -299,7 +303,7 @@ def main(argv=None):
     out = [f"# Memory speed on the CPU (issue 22)\n",
            f"Command: `python benchmarks/memory_speed.py {shlex.join(sys.argv[1:] if argv is None else argv)}`\n",
            f"Machine: {machine}. Date: {datetime.datetime.now().isoformat(timespec='seconds')}. "
-           f"Mamba1 scan: {scan_path}.\n",
+           f"Mamba1 scan: {scan_path}. Mamba2: {m2_path}.\n",
            # this process adds ~1 per busy thread: above threads + 0.5 someone else had the cores
            ("**The machine was shared** with other jobs during this run" if any(
                max(a, b) > t + 0.5 for t, (a, b) in loads.items()) else "No other job ran (by the load average)")

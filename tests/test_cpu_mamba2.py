@@ -19,7 +19,7 @@ from torchrl.modules import set_recurrent_mode
 
 import networks.ssm.cpu_mamba2 as cpu_mamba2
 from networks import make_memory
-from networks.ssm.mamba2 import ssd_reference
+from networks.ssm.mamba2 import Mamba2Mixer, ssd_reference
 
 TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=2e-5, rtol=2e-5)}
 
@@ -107,6 +107,43 @@ def test_only_one_output_used_threads_and_no_grad(ext):
     with torch.no_grad():
         got = cpu_mamba2.ssd(*x.values(), is_init, chunk_size=4)
     torch.testing.assert_close(got, ssd_reference(*x.values(), is_init), **TOL[torch.float64])
+
+
+def _mixer_run(mixer, x, is_init, conv, ssm, scan, seed=2):
+    leaves = [t.clone().requires_grad_() for t in (x, conv, ssm)]
+    y, c, s = mixer(leaves[0], is_init, leaves[1], leaves[2], scan=scan)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (y, c, s))
+    mixer.zero_grad(set_to_none=True)
+    loss.backward()
+    return [t.detach() for t in (y, c, s)], [t.grad for t in leaves], \
+        {n: p.grad.clone() for n, p in mixer.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("ngroups", [1, 2])
+def test_mixer_cpu_sequence_path_matches_the_reference_path(ext, monkeypatch, dtype, ngroups):
+    """Mamba2Mixer on the CPU: the C++ SSD on the conv output in place (chunked) against the
+    reference loop; outputs, new states, and the gradients of x, both states and every parameter."""
+    torch.manual_seed(0)
+    mixer = Mamba2Mixer(16, d_state=8, headdim=8, ngroups=ngroups).to(dtype)
+    g = torch.Generator().manual_seed(1)
+    Bt, T = 3, 11
+    x = torch.randn(Bt, T, 16, generator=g, dtype=dtype)
+    conv = torch.randn(Bt, *mixer.state_shapes()["conv"], generator=g, dtype=dtype)
+    ssm = torch.randn(Bt, *mixer.state_shapes()["ssm"], generator=g, dtype=dtype)
+    is_init = reset_patterns(Bt, T)["mixed"]
+    calls = []
+    real = cpu_mamba2.ssd_xbc
+    monkeypatch.setattr(cpu_mamba2, "ssd_xbc", lambda *a: calls.append(1) or real(*a))
+    ref = _mixer_run(mixer, x, is_init, conv, ssm, "reference")
+    assert not calls
+    got = _mixer_run(mixer, x, is_init, conv, ssm, "chunked")
+    assert calls == [1], "the CPU sequence path must take the C++ SSD"
+    for a, b in zip(got[0] + got[1], ref[0] + ref[1]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], **TOL[dtype], msg=lambda m: f"d{name}: {m}")
 
 
 def _memory_td(memory, batch, input_size, dtype, seed=0):

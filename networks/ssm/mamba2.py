@@ -10,6 +10,9 @@ A reset at step t means H_{t-1} is taken as zero.
 head, a chunk is a masked attention-like matrix product, and the chunk-to-chunk
 recurrence is a small matrix over chunks. Resets become masks: step s reaches step t
 only if both lie in the same segment (``segment_ids``), so no padding is needed.
+On the CPU, Mamba2Mixer's sequence mode runs the recurrence step by step in C++ instead
+(``networks/ssm/cpu_mamba2.py``: fewer operations there than the chunked form's passes over
+[.., L, L] tensors), with ``ssd_chunked`` as its fallback and the path on other devices.
 """
 from __future__ import annotations
 
@@ -20,7 +23,14 @@ from torch import Tensor, nn
 from networks.ssm.causal_conv import causal_conv1d, causal_conv1d_step, depthwise_conv_parameters, segment_ids
 from networks.ssm.mamba1 import dt_bias_init, fresh_state
 from networks.ssm.param_groups import no_weight_decay
-from networks.ssm import kernels
+from networks.ssm import cpu_mamba2, cpu_scan, kernels
+
+
+# Steps between the states the C++ SSD's forward keeps for its backward (networks/ssm/cpu_mamba2.py):
+# one [H, P, N] state per row per CPU_CHECKPOINT steps (8 MB at B=8, T=1024, the defaults). Measured
+# at those sizes, fwd+bwd of the SSD: 56 ms at 64, 59 at 32, 101 at 16 (whose 33 MB buffer is past
+# glibc's mmap threshold, so every call page-faults it in afresh).
+CPU_CHECKPOINT = 64
 
 
 def ssd_reference(x, dt, A, B, C, D, h0, is_init):
@@ -175,15 +185,25 @@ class Mamba2Mixer(nn.Module):
         Sequence mode when ``is_init`` is given (x [B, T, d_model]), else one step (x [B, d_model]).
         Returns x [.., H, P], z, dt (after softplus), A, B, C [.., G, N] and the new conv state.
         """
+        z, xbc, dt, A, conv_state = self._conv_inputs(x, conv_state, is_init)
+        xh, Bm, Cm = self._split_xbc(xbc)
+        return xh, z, dt, A, Bm, Cm, conv_state
+
+    def _conv_inputs(self, x, conv_state, is_init=None):
+        """in_proj -> z, SiLU(causal conv(xBC)) [.., conv_dim] unsplit, dt (after softplus), A and
+        the new conv state. On the CPU a sequence's conv, reset masks and SiLU are one pass (cpu_scan)."""
         z, xbc, dt = self._split(self.in_proj(x))
-        if is_init is None:
-            xbc, conv_state = causal_conv1d_step(xbc, self.conv_weight, self.conv_bias, conv_state)
+        if is_init is not None and cpu_scan.wanted(xbc):
+            xbc, conv_state = cpu_scan.causal_conv1d_silu(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
         else:
-            xbc, conv_state = causal_conv1d(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
-        xh, Bm, Cm = self._split_xbc(F.silu(xbc))
+            if is_init is None:
+                xbc, conv_state = causal_conv1d_step(xbc, self.conv_weight, self.conv_bias, conv_state)
+            else:
+                xbc, conv_state = causal_conv1d(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
+            xbc = F.silu(xbc)
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.to(x.dtype))
-        return xh, z, dt, A, Bm, Cm, conv_state
+        return z, xbc, dt, A, conv_state
 
     def forward(self, x, is_init=None, conv_state=None, ssm_state=None, scan: str = "chunked"):
         """x [B, T, d_model], is_init [B, T] -> y [B, T, d_model], new conv and ssm states.
@@ -192,6 +212,10 @@ class Mamba2Mixer(nn.Module):
             is_init, conv_state, ssm_state = fresh_state(self, x, is_init, conv_state, ssm_state)
         if kernels.wanted(self.use_kernels, x):
             return kernels.mamba2_forward(self, x, is_init, conv_state, ssm_state)
+        if scan != "reference" and cpu_mamba2.wanted(x):  # the C++ SSD reads the conv output in place
+            z, xbc, dt, A, conv_state = self._conv_inputs(x, conv_state, is_init)
+            y, ssm_state = cpu_mamba2.ssd_xbc(xbc, dt, A, self.D, ssm_state, is_init, CPU_CHECKPOINT)
+            return self._gated_norm_out(y, z), conv_state, ssm_state
         xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
         if scan == "reference":
             y, ssm_state = ssd_reference(xh, dt, A, Bm, Cm, self.D, ssm_state, is_init)
