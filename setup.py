@@ -47,8 +47,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["agents", "agents.*", "envs", "envs.*", "networks", "networks.*", "benchmarks"]),
-    # the C++ source of the CPU scan, compiled on first use (networks/ssm/cpu_scan.py), and the shipped policies
-    package_data={"networks.ssm": ["csrc/*.cpp"], "agents": ["policies/*/*.pt"]},
+    # the C++ sources of the CPU kernels, compiled on first use (networks/ssm/cpu_scan.py, cpu_mamba2.py), and the
+    # shipped policies
+    package_data={"networks.ssm": ["csrc/*.cpp", "csrc/*.h"], "agents": ["policies/*/*.pt"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     license="MIT",

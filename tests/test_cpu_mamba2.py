@@ -3,7 +3,7 @@
 The SSD recurrence against ``ssd_reference`` (the step loop): values, the final state and every
 gradient (x, dt, A, B, C, D, the initial state), with resets at t=0, inside rows, back to back and
 at the last step, over head sizes that take each of the forward's lane-block widths and with
-several groups. Mamba2Mixer's CPU sequence path against its ``scan="reference"`` path (parameters'
+several groups. The gated RMSNorm against its eager form. Mamba2Mixer's CPU sequence path against its ``scan="reference"`` path (parameters'
 and inputs' gradients too). The fused acting step against the eager step and against sequence
 mode. The fallback when the extension cannot be built. The first test pays the one-off build
 (~35 s, cached in TORCH_EXTENSIONS_DIR afterwards).
@@ -107,6 +107,33 @@ def test_only_one_output_used_threads_and_no_grad(ext):
     with torch.no_grad():
         got = cpu_mamba2.ssd(*x.values(), is_init, chunk_size=4)
     torch.testing.assert_close(got, ssd_reference(*x.values(), is_init), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("groups,rows", [(1, 7), (2, 130), (4, 1)])
+def test_gated_rms_norm_matches_eager_values_and_gradients(ext, dtype, groups, rows):
+    """RMSNorm(y * SiLU(z)) * w per group, z a strided slice of a wider tensor (as in_proj's)."""
+    g = torch.Generator().manual_seed(0)
+    D = 24
+    y = torch.randn(rows, D, generator=g, dtype=dtype)
+    zw = torch.randn(rows, D + 5, generator=g, dtype=dtype) * 3     # z = zw[:, 2:2+D], row stride D+5
+    w = torch.rand(D, generator=g, dtype=dtype) + 0.5
+    gout = torch.randn(rows, D, generator=g, dtype=dtype)
+
+    def eager(y, zw, w):
+        u = (y * F.silu(zw[:, 2:2 + D])).reshape(rows, groups, -1)
+        return F.rms_norm(u, u.shape[-1:], eps=cpu_mamba2.GATE_EPS).reshape(rows, D) * w
+
+    outs, grads = [], []
+    for fn in (eager, lambda y, zw, w: cpu_mamba2.gated_rms_norm(y, zw[:, 2:2 + D], w, groups)):
+        leaves = [t.clone().requires_grad_() for t in (y, zw, w)]
+        out = fn(*leaves)
+        (out * gout).sum().backward()
+        outs.append(out.detach())
+        grads.append([t.grad for t in leaves])
+    torch.testing.assert_close(outs[1], outs[0], **TOL[dtype])
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
 
 
 def _mixer_run(mixer, x, is_init, conv, ssm, scan, seed=2):

@@ -1,5 +1,6 @@
-"""Mamba2 on the CPU in C++: the reset-aware SSD recurrence (forward and backward) and a fused
-acting step (``csrc/mamba2_cpu.cpp``), built on first use as ``cpu_scan``'s extension is.
+"""Mamba2 on the CPU in C++: the reset-aware SSD recurrence and the gated RMSNorm (forward and
+backward; ``csrc/mamba2_cpu.cpp``) and a fused acting step (``csrc/mamba2_step.cpp``), built on
+first use as ``cpu_scan``'s extension is.
 
 Why C++ (issue 22): the eager acting step is ~230 small aten ops at batch 1 (169 µs against 17.5
 for nn.GRUCell), and on a CPU the chunked SSD (``mamba2.ssd_chunked``) spends its time in passes
@@ -19,7 +20,7 @@ import torch
 from networks.ssm import cpu_scan
 
 NAME = "mambazoo_mamba2_cpu"
-SOURCE = Path(__file__).parent / "csrc" / "mamba2_cpu.cpp"
+SOURCES = [Path(__file__).parent / "csrc" / f for f in ("mamba2_cpu.cpp", "mamba2_step.cpp")]  # + mamba2_cpu.h
 _EXT = None  # None: not tried yet; False: unavailable; the extension module otherwise
 _WHY_NOT = ""
 _LOCK = threading.Lock()
@@ -31,7 +32,7 @@ def build_directory() -> Path:
 
 
 def _build():
-    return cpu_scan.compile_extension(NAME, SOURCE, build_directory())
+    return cpu_scan.compile_extension(NAME, SOURCES, build_directory())
 
 
 def _load():
@@ -97,6 +98,40 @@ def ssd(x, dt, A, B, C, D, h0, is_init, chunk_size: int = 16):
     xbc = torch.cat([x.reshape(Bt, T, H * P), B.reshape(Bt, T, -1), C.reshape(Bt, T, -1)], dim=-1)
     y, h = ssd_xbc(xbc, dt, A, D, h0, is_init, chunk_size)
     return y.reshape(Bt, T, H, P), h
+
+
+class _GatedNorm(torch.autograd.Function):
+    """The extension's gated_norm_fwd/bwd: y [R, D]; z [R, D] (rows may be strided); w [D]."""
+
+    @staticmethod
+    def forward(ctx, y, z, w, groups, eps):
+        out, rstd = _EXT.gated_norm_fwd(y, z, w, groups, eps)
+        ctx.save_for_backward(y, z, w, rstd)
+        ctx.groups = groups
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        y, z, w, rstd = ctx.saved_tensors
+        gy, gz, gw = _EXT.gated_norm_bwd(y, z, w, rstd, gout.contiguous(), ctx.groups)
+        return gy, gz, gw, None, None
+
+
+def gated_rms_norm(y, z, weight, groups: int, eps: float = GATE_EPS):
+    """RMSNorm(y * SiLU(z)) * weight over each of ``groups`` groups of the last dim, as
+    Mamba2Mixer._gated_norm_out before out_proj: y, z [.., D] -> [.., D]."""
+    if _load() is False:
+        raise RuntimeError(f"the fused CPU Mamba2 kernels are unavailable ({_WHY_NOT})")
+    lead, D = z.shape[:-1], z.shape[-1]
+    y2 = y.reshape(-1, D).contiguous()
+    z2 = z.reshape(-1, D)  # a view of in_proj's output where possible: the kernel takes a row stride
+    if z2.stride(-1) != 1:
+        z2 = z2.contiguous()
+    w = weight.to(y.dtype).contiguous()
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (y2, z2, w)):
+        return _GatedNorm.apply(y2, z2, w, groups, eps).reshape(*lead, D)
+    return _EXT.gated_norm_fwd(y2, z2, w, groups, eps)[0].reshape(*lead, D)
 
 
 def step_wanted(stack, x: torch.Tensor) -> bool:

@@ -53,16 +53,18 @@ def build_directory(name: str = "mambazoo_selective_scan_cpu") -> Path:
     return Path(root) / f"{name}_{tag}"
 
 
-def compile_extension(name: str, source: Path, directory: Path):
-    """Compile (or load the cached build of) one extension of csrc/; raises if that is impossible.
-    Also builds csrc/mamba2_cpu.cpp (networks/ssm/cpu_mamba2.py), with the same flags."""
+def compile_extension(name: str, sources, directory: Path):
+    """Compile (or load the cached build of) one extension of csrc/ from its source file(s); raises
+    if that is impossible. Also builds Mamba2's (networks/ssm/cpu_mamba2.py), with the same flags."""
     from torch.utils.cpp_extension import load
 
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler ({cxx!r} is not on PATH)")
-    if not source.exists():
-        raise RuntimeError(f"{source} is missing from this install")
+    sources = [sources] if isinstance(sources, Path) else list(sources)
+    for source in sources:
+        if not source.exists():
+            raise RuntimeError(f"{source} is missing from this install")
     cflags = ["-O3"]
     if platform.system() == "Linux":
         # torch's libgomp has the soname libgomp.so.1, so the loader reuses it for the
@@ -71,7 +73,7 @@ def compile_extension(name: str, source: Path, directory: Path):
     if platform.machine() in ("x86_64", "AMD64"):
         cflags.append("-march=native")
     directory.mkdir(parents=True, exist_ok=True)
-    return load(name=name, sources=[str(source)], extra_cflags=cflags,
+    return load(name=name, sources=[str(s) for s in sources], extra_cflags=cflags,
                 extra_ldflags=["-fopenmp"] if "-fopenmp" in cflags else [],
                 build_directory=str(directory), verbose=False)
 

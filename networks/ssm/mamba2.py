@@ -176,7 +176,7 @@ class Mamba2Mixer(nn.Module):
         """RMSNorm(y * SiLU(z)) per group of d_inner / ngroups channels, then out_proj."""
         g = y.reshape(*z.shape) * F.silu(z)
         g = g.reshape(*z.shape[:-1], self.ngroups, -1)
-        g = F.rms_norm(g, g.shape[-1:], eps=1e-5).reshape(z.shape) * self.norm_weight
+        g = F.rms_norm(g, g.shape[-1:], eps=cpu_mamba2.GATE_EPS).reshape(z.shape) * self.norm_weight
         return self.out_proj(g)
 
     def prepare(self, x, conv_state, is_init=None):
@@ -215,7 +215,8 @@ class Mamba2Mixer(nn.Module):
         if scan != "reference" and cpu_mamba2.wanted(x):  # the C++ SSD reads the conv output in place
             z, xbc, dt, A, conv_state = self._conv_inputs(x, conv_state, is_init)
             y, ssm_state = cpu_mamba2.ssd_xbc(xbc, dt, A, self.D, ssm_state, is_init, CPU_CHECKPOINT)
-            return self._gated_norm_out(y, z), conv_state, ssm_state
+            g = cpu_mamba2.gated_rms_norm(y, z, self.norm_weight, self.ngroups)
+            return self.out_proj(g), conv_state, ssm_state
         xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state, is_init)
         if scan == "reference":
             y, ssm_state = ssd_reference(xh, dt, A, Bm, Cm, self.D, ssm_state, is_init)
