@@ -21,6 +21,7 @@ The algorithm, top to bottom:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -35,6 +36,7 @@ from torch import nn
 
 from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eval, pick_device, resolve_run,
                                 run_agent)
+from agents.runtime.atomic_io import write_text_atomic
 from agents.runtime.config import load_config, read_config_file, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 # the PPO pieces live in agents/algos/ppo.py (shared with ppo_memory.py); re-exported for old imports
@@ -210,12 +212,19 @@ def run_eval(args) -> int:
     ckpt, state, cfg, episodes = eval_run(args, Config)
     nets = build_policy(cfg)
     nets.load_state_dict(state["model"])
+    # the cap is not a weight (set from the frames while training): --stochastic samples the
+    # distribution the run collected with at this checkpoint, not the uncapped one
+    nets.std_cap.set(std_cap_at(cfg, int(state["frames"])))
     out_dir = eval_out_dir(args, ckpt, ckpt.parent.parent / "videos" if ckpt.parent.name == "checkpoints"
                            else ckpt.parent)
     mode = "stochastic" if args.stochastic else "deterministic"
     result = evaluate(cfg, nets, episodes, video=out_dir / f"eval_{ckpt.stem}_{mode}.mp4", seed=cfg.seed + 12345,
                       stochastic=args.stochastic)
     print(f"eval of {ckpt} over {episodes} {mode} episodes: {format_eval(result)}")
+    summary = {"checkpoint": str(ckpt), "episodes": episodes, "mode": mode, "seed": cfg.seed + 12345,
+               "course": cfg.env.course, **result}
+    path = write_text_atomic(out_dir / f"eval_{ckpt.stem}_{mode}.json", json.dumps(summary, indent=1) + "\n")
+    print(f"results: {path}")
     return 0
 
 

@@ -12,6 +12,9 @@
 # time for eval and packing); checkpoints come every train.checkpoint_every_iters iterations, so a stop
 # loses at most that much. Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
+# CKPT_TAGS="A B" (default: every TAG) names the runs whose checkpoint travels back: a call brings back
+# at most 8 files of 16 MiB, i.e. about three 21 MB checkpoints; the others stay on the warm machine
+# for the next call. EXPORT=1 also writes each run's float16 export (--export) into its TAG.tgz.
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SECS=${1:?seconds}; shift
@@ -64,8 +67,16 @@ for spec in "$@"; do
 done
 for spec in "$@"; do
   tag=${spec%%|*}; dir=$(run_dir "$tag"); [ -n "$dir" ] || continue
+  if [ "${EXPORT:-0}" = 1 ] && ls "$dir"/checkpoints/ckpt_*.pt >/dev/null 2>&1; then
+    python3 agents/ppo_locomamba.py --export "$dir" --out "$dir/export/$tag.pt" 2>&1 | tail -1 &
+  fi
+done
+wait
+for spec in "$@"; do
+  tag=${spec%%|*}; dir=$(run_dir "$tag"); [ -n "$dir" ] || continue
   cp "$ROOT/$tag.log" "$dir/device.log"
   tar czf "$OUT/$tag.tgz" --exclude=checkpoints --exclude='*.gif' --exclude='*.mp4' -C "$(dirname "$dir")" "$(basename "$dir")"
+  case " ${CKPT_TAGS-$tag} " in *" $tag "*) ;; *) continue;; esac
   ck=$(ls "$dir"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1)
   [ -n "$ck" ] && split -b 15M -d "$ck" "$OUT/$tag.$(basename "$ck").part"
 done

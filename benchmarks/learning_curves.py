@@ -1,4 +1,4 @@
-"""Learning curves and final evaluation of agent runs, grouped by run name (seeds pooled).
+"""Learning curves and final evaluation of agent runs, grouped by run name or --labels (seeds pooled).
 
     python benchmarks/learning_curves.py runs/ppo_locomamba/quick_thin_* --out benchmarks/results/quadruped_thin
 
@@ -6,11 +6,17 @@ Reads each run's CSV metrics (``<run>/metrics/scalars/...``, written by agents/r
 groups runs by the ``name`` in their config.yaml, and writes <out>.png (training return vs env
 steps, mean and min-max over seeds) and <out>.md (final evaluation per group: mean +- std over
 seeds of return, distance, collisions, falls; the per-seed values; the command).
+
+With ``--eval-dir NAME`` the final evaluation is read from the JSON files that ``--eval CKPT --out
+RUN/NAME`` wrote (``eval_*_deterministic.json``, ``eval_*_stochastic.json``: one table per mode found)
+instead of the eval/ scalars logged at the end of training. ``--final-metrics`` adds training
+metrics (mean of the last 3 batches) as columns, e.g. train/episode_distance.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -28,6 +34,20 @@ def read_scalar(run: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
+def read_evals(run: Path, eval_dir: str | None, keys: list[str]) -> dict[str, dict]:
+    """{mode: {key: values}}, the final evaluation of a run: the logged eval/<key> scalars (mode
+    "logged"), or with ``eval_dir`` the --eval JSON files in RUN/eval_dir, by their mode."""
+    if eval_dir is None:
+        return {"logged": {k: read_scalar(run, f"eval/{k}")[1][-1:] for k in keys}}
+    found = {}
+    for path in sorted((run / eval_dir).glob("eval_*.json")):
+        summary = json.loads(path.read_text())
+        found[summary["mode"]] = {k: np.array([v]) for k, v in summary.items() if isinstance(v, (int, float))}
+    if not found:
+        raise SystemExit(f"error: no eval_*.json in {run / eval_dir} (write them with --eval CKPT --out {run / eval_dir})")
+    return found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -35,11 +55,19 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", default="train/episode_return")
     parser.add_argument("--eval-keys", nargs="+", default=["return", "distance", "collisions", "falls"],
                         help="final eval/<key> columns (TD3 drone: return success_rate collision_rate path_length)")
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="one group label per run (runs with the same label are pooled; default: the config's name)")
+    parser.add_argument("--eval-dir", default=None, metavar="NAME",
+                        help="read the final evaluation from RUN/NAME/eval_*_<mode>.json (written by --eval --out)")
+    parser.add_argument("--final-metrics", nargs="*", default=[],
+                        help="training metrics to add as columns (mean of the last 3 batches), e.g. train/episode_distance")
     args = parser.parse_args(argv)
     groups: dict[str, list[Path]] = defaultdict(list)
-    for run in args.runs:
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        groups[cfg["name"]].append(run)
+    if args.labels is not None and len(args.labels) != len(args.runs):
+        raise SystemExit(f"error: --labels: {len(args.labels)} labels for {len(args.runs)} runs")
+    for i, run in enumerate(args.runs):
+        label = args.labels[i] if args.labels else yaml.safe_load((run / "config.yaml").read_text())["name"]
+        groups[label].append(run)
 
     import matplotlib
 
@@ -47,9 +75,15 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    lines = ["| run | seeds | frames | " + " | ".join(f"eval {k}" for k in args.eval_keys)
-             + " | first / last training return |", "|---|---:|---:|" + "---:|" * (len(args.eval_keys) + 1)]
+    header = ("| run | seeds | frames | " + " | ".join(f"eval {k}" for k in args.eval_keys)
+              + "".join(f" | last {m}" for m in args.final_metrics) + " | first / last training return |")
+    rule = "|---|---:|---:|" + "---:|" * (len(args.eval_keys) + len(args.final_metrics) + 1)
+    tables: dict[str, list[str]] = defaultdict(list)
     details = []
+
+    def ms(v):
+        return f"{v.mean():.2f} +- {v.std():.2f}" if v.size else "n/a"
+
     for name, runs in sorted(groups.items()):
         curves = [read_scalar(r, args.metric) for r in runs]
         n = min(len(x) for x, _ in curves)
@@ -60,18 +94,25 @@ def main(argv=None) -> int:
         ys = np.stack([y[:n] for _, y in curves])
         ax.plot(x, ys.mean(0), label=f"{name} ({len(runs)} seeds)")
         ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.2)
-        evals = {k: np.array([read_scalar(r, f"eval/{k}")[1][-1:] for r in runs]).ravel()
-                 for k in args.eval_keys}
-
-        def ms(v):
-            return f"{v.mean():.2f} +- {v.std():.2f}" if v.size else "n/a"
-
         first, last = ys[:, :3].mean(), ys[:, -3:].mean()   # 3-batch averages at each end
-        lines.append(f"| {name} | {len(runs)} | {int(x[-1])} | " + " | ".join(ms(evals[k]) for k in args.eval_keys)
-                     + f" | {first:.1f} / {last:.1f} |")
-        details.append(f"- {name}: " + "; ".join(f"{r.name}: eval return "
-                                                 f"{read_scalar(r, 'eval/return')[1][-1:].round(2).tolist()}"
-                                                 for r in runs))
+        finals = [np.array([v[-3:].mean() for v in (read_scalar(r, m)[1] for r in runs) if v.size])
+                  for m in args.final_metrics]
+        per_run = [read_evals(r, args.eval_dir, args.eval_keys) for r in runs]
+        for mode in sorted(set().union(*per_run)):
+            evals = {k: np.concatenate([e.get(mode, {}).get(k, np.zeros(0)) for e in per_run]) for k in args.eval_keys}
+            seeds = sum(mode in e for e in per_run)
+            tables[mode].append(f"| {name} | {seeds} | {int(x[-1])} | "
+                                + " | ".join(ms(evals[k]) for k in args.eval_keys)
+                                + "".join(f" | {ms(v)}" for v in finals) + f" | {first:.1f} / {last:.1f} |")
+            details.append(f"- {name}, {mode}: " + "; ".join(
+                f"{r.name}: " + ", ".join(f"{k} {e[mode][k][-1]:.2f}" for k in args.eval_keys
+                                 if e.get(mode, {}).get(k, np.zeros(0)).size)
+                for r, e in zip(runs, per_run) if mode in e))
+    lines = []
+    for mode, rows in tables.items():
+        if args.eval_dir is not None:
+            lines += ["", f"Evaluation: {mode} policy"]
+        lines += ["", header, rule, *rows]
     ax.set_xlabel("env steps")
     ax.set_ylabel(args.metric)
     ax.legend()
@@ -80,7 +121,7 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=120)
     cmd = "python benchmarks/learning_curves.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = "\n".join([f"Command: `{cmd}`", "", *lines, "", *details]) + "\n"
+    text = "\n".join([f"Command: `{cmd}`", *lines, "", *details]) + "\n"
     args.out.with_suffix(".md").write_text(text)
     print(text)
     return 0

@@ -164,8 +164,13 @@ def test_short_run_checkpoint_resume_and_eval(tmp_path, capsys):
     assert ppo_locomamba.main(["--eval", str(run.path), "--episodes", "1"]) == 0
     out = capsys.readouterr().out
     assert "return" in out and "distance" in out and "collisions" in out and "falls" in out
-    videos = list(run.videos.glob("eval_*"))
+    videos = [v for v in run.videos.glob("eval_*") if v.suffix != ".json"]
     assert videos and all(v.stat().st_size > 1000 for v in videos)
+    # and its figures as JSON (what the README's tables are made from), matching the printed line
+    (summary_path,) = run.videos.glob("eval_*_deterministic.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["episodes"] == 1 and summary["mode"] == "deterministic"
+    assert f"distance {summary['distance']:.3f}" in out and summary["length"] >= 1
 
 
 def test_resume_without_checkpoint_and_eval_of_missing_file_exit_2(tmp_path, capsys):
@@ -175,3 +180,24 @@ def test_resume_without_checkpoint_and_eval_of_missing_file_exit_2(tmp_path, cap
     assert "no checkpoint" in capsys.readouterr().err
     assert ppo_locomamba.main(["--eval", str(tmp_path / "nope.pt")]) == 2
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_stochastic_eval_samples_with_the_std_cap_of_the_checkpoint(tmp_path, monkeypatch):
+    """The cap is not a weight: --eval --stochastic of a capped run (and of its export) must sample
+    the distribution the run collected with at that checkpoint's frames, not the uncapped one."""
+    assert ppo_locomamba.main([*TINY, f"run_root={tmp_path}", "train.std_cap=[0.3,0.05]"]) == 0
+    run = _run_dir(tmp_path)
+    export = tmp_path / "policy.pt"
+    assert ppo_locomamba.main(["--export", str(run.path), "--out", str(export)]) == 0
+    seen = []
+
+    def fake_evaluate(cfg, nets, episodes, video=None, seed=None, stochastic=False):
+        seen.append((stochastic, nets.std_cap.cap.item()))
+        return {"return": 0.0, "distance": 0.0}
+
+    monkeypatch.setattr(ppo_locomamba, "evaluate", fake_evaluate)
+    for target in (run.path, export):
+        assert ppo_locomamba.main(["--eval", str(target), "--episodes", "1", "--stochastic",
+                                   "--out", str(tmp_path / "ev")]) == 0
+    # 128 of train.total_frames=128 frames done: the cap is at its end value
+    assert seen == [(True, pytest.approx(0.05)), (True, pytest.approx(0.05))]
