@@ -475,7 +475,7 @@ PROBE_BUDGET_S = 20.0
 
 @pytest.mark.skipif(INTERP, reason="this test starts the interpreter run; it is not part of it")
 def test_interpreter_mode():
-    """Every ``cpu`` case above, in a child process with TRITON_INTERPRET=1."""
+    """Every ``cpu`` case above and in test_triton_conv.py, in a child process with TRITON_INTERPRET=1."""
     if not HAS_TRITON:
         pytest.skip("triton is not installed (CI does not install it): no interpreter to run")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -490,8 +490,10 @@ def test_interpreter_mode():
     assert r.returncode == 0, f"interpreter probe failed:\n{r.stderr[-4000:]}"
     if took > PROBE_BUDGET_S:
         pytest.skip(f"a small Triton-interpreter scan took {took:.1f} s here (> {PROBE_BUDGET_S:.0f} s)")
+    # this file's cases and those of the Triton conv (tests/test_triton_conv.py), same modes
+    conv_tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_triton_conv.py")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                        os.path.abspath(__file__), "-k", "cpu"],
+                        os.path.abspath(__file__), conv_tests, "-k", "cpu"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     tail = r.stdout[-6000:] + r.stderr[-2000:]
     assert r.returncode == 0, f"interpreter cases failed:\n{tail}"

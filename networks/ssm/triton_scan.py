@@ -34,7 +34,6 @@ import os
 import torch
 import torch.nn.functional as F
 
-from networks.ssm.causal_conv import causal_conv1d
 
 # Tiling (BD channels per program, BT steps per chunk, warps, pipeline stages of the chunk
 # loop's loads). The [N, BD, BT] tile is held several times over in registers: at N=16 the
@@ -465,10 +464,12 @@ def mamba1_forward(m, x, is_init, conv_state, ssm_state):
     """``Mamba1Mixer.forward`` (sequence mode) on the Triton scan: resets and the carried
     state go straight into the kernel, and dt_proj's bias + softplus are fused into it
     (mamba-ssm's Mamba does the same), so only the bias-free dt_proj matmul runs in torch.
-    The conv and projections are the mixer's own (``ssm_inputs`` minus the softplus)."""
+    The conv + SiLU is the reset-aware Triton kernel of networks/ssm/triton_conv.py (the
+    mixer's PyTorch conv is its test oracle); the projections are the mixer's own."""
+    from networks.ssm import triton_conv
+
     xi, z = m.in_proj(x).chunk(2, dim=-1)
-    xc, conv_state = causal_conv1d(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
-    xc = F.silu(xc)
+    xc, conv_state = triton_conv.causal_conv1d_silu(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
     dt, Bm, Cm = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
     delta = F.linear(dt, m.dt_proj.weight)                 # bias + softplus: in the kernel
     A = -torch.exp(m.A_log.float())
