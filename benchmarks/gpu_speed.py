@@ -123,7 +123,8 @@ def train_candidates(args, device):
             return step
         return build
 
-    def ours(kind, use_kernels, bf16=False, **opts):
+    def ours(kind, use_kernels, bf16=False, scan=None, **opts):
+        """``scan`` forces the Mamba1 scan path (MAMBAZOO_MAMBA1_SCAN) while the row runs."""
         def build(B, T, gen):
             from torchrl.modules import set_recurrent_mode
             kw = dict(opts, use_kernels=use_kernels) if kind in ("mamba1", "mamba2") else opts
@@ -132,9 +133,17 @@ def train_candidates(args, device):
             x = td["embed"].requires_grad_()
 
             def step():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
-                    y = mem(td.copy())["memory"]
-                y.float().square().mean().backward()
+                before = os.environ.get("MAMBAZOO_MAMBA1_SCAN")
+                if scan:
+                    os.environ["MAMBAZOO_MAMBA1_SCAN"] = scan
+                try:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
+                        y = mem(td.copy())["memory"]
+                    y.float().square().mean().backward()
+                finally:
+                    if scan:
+                        os.environ.pop("MAMBAZOO_MAMBA1_SCAN") if before is None else os.environ.update(
+                            MAMBAZOO_MAMBA1_SCAN=before)
                 x.grad = None
             return step
         return build
@@ -150,6 +159,11 @@ def train_candidates(args, device):
         for kind in ("mamba1", "mamba2"):
             C[f"{kind} ours kernels"] = (ours(kind, True), "fp32", "ours")
         C["mamba1 ours kernels bf16"] = (ours("mamba1", True, bf16=True), "bf16", "ours")
+        # "ours kernels" is the default path (Triton scan + conv when triton imports); this row
+        # is ours on mamba-ssm's scan (with scan_with_resets), where mamba-ssm is installed
+        from networks.ssm import kernels
+        if kernels.available():
+            C["mamba1 ours on mamba-ssm scan"] = (ours("mamba1", True, scan="mamba_ssm"), "fp32", "ours")
     for kind in ("mamba1", "mamba2"):
         C[f"{kind} ours pytorch"] = (ours(kind, False), "fp32", "ours-torch")
     if "rmt" in MEMORY_KINDS:
@@ -292,10 +306,10 @@ def versions(device):
     return v
 
 
-def lookup(rows, section, name, **where):
+def lookup(rows, section, name, field="ms", **where):
     for r in rows:
         if r["section"] == section and r["name"] == name and all(r.get(k) == v for k, v in where.items()):
-            return r["ms"]
+            return r[field]
     return math.nan
 
 
@@ -309,6 +323,13 @@ def targets(rows, lengths):
             t("mamba2 ours kernels", 1024) / t("mamba2 mamba-ssm", 1024)),
            ("cuDNN GRU / ours mamba1, T=1024 (target >= 15)",
             t("gru cuDNN", 1024) / t("mamba1 ours kernels", 1024))]
+    mem = lambda name, T: lookup(rows, "train", name, field="peak_mb", T=T)  # noqa: E731
+    for T in (T for T in lengths if T >= 1024):   # the issue's range: T=1024..16384, time and peak memory
+        for ours_name, raw_name in (("mamba1 ours kernels", "mamba1 mamba-ssm"), ("mamba2 ours kernels", "mamba2 mamba-ssm"),
+                                    ("mamba1 ours kernels bf16", "mamba1 mamba-ssm bf16")):
+            out.append((f"{ours_name} / {raw_name} time, T={T} (target <= 1.1)", t(ours_name, T) / t(raw_name, T)))
+            out.append((f"{ours_name} / {raw_name} peak memory, T={T} (target <= 1.3)",
+                        mem(ours_name, T) / mem(raw_name, T)))
     for T in lengths:
         out.append((f"sdpa fp32 / ours mamba1 fp32, T={T} (target > 1 from T>=1024)",
                     t("sdpa layer", T) / t("mamba1 ours kernels", T)))
