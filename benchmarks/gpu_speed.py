@@ -59,7 +59,7 @@ def parse_args(argv=None):
                    help="measure nothing: rebuild the report from earlier runs' gpu_speed.csv files "
                         "(e.g. a training run and an acting run on separate machines)")
     p.add_argument("--info", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="with --from-csv: lines for the report's header (versions, which run is which)")
+                   help="lines for the report's header (the host, which run is which; with --from-csv the versions too)")
     args = p.parse_args(argv)
     if args.quick:
         args.lengths, args.repeats, args.acting_steps = [64, 256], 3, 30
@@ -457,6 +457,7 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch sees no CUDA device; use --device cpu for a smoke run")
     info = versions(device)
+    info.update(dict(kv.split("=", 1) for kv in args.info))
     print(info, flush=True)
     rows, t0 = [], time.perf_counter()
     if args.section in ("all", "train"):
