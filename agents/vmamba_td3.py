@@ -22,6 +22,7 @@ LossModule. The update below is the same maths in ~25 lines, with the target upd
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import random
 import shutil
@@ -43,17 +44,25 @@ from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401 
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime import replay_io
+from agents.algos.cuda_graph_train import GraphedTrainStep, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
 from agents.drone.build import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
                               parameter_report, to_storage, windows)
 
 AGENT = "vmamba_td3"
+log = logging.getLogger("mambazoo")
 
 
 def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> dict:
-    """One TD3 update on a batch of K-step slices; returns the losses (NaN-checked by the caller)."""
-    obs, obs_next, action, reward, terminated = windows(cfg, sample, device)
+    """One TD3 update on a batch of K-step slices; returns the losses (NaN-checked before each step)."""
+    return td3_step(cfg, nets, optims, windows(cfg, sample, device), update_index % cfg.td3.policy_delay == 0)
+
+
+def td3_step(cfg: Config, nets, optims, batch, actor_turn: bool, check: bool = True) -> dict:
+    """The update on one batch of windows: critic, then (on the actor's turn) actor and targets.
+    ``check=False`` inside a CUDA graph (no host sync there; GraphedTD3Update checks after replay)."""
+    obs, obs_next, action, reward, terminated = batch
     c = cfg.td3
     with torch.no_grad():
         noise = (torch.randn_like(action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
@@ -63,12 +72,12 @@ def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> 
     q1, q2 = nets.critic(*obs, action)
     critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
     out = {"critic_loss": critic_loss.detach(), "q1": q1.mean().detach()}
-    step(optims["critic"], critic_loss, nets.critic, c.grad_clip)
-    if update_index % c.policy_delay == 0:
+    step(optims["critic"], critic_loss, nets.critic, c.grad_clip, check)
+    if actor_turn:
         with torch.no_grad():  # the critic's features do not depend on the actor: encode once
             feature = nets.critic.encoder(*obs)
         actor_loss = -nets.critic.q_heads(feature, nets.actor(*obs))[0].mean()
-        step(optims["actor"], actor_loss, nets.actor, c.grad_clip)
+        step(optims["actor"], actor_loss, nets.actor, c.grad_clip, check)
         out["actor_loss"] = actor_loss.detach()
         with torch.no_grad():
             for online, target_net in ((nets.actor, nets.actor_target), (nets.critic, nets.critic_target)):
@@ -76,13 +85,64 @@ def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> 
     return out
 
 
-def step(optim, loss, module: nn.Module, grad_clip: float) -> None:
-    check_finite(None, loss=loss)
+def step(optim, loss, module: nn.Module, grad_clip: float, check: bool = True) -> None:
+    if check:
+        check_finite(None, loss=loss)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
     optim.step()
+
+
+class GraphedTD3Update:
+    """``td3_update`` as two CUDA graphs (agents/algos/cuda_graph_train.py): the critic-only update
+    and the critic + actor + targets update of every ``policy_delay``-th step, both reading a static
+    copy of the batch. A seed-size drone update is thousands of small kernels: launch-bound on a
+    GPU, one launch replayed. Losses are checked after each replay (no host sync inside a graph):
+    a non-finite loss stops the run one update later than eagerly, the checkpoints on disk untouched."""
+
+    def __init__(self, cfg: Config, nets: nn.Module, optims: dict, sample, device):
+        self.cfg, self.device = cfg, device
+        self.static = windows(cfg, sample, device)
+        both = [optims["critic"], optims["actor"]]
+
+        def graphed(actor_turn):
+            def step_fn():
+                out = td3_step(cfg, nets, optims, self.static, actor_turn, check=False)
+                return torch.stack([out[k] for k in self.names(actor_turn)])
+            return GraphedTrainStep(step_fn, [nets], both)
+        self.graphs = {False: graphed(False), True: graphed(True)}
+
+    @staticmethod
+    def names(actor_turn: bool) -> list[str]:
+        return ["critic_loss", "q1", "actor_loss"] if actor_turn else ["critic_loss", "q1"]
+
+    def __call__(self, cfg, nets, optims, sample, update_index: int, device) -> dict:   # td3_update's signature
+        fresh = windows(self.cfg, sample, self.device)
+        obs, obs_next, *rest = self.static
+        new_obs, new_next, *new_rest = fresh
+        for dst, src in zip([*obs, *obs_next, *rest], [*new_obs, *new_next, *new_rest]):
+            dst.copy_(src)
+        actor_turn = update_index % self.cfg.td3.policy_delay == 0
+        values = self.graphs[actor_turn]().clone()
+        out = dict(zip(self.names(actor_turn), values))
+        check_finite(None, **{k: v for k, v in out.items() if k != "q1"})
+        return out
+
+
+def make_update(cfg: Config, nets, optims, sample, device):
+    """td3_update, or with train.cuda_graph on CUDA its graphed form (built on the first batch: the
+    graphs need its shapes). A capture that fails is reported and the run goes on eagerly."""
+    if not (cfg.train.cuda_graph and device.type == "cuda"):
+        return td3_update
+    try:
+        graphed = GraphedTD3Update(cfg, nets, optims, sample, device)
+    except Exception as exc:   # e.g. a host sync in some kernel path: capture is impossible there
+        log.warning("TD3 update: CUDA graph capture failed (%s: %s); eager updates", type(exc).__name__, exc)
+        return td3_update
+    log.warning("TD3 update: critic and critic+actor steps replayed as CUDA graphs (agents/algos/cuda_graph_train.py)")
+    return graphed
 
 
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
@@ -132,6 +192,10 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     if remaining <= 0:
         print(f"nothing to do: {frames} frames done (train.total_frames={cfg.train.total_frames})")
         return 0
+    if cfg.train.cuda_graph and device.type == "cuda":   # after loading a resumed state (CPU step counters)
+        for o in optims.values():
+            make_capturable(o, device)
+    update = None                         # td3_update or its graphed form, chosen at the first batch
     fpb = cfg.train.frames_per_batch
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
@@ -157,8 +221,10 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                     sample = replay.sample()
                     check_slices(cfg, sample)
                     updates += 1
+                    if update is None:
+                        update = make_update(cfg, nets, optims, sample, device)
                     try:
-                        out = td3_update(cfg, nets, optims, sample, updates, device)
+                        out = update(cfg, nets, optims, sample, updates, device)
                     except NonFiniteLoss as err:   # run_agent reports it (exit 1, the last good checkpoint)
                         bar.close()
                         collector.shutdown()
@@ -238,7 +304,8 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
              "ou": ou.state_dict(), "replay": entry, "returns": [float(r) for r in returns],
              "losses": [dict(l) for l in losses], "last_eval": int(last_eval),
              "rng": rng if rng is not None else rng_state(), "config": to_dict(cfg),
-             **{"optim_" + k: o.state_dict() for k, o in optims.items()}}
+             # as an ordinary optimiser saves it, also from a graphed run: checkpoints resume anywhere
+             **{"optim_" + k: portable_optimizer_state(o.state_dict()) for k, o in optims.items()}}
     replay_io.fault_pause("before checkpoint")
     path = run.save_checkpoint(state, frames, keep=KEEP_CHECKPOINTS)
     replay_io.fault_pause("before prune")

@@ -142,3 +142,32 @@ def test_progress_shows_the_current_rate_not_the_running_average(tmp_path, capsy
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("frames ")]
     assert [line.split()[1] for line in lines] == ["50", "100", "150"]
     assert all(re.search(r"steps/s \d+ \(average \d+\) updates \d+$", line) for line in lines), lines
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("memory", ["mamba1", "gru"])
+def test_cuda_graph_updates_match_eager_and_checkpoints_stay_portable(tmp_path, memory, caplog):
+    """train.cuda_graph replays the critic-only and the critic+actor+targets updates as CUDA graphs:
+    the same run as eager (weights after ~70 updates, same RNG streams), its checkpoint an ordinary
+    one (float lr, capturable off, CPU step counters) that resumes on the CPU."""
+    args = ["--config", PENDULUM, *TINY, "train.total_frames=400", "train.checkpoint_every_frames=400",
+            f"model.memory={memory}", "device=cuda", "logger=none"]
+    states = []
+    for graph in ("false", "true"):
+        root = tmp_path / graph
+        with caplog.at_level("WARNING", logger="mambazoo"):
+            assert run([*args, f"run_root={root}", f"train.cuda_graph={graph}"]) == 0
+        (run_dir,) = glob.glob(str(root / "vmamba_td3" / "*"))
+        states.append(torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000400.pt"), map_location="cpu",
+                                 weights_only=True))
+    assert any("replayed as CUDA graphs" in r.getMessage() for r in caplog.records), "the graphed run fell back to eager"
+    eager, graphed = states
+    assert eager["updates"] == graphed["updates"] >= 50
+    for name, a in eager["model"].items():
+        torch.testing.assert_close(graphed["model"][name], a, rtol=1e-3, atol=1e-5, msg=name)
+    for k in ("optim_actor", "optim_critic"):
+        group = graphed[k]["param_groups"][0]
+        assert type(group["lr"]) is float and group["capturable"] is False
+        assert all(st["step"].device.type == "cpu" for st in graphed[k]["state"].values())
+    assert run(["--resume", run_dir, "device=cpu", "train.total_frames=450"]) == 0

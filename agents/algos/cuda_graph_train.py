@@ -62,29 +62,37 @@ class GraphedTrainStep:
     """Capture ``step_fn`` once (after ``warmup`` eager iterations on a side stream) and replay it.
 
     step_fn() must do a whole step except zeroing gradients (the captured backward writes fresh
-    gradients each replay) and return the loss. ``modules`` are every module whose parameters or
-    buffers step_fn changes (the model, its EMA); ``optim`` its optimiser, already capturable.
+    gradients each replay) and return the loss (any tensor: TD3 returns its losses stacked).
+    ``modules`` are every module whose parameters or buffers step_fn changes (the model, its EMA,
+    target networks); ``optim`` its optimiser, or a list of them (TD3's actor and critic), already
+    capturable.
     """
 
-    def __init__(self, step_fn: Callable[[], Tensor], modules: list[nn.Module], optim: torch.optim.Optimizer,
-                 warmup: int = 3):
-        if not all(g.get("capturable") and torch.is_tensor(g["lr"]) for g in optim.param_groups):
+    def __init__(self, step_fn: Callable[[], Tensor], modules: list[nn.Module],
+                 optim: torch.optim.Optimizer | list[torch.optim.Optimizer], warmup: int = 3):
+        optims = list(optim) if isinstance(optim, (list, tuple)) else [optim]
+        if not all(g.get("capturable") and torch.is_tensor(g["lr"]) for o in optims for g in o.param_groups):
             raise ValueError("GraphedTrainStep needs a capturable optimiser with a tensor lr: call make_capturable first")
         tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         saved = [t.detach().clone() for t in tensors]
-        had_state = bool(optim.state)
-        saved_optim = {id(t): t.clone() for st in optim.state.values() for t in st.values() if torch.is_tensor(t)}
+        had_state = [bool(o.state) for o in optims]
+        saved_optim = {id(t): t.clone() for o in optims for st in o.state.values() for t in st.values()
+                       if torch.is_tensor(t)}
         saved_rng = torch.cuda.get_rng_state()
+
+        def zero_grad():
+            for o in optims:
+                o.zero_grad(set_to_none=True)
 
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):    # lazy init (optimiser state, cuBLAS handles) stays out of the graph
                 for _ in range(warmup):
-                    optim.zero_grad(set_to_none=True)
+                    zero_grad()
                     step_fn()
             torch.cuda.current_stream().wait_stream(side)
-            optim.zero_grad(set_to_none=True)  # the graph allocates the gradients it writes
+            zero_grad()                        # the graph allocates the gradients it writes
             self.graph = torch.cuda.CUDAGraph()
             # captured on the warm-up's stream: autograd's gradient-accumulation nodes, made during
             # the warm-up, then run on the stream they were made on
@@ -96,13 +104,14 @@ class GraphedTrainStep:
             with torch.no_grad():
                 for t, s in zip(tensors, saved):
                     t.copy_(s)
-                for st in optim.state.values():
-                    for t in st.values():
-                        if torch.is_tensor(t):
-                            if had_state:
-                                t.copy_(saved_optim[id(t)])
-                            else:            # a fresh run: moments and step counters start at zero
-                                t.zero_()
+                for o, had in zip(optims, had_state):
+                    for st in o.state.values():
+                        for t in st.values():
+                            if torch.is_tensor(t):
+                                if had:
+                                    t.copy_(saved_optim[id(t)])
+                                else:        # a fresh run: moments and step counters start at zero
+                                    t.zero_()
             torch.cuda.set_rng_state(saved_rng)
 
     def __call__(self) -> Tensor:

@@ -81,6 +81,8 @@ class TrainConfig:
     checkpoint_every_frames: int = field_spec(10_000, min=1, help="env steps between checkpoints")
     eval_every_frames: int = field_spec(0, min=0, help="env steps between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(10, min=1)
+    cuda_graph: bool = field_spec(False, help="on CUDA, replay each update (critic; critic + actor + targets) as a "
+                                              "CUDA graph; a failed capture falls back to eager with a log line")
 
 
 @dataclass
