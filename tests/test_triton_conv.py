@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from networks.ssm.causal_conv import causal_conv1d
-from test_triton_scan import DEVICES  # same two modes (rootdir-relative import, as pytest runs tests/)
+from test_triton_scan import DEVICES, INTERP  # same two modes (rootdir-relative import, as pytest runs tests/)
 
 TOL = 1e-5
 
@@ -123,3 +123,60 @@ def test_mamba1_triton_path_uses_the_fused_conv_and_matches_pytorch(device, monk
         assert torch.allclose(a, b, atol=2e-5, rtol=1e-4), what
     for n, p in m.named_parameters():
         assert torch.allclose(grads[n], p.grad, atol=5e-5, rtol=1e-3), n
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(INTERP, reason="TRITON_INTERPRET=1 runs triton on CPU, not CUDA")
+def test_mamba2_mixer_on_cuda_takes_the_triton_conv_and_matches_pytorch(monkeypatch):
+    """Mamba2's sequence conv on CUDA is the Triton kernel (with or without mamba-ssm's SSD); the
+    mixer with kernels off (the PyTorch conv) is its oracle: outputs, states, parameter gradients."""
+    import copy
+
+    from networks.ssm import triton_conv
+    from networks.ssm.mamba2 import Mamba2Mixer
+
+    calls = []
+    real = triton_conv.causal_conv1d_silu
+    monkeypatch.setattr(triton_conv, "causal_conv1d_silu", lambda *a: calls.append(1) or real(*a))
+    torch.manual_seed(0)
+    fast = Mamba2Mixer(d_model=64, d_state=16, headdim=16, use_kernels="auto").cuda()
+    slow = copy.deepcopy(fast)
+    slow.use_kernels = False
+    B, T = 3, 150
+    x = torch.randn(B, T, 64, device="cuda")
+    is_init = torch.zeros(B, T, dtype=torch.bool, device="cuda")
+    is_init[0, 0] = is_init[1, 40] = is_init[2, 149] = True
+    conv = torch.randn(B, fast.conv_weight.shape[0], 3, device="cuda")
+    ssm = torch.randn(B, fast.nheads, fast.headdim, fast.d_state, device="cuda")
+    outs = []
+    for m in (fast, slow):
+        y, c, s = m(x, is_init, conv, ssm)
+        y.square().mean().backward()
+        outs.append((y, c, s, {n: p.grad for n, p in m.named_parameters()}))
+    assert calls, "the CUDA path did not take the Triton conv"
+    (y1, c1, s1, g1), (y2, c2, s2, g2) = outs
+    for a, b, what in ((y1, y2, "y"), (c1, c2, "conv state"), (s1, s2, "ssm state")):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=what)
+    for n in g1:
+        torch.testing.assert_close(g1[n], g2[n], atol=1e-4, rtol=1e-3, msg=n)
+
+
+def test_triton_conv_dispatch_is_cuda_only_and_logs_once(monkeypatch, caplog):
+    from networks.ssm import kernels
+
+    class FakeCuda:
+        is_cuda = True
+
+    monkeypatch.setattr(kernels, "_PATH_LOGGED", set())
+    for ok in (True, False):
+        monkeypatch.setattr(kernels, "_triton_available", lambda mod, ok=ok: ok)
+        kernels._PATH_LOGGED.clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="mambazoo"):
+            assert kernels.wants_triton_conv("auto", FakeCuda(), "Mamba2 conv + SiLU") is ok
+            assert kernels.wants_triton_conv(True, FakeCuda(), "Mamba2 conv + SiLU") is ok
+        lines = [r.getMessage() for r in caplog.records if "Mamba2 conv" in r.getMessage()]
+        assert len(lines) == 1 and ("Triton" if ok else "pure PyTorch") in lines[0], lines
+        assert kernels.wants_triton_conv(False, FakeCuda(), "Mamba2 conv + SiLU") is False   # kernels off
+        assert kernels.wants_triton_conv("auto", torch.zeros(1), "Mamba2 conv + SiLU") is False  # CPU tensor

@@ -110,6 +110,21 @@ def _triton_available(triton_scan) -> bool:
     return triton_scan.available()
 
 
+def wants_triton_conv(use_kernels, x: torch.Tensor, what: str) -> bool:
+    """Run a sequence's short conv + SiLU on the Triton kernel (networks/ssm/triton_conv.py)? On
+    CUDA when triton imports and kernels are not switched off; one log line per caller."""
+    if use_kernels is False or not x.is_cuda:
+        return False
+    from networks.ssm import triton_scan  # its available() tries the import once, never raises
+
+    ok = _triton_available(triton_scan)
+    if what not in _PATH_LOGGED:
+        _PATH_LOGGED.add(what)
+        log.warning("mambazoo: %s on CUDA: %s", what,
+                    "Triton (networks/ssm/triton_conv.py)" if ok else "pure PyTorch (triton does not import)")
+    return ok
+
+
 def wants_mamba1_scan(use_kernels, x: torch.Tensor) -> bool:
     """Mamba1Mixer.forward: does the sequence leave the PyTorch path (``mamba1_forward``)?"""
     return mamba1_scan_path(use_kernels, x) != "torch"

@@ -191,10 +191,16 @@ class Mamba2Mixer(nn.Module):
 
     def _conv_inputs(self, x, conv_state, is_init=None):
         """in_proj -> z, SiLU(causal conv(xBC)) [.., conv_dim] unsplit, dt (after softplus), A and
-        the new conv state. On the CPU a sequence's conv, reset masks and SiLU are one pass (cpu_scan)."""
+        the new conv state. A sequence's conv, reset masks and SiLU are one pass: on the CPU in
+        C++ (cpu_scan), on CUDA in Triton (triton_conv)."""
         z, xbc, dt = self._split(self.in_proj(x))
         if is_init is not None and cpu_scan.wanted(xbc):
             xbc, conv_state = cpu_scan.causal_conv1d_silu(xbc, self.conv_weight, self.conv_bias, conv_state, is_init)
+        elif is_init is not None and kernels.wants_triton_conv(self.use_kernels, xbc, "Mamba2 conv + SiLU"):
+            from networks.ssm import triton_conv   # one kernel instead of the cat/mask chain below
+
+            xbc, conv_state = triton_conv.causal_conv1d_silu(xbc, self.conv_weight, self.conv_bias, conv_state,
+                                                             is_init)
         else:
             if is_init is None:
                 xbc, conv_state = causal_conv1d_step(xbc, self.conv_weight, self.conv_bias, conv_state)
