@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 
 AGENTS = ("ppo_locomamba", "ppo_memory", "vmamba_td3", "bc_navigation", "bc_diffusion")
 SECTIONS = ("commands:", "exit codes: 0 ok; 1 ", "positional arguments:", "train and resume:", "eval:", "export:",
@@ -129,6 +130,20 @@ def test_export_and_eval_the_same_way_in_an_rl_agent(tmp_path, capsys):
     assert main(["--eval", str(dest), "--episodes", "1", "--out", str(out_dir)]) == 0
     result = json.loads(next(out_dir.glob("eval_*.json")).read_text())
     assert result["checkpoint"] == str(dest)
+
+
+def test_a_run_gives_back_the_torch_threads_it_set(tmp_path):
+    """An agent's `threads` key sets torch's intra-op threads for its run; main() called in-process
+    must restore them (a leaked threads=1 changed the next test's numerics: run_agent's comment)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        main = agent_main("ppo_memory")
+        assert "threads=1" in PPO_MEMORY_TINY
+        assert main(["--config", "configs/pomdp/stateless_cartpole.yaml", *PPO_MEMORY_TINY, f"run_root={tmp_path}"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---- the BC agents: datasets in both generators' styles, the older subcommand forms ----------

@@ -340,6 +340,10 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
     the device; ``prog``: the script, for the command printed after an export."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     box = []
+    # an agent sets torch's intra-op threads for its run (the `threads` keys); give them back, so
+    # that main() called in-process (tests, notebooks) leaves no global state behind: measured,
+    # ppo_memory's threads=1 left in the process changed the numerics of the next test's runs
+    threads = torch.get_num_threads()
     try:
         return _run_agent(args, box, config_cls=config_cls, agent=agent, check=check, run_eval=run_eval,
                           dry_run=dry_run, train=train, load_new=load_new,
@@ -349,6 +353,7 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
     finally:
         for run in box:
             run.unlock()
+        torch.set_num_threads(threads)
 
 
 def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train, load_new, save_config_on_resume,
