@@ -10,34 +10,13 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu_common.h"
+
 namespace mamba2_cpu {
 
-// exp for float, branch-free so that loops over channels vectorise: the Cephes polynomial of
-// selective_scan_cpu.cpp (copied, not shared, so that editing this file never rebuilds Mamba1's).
-inline float fast_exp(float x) {
-  const float xc = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
-  const float n = std::nearbyint(xc * 1.44269504088896341f);
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.3f ? 0.0f : p * scale;
-}
-inline double fast_exp(double x) { return std::exp(x); }
-
-template <typename scalar_t>
-inline scalar_t silu(scalar_t v) { return v / (scalar_t(1) + fast_exp(-v)); }
-
-template <typename scalar_t>
-inline scalar_t softplus(scalar_t v) { return v > scalar_t(20) ? v : std::log1p(std::exp(v)); }  // F.softplus
+using mambazoo_cpu::fast_exp;   // csrc/cpu_common.h, shared with Mamba1's extension
+using mambazoo_cpu::silu;
+using mambazoo_cpu::softplus;
 
 }  // namespace mamba2_cpu
 

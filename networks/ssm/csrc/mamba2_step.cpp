@@ -13,41 +13,9 @@ using mamba2_cpu::fast_exp;
 using mamba2_cpu::silu;
 using mamba2_cpu::softplus;
 
-template <typename scalar_t>
-scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t n) {
-  scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
-template <typename scalar_t>
-void rms_norm(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t rows, int64_t H, double eps) {
-  for (int64_t b = 0; b < rows; ++b) {
-    double ss = 0;
-    for (int64_t i = 0; i < H; ++i) ss += double(x[b * H + i]) * double(x[b * H + i]);
-    const scalar_t r = scalar_t(1.0 / std::sqrt(ss / double(H) + eps));
-    for (int64_t i = 0; i < H; ++i) out[b * H + i] = x[b * H + i] * r * w[i];
-  }
-}
-
-// x [B, K] @ W[M, K]^T (+ bias): at batch <= 4 a loop of dot products (rows of W contiguous) beats
-// at::linear, whose dispatch and BLAS set-up cost more than the ~80K multiply-adds themselves.
-at::Tensor small_linear(const at::Tensor& x, const at::Tensor& W, const at::Tensor* bias = nullptr) {
-  if (x.size(0) > 4 || !x.is_contiguous())
-    return (bias ? at::linear(x, W, *bias) : at::linear(x, W)).contiguous();
-  const int64_t B = x.size(0), K = x.size(1), M = W.size(0);
-  TORCH_CHECK(W.size(1) == K, "linear: shapes");
-  auto out = at::empty({B, M}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "small_linear", [&] {
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = W.data_ptr<scalar_t>();
-    const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t m = 0; m < M; ++m) op[b * M + m] = dot(xp + b * K, wp + m * K, K) + (bp ? bp[m] : scalar_t(0));
-  });
-  return out;
-}
+using mambazoo_cpu::dot;
+using mambazoo_cpu::rms_norm;
+using mambazoo_cpu::small_linear;
 
 struct StepDims {
   int64_t B, L, H, P, G, N, Cd, Km1, Di;
