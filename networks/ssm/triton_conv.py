@@ -42,25 +42,34 @@ def _kernels():
     g["tl"] = tl
 
     @triton.jit
-    def _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, T,
+    def _tap(x_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T, sxb, sxt, sxc, ssb, ssc, ssk, k,
+             K: tl.constexpr):
+        """The input tap k of steps t reads [BT, BC] (fp32): x at t-k, or the carried state before
+        t=0, and 0 where a reset lies in (t-k, t] (another segment id)."""
+        src = t - k
+        inside = src >= 0
+        seg_s = tl.load(seg_ptr + pb * T + src, mask=mt & inside, other=0)
+        same = tl.where(inside, seg_s == seg_t, seg_t == 0) & mt
+        m_x = (same & inside)[:, None] & mc[None, :]
+        m_s = (same & (src < 0))[:, None] & mc[None, :]
+        xv = tl.load(x_ptr + pb * sxb + src[:, None] * sxt + c[None, :] * sxc, mask=m_x, other=0.0)
+        sv = tl.load(s_ptr + pb * ssb + c[None, :] * ssc + (K - 1 + src)[:, None] * ssk, mask=m_s, other=0.0)
+        return xv.to(tl.float32) + sv.to(tl.float32)
+
+    g["_tap"] = _tap
+
+    @triton.jit
+    def _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T,
              sxb, sxt, sxc, ssb, ssc, ssk, K: tl.constexpr, HAS_BIAS: tl.constexpr, BT: tl.constexpr,
              BC: tl.constexpr):
         """The pre-activation tile [BT, BC] of row pb, steps t, channels c (fp32)."""
-        seg_t = tl.load(seg_ptr + pb * T + t, mask=mt, other=0)
         acc = tl.zeros((BT, BC), dtype=tl.float32)
         if HAS_BIAS:
             acc += tl.load(b_ptr + c, mask=mc, other=0.0).to(tl.float32)[None, :]
         for k in tl.static_range(K):   # tap k reads the input k steps back: weight column K-1-k
             w = tl.load(w_ptr + c * K + (K - 1 - k), mask=mc, other=0.0).to(tl.float32)
-            src = t - k
-            inside = src >= 0
-            seg_s = tl.load(seg_ptr + pb * T + src, mask=mt & inside, other=0)
-            same = tl.where(inside, seg_s == seg_t, seg_t == 0) & mt
-            m_x = (same & inside)[:, None] & mc[None, :]
-            m_s = (same & (src < 0))[:, None] & mc[None, :]
-            xv = tl.load(x_ptr + pb * sxb + src[:, None] * sxt + c[None, :] * sxc, mask=m_x, other=0.0)
-            sv = tl.load(s_ptr + pb * ssb + c[None, :] * ssc + (K - 1 + src)[:, None] * ssk, mask=m_s, other=0.0)
-            acc += (xv.to(tl.float32) + sv.to(tl.float32)) * w[None, :]
+            acc += _tap(x_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T, sxb, sxt, sxc, ssb, ssc, ssk, k, K) \
+                * w[None, :]
         return acc
 
     g["_pre"] = _pre
@@ -72,7 +81,8 @@ def _kernels():
         t = pt * BT + tl.arange(0, BT)
         c = pc * BC + tl.arange(0, BC)
         mt, mc = t < T, c < C
-        pre = _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, T, sxb, sxt, sxc, ssb, ssc, ssk,
+        seg_t = tl.load(seg_ptr + pb * T + t, mask=mt, other=0)
+        pre = _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T, sxb, sxt, sxc, ssb, ssc, ssk,
                    K, HAS_BIAS, BT, BC)
         y = pre / (1.0 + tl.exp(-pre))
         tl.store(y_ptr + (pb * T + t[:, None]) * C + c[None, :], y.to(y_ptr.dtype.element_ty),
@@ -88,24 +98,17 @@ def _kernels():
         c = pc * BC + tl.arange(0, BC)
         mt, mc = t < T, c < C
         m2 = mt[:, None] & mc[None, :]
-        pre = _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, T, sxb, sxt, sxc, ssb, ssc, ssk,
+        seg_t = tl.load(seg_ptr + pb * T + t, mask=mt, other=0)
+        pre = _pre(x_ptr, w_ptr, b_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T, sxb, sxt, sxc, ssb, ssc, ssk,
                    K, HAS_BIAS, BT, BC)
         sig = 1.0 / (1.0 + tl.exp(-pre))
         dy = tl.load(dy_ptr + pb * sdb + t[:, None] * sdt + c[None, :] * sdc, mask=m2, other=0.0).to(tl.float32)
         dpre = tl.where(m2, dy * sig * (1.0 + pre * (1.0 - sig)), 0.0)
         tl.store(dpre_ptr + (pb * T + t[:, None]) * C + c[None, :], dpre, mask=m2)
         part = pb * tl.num_programs(1) + pt   # one partial row per (batch row, time block)
-        seg_t = tl.load(seg_ptr + pb * T + t, mask=mt, other=0)
         for k in tl.static_range(K):
-            src = t - k
-            inside = src >= 0
-            seg_s = tl.load(seg_ptr + pb * T + src, mask=mt & inside, other=0)
-            same = tl.where(inside, seg_s == seg_t, seg_t == 0) & mt
-            m_x = (same & inside)[:, None] & mc[None, :]
-            m_s = (same & (src < 0))[:, None] & mc[None, :]
-            xv = tl.load(x_ptr + pb * sxb + src[:, None] * sxt + c[None, :] * sxc, mask=m_x, other=0.0)
-            sv = tl.load(s_ptr + pb * ssb + c[None, :] * ssc + (K - 1 + src)[:, None] * ssk, mask=m_s, other=0.0)
-            dw = tl.sum(dpre * (xv.to(tl.float32) + sv.to(tl.float32)), axis=0)
+            tap = _tap(x_ptr, s_ptr, seg_ptr, pb, t, c, mt, mc, seg_t, T, sxb, sxt, sxc, ssb, ssc, ssk, k, K)
+            dw = tl.sum(dpre * tap, axis=0)
             tl.store(dw_ptr + (part * K + (K - 1 - k)) * C + c, dw, mask=mc)
         tl.store(db_ptr + part * C + c, tl.sum(dpre, axis=0), mask=mc)
 
