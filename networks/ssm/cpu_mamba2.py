@@ -151,20 +151,8 @@ def stack_step(stack, x, states):
 
 
 def _step_args(stack):
-    """The parameters the step kernel reads, gathered once per stack (as cpu_scan._step_args: the
-    Parameter objects are kept, so in-place updates are seen; a newly assigned Parameter is not)."""
-    cached = getattr(stack, "_cpu_mamba2_step_args", None)
-    if cached is not None and cached[-1] is stack.out_norm.weight:
-        return cached[:-1]
-    empty = torch.empty(0)
-    inp = stack.in_proj
-    in_w = empty if isinstance(inp, torch.nn.Identity) else inp.weight
-    in_b = empty if isinstance(inp, torch.nn.Identity) or inp.bias is None else inp.bias
-    layers = []
-    for norm, m in zip(stack.norms, stack.mixers):
-        layers += [norm.weight, m.in_proj.weight, m.conv_weight, m.conv_bias, m.dt_bias, m.A_log, m.D,
-                   m.norm_weight, m.out_proj.weight]
-    eps = stack.norms[0].eps if stack.norms[0].eps is not None else torch.finfo(stack.out_norm.weight.dtype).eps
-    args = (in_w, in_b, layers, stack.out_norm.weight, eps, stack.mixers[0].ngroups)
-    object.__setattr__(stack, "_cpu_mamba2_step_args", (*args, stack.out_norm.weight))
-    return args
+    """Mamba2's per-layer tensors for the step kernel (mamba2_step.cpp's order), gathered and
+    cached as Mamba1's are (cpu_scan.gather_step_args)."""
+    return cpu_scan.gather_step_args(stack, "_cpu_mamba2_step_args", lambda norm, m: [
+        norm.weight, m.in_proj.weight, m.conv_weight, m.conv_bias, m.dt_bias, m.A_log, m.D, m.norm_weight,
+        m.out_proj.weight], stack.mixers[0].ngroups)

@@ -222,23 +222,29 @@ def mamba1_stack_step(stack, x, states):
 
 
 def _step_args(stack):
-    """The parameters the step kernel reads, gathered once per stack (gathering them is ~20 us,
-    most of a step). The Parameter objects are kept, so optimizer steps, load_state_dict and
-    .to() (which update them in place) are seen; assigning a new Parameter to a mixer is not."""
-    cached = getattr(stack, "_cpu_step_args", None)
+    """Mamba1's per-layer tensors for the step kernel (selective_scan_cpu.cpp's order)."""
+    return gather_step_args(stack, "_cpu_step_args", lambda norm, m: [
+        norm.weight, m.in_proj.weight, m.conv_weight, m.conv_bias, m.x_proj.weight, m.dt_proj.weight,
+        m.dt_proj.bias, m.A_log, m.D, m.out_proj.weight], stack.mixers[0].dt_rank)
+
+
+def gather_step_args(stack, cache_attr: str, per_layer, last):
+    """(in_proj weight, its bias, [per_layer(norm, mixer) of every layer], out_norm weight, eps,
+    ``last``): what a fused step kernel reads, gathered once per stack and cached in
+    ``cache_attr`` (gathering is ~20 us, most of a step). The Parameter objects are kept, so
+    optimizer steps, load_state_dict and .to() (which update them in place) are seen; assigning
+    a new Parameter to a mixer is not. Mamba1's and Mamba2's (cpu_mamba2) steps both use it."""
+    cached = getattr(stack, cache_attr, None)
     if cached is not None and cached[-1] is stack.out_norm.weight:
         return cached[:-1]
     empty = torch.empty(0)
     inp = stack.in_proj
     in_w = empty if isinstance(inp, torch.nn.Identity) else inp.weight
     in_b = empty if isinstance(inp, torch.nn.Identity) or inp.bias is None else inp.bias
-    layers = []
-    for norm, m in zip(stack.norms, stack.mixers):
-        layers += [norm.weight, m.in_proj.weight, m.conv_weight, m.conv_bias, m.x_proj.weight,
-                   m.dt_proj.weight, m.dt_proj.bias, m.A_log, m.D, m.out_proj.weight]
-    eps = stack.norms[0].eps if stack.norms[0].eps is not None else torch.finfo(in_w.dtype).eps
-    args = (in_w, in_b, layers, stack.out_norm.weight, eps, stack.mixers[0].dt_rank)
-    object.__setattr__(stack, "_cpu_step_args", (*args, stack.out_norm.weight))
+    layers = [t for norm, m in zip(stack.norms, stack.mixers) for t in per_layer(norm, m)]
+    eps = stack.norms[0].eps if stack.norms[0].eps is not None else torch.finfo(stack.out_norm.weight.dtype).eps
+    args = (in_w, in_b, layers, stack.out_norm.weight, eps, last)
+    object.__setattr__(stack, cache_attr, (*args, stack.out_norm.weight))
     return args
 
 
