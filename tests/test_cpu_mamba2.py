@@ -21,7 +21,8 @@ import networks.ssm.cpu_mamba2 as cpu_mamba2
 from networks import make_memory
 from networks.ssm.mamba2 import Mamba2Mixer, ssd_reference
 
-TOL = {torch.float64: dict(atol=1e-10, rtol=1e-10), torch.float32: dict(atol=2e-5, rtol=2e-5)}
+# the tolerances, reset patterns and value-and-gradients harness of the Mamba1 C++ scan tests
+from test_cpu_scan import TOL, reset_patterns, value_and_grads  # rootdir-relative, as pytest runs tests/
 
 
 @pytest.fixture(scope="module")
@@ -33,36 +34,11 @@ def ext():
     return cpu_mamba2._EXT
 
 
-def reset_patterns(Bt, T):
-    pats = {"none": torch.zeros(Bt, T, dtype=torch.bool)}
-    p = torch.zeros(Bt, T, dtype=torch.bool)
-    p[:, 0] = True
-    pats["t0"] = p                                            # every row starts an episode
-    p = torch.zeros(Bt, T, dtype=torch.bool)
-    p[0, T // 2] = True                                       # inside a row
-    p[1, 1:4] = True                                          # back to back (T >= 5)
-    p[2, T - 1] = True                                        # at the last step
-    p[0, 0] = True                                            # t=0 in one row, carried in others
-    pats["mixed"] = p
-    return pats
-
-
 def inputs(Bt, T, H, P, G, N, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
     return dict(x=r(Bt, T, H, P), dt=F.softplus(r(Bt, T, H)) * 0.5, A=-torch.exp(r(H) * 0.5),
                 B=r(Bt, T, G, N), C=r(Bt, T, G, N), D=r(H), h0=r(Bt, H, P, N))
-
-
-def value_and_grads(fn, x, is_init, seed=1):
-    leaves = {k: v.clone().requires_grad_() for k, v in x.items()}
-    y, h = fn(*leaves.values(), is_init)
-    g = torch.Generator().manual_seed(seed)
-    # Weights on both outputs, so the final-state gradient path is exercised too.
-    loss = (y * torch.randn(y.shape, generator=g, dtype=y.dtype)).sum() \
-        + (h * torch.randn(h.shape, generator=g, dtype=h.dtype)).sum()
-    loss.backward()
-    return y.detach(), h.detach(), {k: v.grad for k, v in leaves.items()}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
