@@ -141,9 +141,10 @@ def train_candidates(args, device):
                         y = mem(td.copy())["memory"]
                     y.float().square().mean().backward()
                 finally:
-                    if scan:
-                        os.environ.pop("MAMBAZOO_MAMBA1_SCAN") if before is None else os.environ.update(
-                            MAMBAZOO_MAMBA1_SCAN=before)
+                    if scan and before is None:
+                        del os.environ["MAMBAZOO_MAMBA1_SCAN"]
+                    elif scan:
+                        os.environ["MAMBAZOO_MAMBA1_SCAN"] = before
                 x.grad = None
             return step
         return build
