@@ -34,7 +34,7 @@ from agents.manipulation.config import Config
 from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
 from agents.runtime.cli import pick_device
 from agents.runtime.config import to_dict
-from agents.algos.cuda_graph_train import (GraphedTrainStep, make_capturable, portable_optimizer_state,
+from agents.algos.cuda_graph_train import (GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state,
                                             portable_schedule_state)
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import check_finite
@@ -148,8 +148,8 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
         try:
             graphed = GraphedTrainStep(train_step, [policy, ema], optim)
             print("training step captured as one CUDA graph (train.cuda_graph=true)")
-        except Exception as e:  # an op that cannot be captured: the same step, eagerly
-            print(f"CUDA graph capture of the training step failed ({type(e).__name__}: {e}); training eagerly")
+        except NotCapturable as e:  # a module no graph can hold: the same step, eagerly
+            print(f"train.cuda_graph skipped ({e}); training eagerly")
     # disable=None: a bar only on a terminal (in a log file: plain lines, no \r or cursor escape codes)
     bar = tqdm(total=cfg.train.steps, initial=step, desc=f"{cfg.name} ({cfg.policy.denoiser})", unit="step",
                disable=None)

@@ -44,7 +44,7 @@ from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401 
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime import replay_io
-from agents.algos.cuda_graph_train import GraphedTrainStep, make_capturable, portable_optimizer_state
+from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
 from agents.drone.build import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
@@ -133,13 +133,14 @@ class GraphedTD3Update:
 
 def make_update(cfg: Config, nets, optims, sample, device):
     """td3_update, or with train.cuda_graph on CUDA its graphed form (built on the first batch: the
-    graphs need its shapes). A capture that fails is reported and the run goes on eagerly."""
+    graphs need its shapes). Nets that cannot be captured (cuDNN GRU/LSTM) are reported and updated
+    eagerly; a capture that fails midway stops the run (agents/algos/cuda_graph_train.py says why)."""
     if not (cfg.train.cuda_graph and device.type == "cuda"):
         return td3_update
     try:
         graphed = GraphedTD3Update(cfg, nets, optims, sample, device)
-    except Exception as exc:   # e.g. a host sync in some kernel path: capture is impossible there
-        log.warning("TD3 update: CUDA graph capture failed (%s: %s); eager updates", type(exc).__name__, exc)
+    except NotCapturable as exc:
+        log.warning("TD3 update: train.cuda_graph skipped (%s); eager updates", exc)
         return td3_update
     log.warning("TD3 update: critic and critic+actor steps replayed as CUDA graphs (agents/algos/cuda_graph_train.py)")
     return graphed

@@ -1,42 +1,60 @@
 #!/bin/bash
 # Issue 19's GPU measurements on the lent host, in two device calls chained while the machine is warm:
 #
-#   bash benchmarks/device_gpu_speed.sh build     # ~9 min: wheels, `pytest -m cuda` WITHOUT mamba-ssm,
-#                                                 #   then mamba-ssm + causal-conv1d built into /tmp/site
-#   bash benchmarks/device_gpu_speed.sh measure   # ~7 min: `pytest -m cuda` WITH mamba-ssm, then
-#                                                 #   benchmarks/gpu_speed.py (the whole table, one run)
+#   bash benchmarks/device_gpu_speed.sh build     # ~8 min: wheels; mamba-ssm + causal-conv1d built into
+#                                                 #   /tmp/site in the background (setsid) while
+#                                                 #   `pytest -m cuda tests` runs WITHOUT mamba-ssm
+#   bash benchmarks/device_gpu_speed.sh measure   # ~7 min: `pytest -m cuda tests` WITH mamba-ssm, then
+#                                                 #   benchmarks/gpu_speed.py --profile (the whole table, one run)
+#   bash benchmarks/device_gpu_speed.sh tests     # ~8 min, one call: "build" then the tests WITH mamba-ssm
+#                                                 #   (4 pytest workers on the one GPU), no measurement
 #
 # Needs in gpu_carry/ (carry ["gpu_carry"]): py312/ (the wheels), build_kernels.sh and the two kernel
 # sdists from ../shared/gpu. The built wheels (66 MB) cannot travel: "measure" must follow "build"
-# within the warm window (~30 s), else it says so and stops. Results under $OUT:
-# gpu_tests_no_mamba_ssm.txt, gpu_tests_mamba_ssm.txt, gpu_speed.{md,csv}, gpu_speed_{train,acting}.png.
+# within the warm window (~30 s), else it says so and stops. "build" stops early (no kernels) when the
+# Triton tests fail, since then there is nothing to measure. Results under $OUT:
+# gpu_tests_no_mamba_ssm.txt, gpu_tests_mamba_ssm.txt, gpu_speed.{md,csv}, gpu_speed_{train,acting}.png,
+# gpu_speed_profile.txt.
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-MODE=${1:?build or measure}
+MODE=${1:?build, measure or tests}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
-CUDA_TESTS="tests/test_triton_scan.py tests/test_triton_conv.py tests/test_cuda_kernels.py tests/test_vmamba.py"
+CUDA_TESTS="tests"   # every test marked cuda (45: Triton scan/conv, kernels, VMamba, TD3 and BC CUDA graphs)
 versions() { python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"; nvidia-smi --query-gpu=driver_version --format=csv,noheader | sed 's/^/driver /'; }
 case $MODE in
-  build)
+  build|tests)
     mkdir -p /tmp/site /tmp/site_nossm
     python3 -m pip install -q --no-index --no-deps --target /tmp/site_nossm gpu_carry/py312/*.whl || exit 1
-    export PYTHONPATH=/tmp/site_nossm:$PWD
-    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rs -p no:cacheprovider; } > "$OUT/gpu_tests_no_mamba_ssm.txt" 2>&1
-    tail -3 "$OUT/gpu_tests_no_mamba_ssm.txt"
-    echo "tests without mamba-ssm done at +$(( $(date +%s) - T0 )) s"
     cp -r /tmp/site_nossm/. /tmp/site/
-    bash gpu_carry/build_kernels.sh gpu_carry 2>&1 | tail -5
-    touch /tmp/site/.kernels_ready
+    # the kernel build (~7 min, nvcc) overlaps the tests; it writes only /tmp/w, /tmp/b and /tmp/site
+    setsid bash -c "bash gpu_carry/build_kernels.sh gpu_carry > /tmp/kernels.log 2>&1 && touch /tmp/site/.kernels_ready" &
+    export PYTHONPATH=/tmp/site_nossm:$PWD
+    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider --durations=8; } > "$OUT/gpu_tests_no_mamba_ssm.txt" 2>&1
+    rc=$?
+    tail -25 "$OUT/gpu_tests_no_mamba_ssm.txt"
+    echo "tests without mamba-ssm (rc $rc) done at +$(( $(date +%s) - T0 )) s"
+    if grep -qE "^FAILED tests/test_(triton|cuda_kernels|vmamba)" "$OUT/gpu_tests_no_mamba_ssm.txt"; then
+      pkill -f build_kernels.sh; pkill -f "pip wheel"; echo "kernel tests failed: no build, nothing to measure"; exit 1
+    fi
+    while [ ! -f /tmp/site/.kernels_ready ] && pgrep -f build_kernels.sh >/dev/null; do sleep 5; done
+    tail -4 /tmp/kernels.log; cp /tmp/kernels.log "$OUT/kernels_build.log"
+    [ -f /tmp/site/.kernels_ready ] || { echo "kernel build failed"; exit 1; }
+    if [ "$MODE" = tests ]; then
+      export PYTHONPATH=/tmp/site:$PWD
+      { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
+      tail -25 "$OUT/gpu_tests_mamba_ssm.txt"
+      echo "tests with mamba-ssm done at +$(( $(date +%s) - T0 )) s"
+    fi
     ;;
   measure)
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
-    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rs -p no:cacheprovider; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
-    tail -3 "$OUT/gpu_tests_mamba_ssm.txt"
+    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
+    tail -25 "$OUT/gpu_tests_mamba_ssm.txt"
     echo "tests with mamba-ssm done at +$(( $(date +%s) - T0 )) s"
-    python3 benchmarks/gpu_speed.py --out "$OUT" --info "host=lent H200 (16 cores)" 2>&1 | tail -40
+    python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" 2>&1 | tail -60
     ;;
-  *) echo "usage: $0 build|measure"; exit 2;;
+  *) echo "usage: $0 build|measure|tests"; exit 2;;
 esac
 ls -la "$OUT"; echo "done at +$(( $(date +%s) - T0 )) s"

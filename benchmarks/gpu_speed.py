@@ -156,10 +156,11 @@ def train_candidates(args, device):
     if device.type == "cuda":
         for kind in ("mamba1", "mamba2"):
             C[f"{kind} mamba-ssm"] = (plain(lambda k=kind: mamba_ssm_layer(k, d)), "fp32", "raw")
-        C["mamba1 mamba-ssm bf16"] = (plain(lambda: mamba_ssm_layer("mamba1", d), bf16=True), "bf16", "raw")
+        for kind in ("mamba1", "mamba2"):
+            C[f"{kind} mamba-ssm bf16"] = (plain(lambda k=kind: mamba_ssm_layer(k, d), bf16=True), "bf16", "raw")
         for kind in ("mamba1", "mamba2"):
             C[f"{kind} ours kernels"] = (ours(kind, True), "fp32", "ours")
-        C["mamba1 ours kernels bf16"] = (ours("mamba1", True, bf16=True), "bf16", "ours")
+            C[f"{kind} ours kernels bf16"] = (ours(kind, True, bf16=True), "bf16", "ours")
         # "ours kernels" is the default path (Triton scan + conv when triton imports); this row
         # is ours on mamba-ssm's scan (with scan_with_resets), where mamba-ssm is installed
         from networks.ssm import kernels
@@ -327,7 +328,8 @@ def targets(rows, lengths):
     mem = lambda name, T: lookup(rows, "train", name, field="peak_mb", T=T)  # noqa: E731
     for T in (T for T in lengths if T >= 1024):   # the range: T=1024..16384, time and peak memory
         for ours_name, raw_name in (("mamba1 ours kernels", "mamba1 mamba-ssm"), ("mamba2 ours kernels", "mamba2 mamba-ssm"),
-                                    ("mamba1 ours kernels bf16", "mamba1 mamba-ssm bf16")):
+                                    ("mamba1 ours kernels bf16", "mamba1 mamba-ssm bf16"),
+                                    ("mamba2 ours kernels bf16", "mamba2 mamba-ssm bf16")):
             out.append((f"{ours_name} / {raw_name} time, T={T} (target <= 1.1)", t(ours_name, T) / t(raw_name, T)))
             out.append((f"{ours_name} / {raw_name} peak memory, T={T} (target <= 1.3)",
                         mem(ours_name, T) / mem(raw_name, T)))

@@ -422,6 +422,22 @@ def test_portable_schedule_state():
     assert all(type(v) is float for v in (out["_last_lr"][0], out["_schedulers"][0]["_last_lr"][0]))
 
 
+def test_a_cudnn_rnn_is_refused_before_any_capture():
+    """GraphedTrainStep refuses nets holding nn.GRU / nn.LSTM (cuDNN: capture fails midway and leaves
+    the CUDA RNG unusable) with NotCapturable, before running the step, so the caller can go eagerly."""
+    from torch import nn
+
+    from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, uncapturable
+
+    rnn = nn.Sequential(nn.Linear(3, 4), nn.LSTM(4, 4))
+    assert "cuDNN LSTM" in uncapturable([nn.Linear(2, 2), rnn]) and uncapturable([nn.Linear(2, 2)]) is None
+    optim = torch.optim.Adam(rnn.parameters(), lr=torch.tensor(1e-3), capturable=True)
+    ran = []
+    with pytest.raises(NotCapturable, match="cuDNN LSTM"):
+        GraphedTrainStep(lambda: ran.append(1), [rnn], optim)
+    assert not ran
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("denoiser", DENOISERS)

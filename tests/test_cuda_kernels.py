@@ -2,7 +2,7 @@
 
 Marked ``cuda``: skipped on machines without CUDA or without mamba-ssm built. On the
 GPU machine: ``python -m pytest -m cuda tests/test_cuda_kernels.py -v`` (the output of
-the last run is kept in benchmarks/results/gpu_tests.txt).
+the runs on the H200 are kept in benchmarks/results/gpu_tests.txt).
 
 Tolerances (float32): outputs and states atol 2e-4 / rtol 2e-3, gradients atol 2e-3 /
 rtol 1e-2 relative to the largest entry. The kernels sum in other orders (chunked SSD,

@@ -128,14 +128,22 @@ def test_mamba1_triton_path_uses_the_fused_conv_and_matches_pytorch(device, monk
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.skipif(INTERP, reason="TRITON_INTERPRET=1 runs triton on CPU, not CUDA")
-def test_mamba2_mixer_on_cuda_takes_the_triton_conv_and_matches_pytorch(monkeypatch):
-    """Mamba2's sequence conv on CUDA is the Triton kernel (with or without mamba-ssm's SSD); the
-    mixer with kernels off (the PyTorch conv) is its oracle: outputs, states, parameter gradients."""
+@pytest.mark.parametrize("ssd", ["pytorch", "mamba_ssm"])
+def test_mamba2_mixer_on_cuda_takes_the_triton_conv_and_matches_pytorch(monkeypatch, ssd):
+    """Mamba2's sequence conv on CUDA is the Triton kernel, under our PyTorch SSD and under
+    mamba-ssm's; the mixer with kernels off (the PyTorch conv and SSD) is the oracle: outputs,
+    states, parameter gradients. Under the PyTorch SSD only the conv differs: elementwise 1e-4/1e-3.
+    mamba-ssm's SSD multiplies in TF32 (Triton's tl.dot default for float32), ~1e-3 relative per
+    product, so there the tolerance is test_cuda_kernels' (relative to the largest entry)."""
     import copy
 
-    from networks.ssm import triton_conv
+    from networks.ssm import kernels, triton_conv
     from networks.ssm.mamba2 import Mamba2Mixer
 
+    if ssd == "mamba_ssm" and not kernels.available():
+        pytest.skip("mamba-ssm kernels do not import")
+    if ssd == "pytorch":   # the mixer's chunked PyTorch SSD, whatever is installed
+        monkeypatch.setattr(kernels, "wanted", lambda use_kernels, x: False)
     calls = []
     real = triton_conv.causal_conv1d_silu
     monkeypatch.setattr(triton_conv, "causal_conv1d_silu", lambda *a: calls.append(1) or real(*a))
@@ -156,10 +164,19 @@ def test_mamba2_mixer_on_cuda_takes_the_triton_conv_and_matches_pytorch(monkeypa
         outs.append((y, c, s, {n: p.grad for n, p in m.named_parameters()}))
     assert calls, "the CUDA path did not take the Triton conv"
     (y1, c1, s1, g1), (y2, c2, s2, g2) = outs
+
+    def close(a, b, what, grad=False):
+        if ssd == "pytorch":
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=what)
+        else:
+            atol, rtol = (2e-3, 1e-2) if grad else (2e-4, 2e-3)
+            err, scale = (a - b).abs().max(), b.abs().max().clamp(min=1.0)
+            assert err <= atol + rtol * scale, f"{what}: max abs diff {err:.3e} (scale {scale:.3e})"
+
     for a, b, what in ((y1, y2, "y"), (c1, c2, "conv state"), (s1, s2, "ssm state")):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=what)
+        close(a, b, what)
     for n in g1:
-        torch.testing.assert_close(g1[n], g2[n], atol=1e-4, rtol=1e-3, msg=n)
+        close(g1[n], g2[n], n, grad=True)
 
 
 def test_triton_conv_dispatch_is_cuda_only_and_logs_once(monkeypatch, caplog):

@@ -58,6 +58,23 @@ def portable_schedule_state(state):
     return float(state) if torch.is_tensor(state) and state.dim() == 0 else state
 
 
+class NotCapturable(ValueError):
+    """A module that a CUDA graph cannot capture: raised before anything is run, so the caller can
+    train eagerly. (A capture that fails midway cannot be undone: it leaves the process's CUDA RNG
+    mid-capture, and every later random op fails with "Offset increment outside graph capture".)"""
+
+
+def uncapturable(modules: list[nn.Module]) -> str | None:
+    """Why these modules cannot be captured, or None. cuDNN's RNN kernels (nn.GRU / nn.LSTM) fail
+    capture with cudaErrorStreamCaptureInvalidated (seen for training on an H200 and for acting
+    on an H100)."""
+    for m in modules:
+        for name, sub in m.named_modules():
+            if isinstance(sub, nn.RNNBase) and torch.backends.cudnn.enabled:
+                return f"{name or type(m).__name__} is a cuDNN {type(sub).__name__}, whose kernels CUDA graphs cannot capture"
+    return None
+
+
 class GraphedTrainStep:
     """Capture ``step_fn`` once (after ``warmup`` eager iterations on a side stream) and replay it.
 
@@ -73,6 +90,9 @@ class GraphedTrainStep:
         optims = list(optim) if isinstance(optim, (list, tuple)) else [optim]
         if not all(g.get("capturable") and torch.is_tensor(g["lr"]) for o in optims for g in o.param_groups):
             raise ValueError("GraphedTrainStep needs a capturable optimiser with a tensor lr: call make_capturable first")
+        reason = uncapturable(modules)
+        if reason:
+            raise NotCapturable(reason)
         tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         saved = [t.detach().clone() for t in tensors]
         had_state = [bool(o.state) for o in optims]
@@ -98,8 +118,11 @@ class GraphedTrainStep:
             # the warm-up, then run on the stream they were made on
             with torch.cuda.graph(self.graph, stream=side):
                 self.loss = step_fn()
-        finally:  # undo the warm-up in place (the graph keeps pointers to these very tensors), also
-            # when capture failed and the caller goes on eagerly
+        except Exception as exc:
+            raise RuntimeError(f"CUDA graph capture of the training step failed ({type(exc).__name__}: {exc}); "
+                               "this process's CUDA RNG stays mid-capture after that, so the run stops here "
+                               "(its checkpoints are untouched): resume it with train.cuda_graph=false") from exc
+        finally:  # undo the warm-up in place (the graph keeps pointers to these very tensors)
             torch.cuda.synchronize()
             with torch.no_grad():
                 for t, s in zip(tensors, saved):

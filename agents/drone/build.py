@@ -58,7 +58,9 @@ def make_env(cfg: Config, seed: int, render: bool = False):
     except gym.error.Error as err:
         from agents.runtime.config import ConfigError
         raise ConfigError(f"config key 'env.id': {cfg.env.id!r} cannot be made ({err})") from err
-    base = GymWrapper(gym_env)
+    # on the CPU, named: a rollout with auto_cast_to_device moves a CUDA actor's action back to the
+    # env's device, and an env of device None keeps it on CUDA (RewardSum then mixes devices)
+    base = GymWrapper(gym_env, device="cpu")
     if is_drone(cfg):
         base.set_info_dict_reader(default_info_dict_reader(list(INFO_KEYS)))
     K = cfg.replay.seq_len
