@@ -138,6 +138,30 @@ def test_sequence_encoder_shapes_and_attention():
         enc(depth, torch.randn(3, 5, 11))
 
 
+def test_gru_temporal_stage_is_causal_and_reaches_the_first_step():
+    """temporal="gru": the recurrent baseline. Step k's output ignores later steps (a GRU over
+    the K steps, zero initial state) and the pooled feature depends on the first frame."""
+    from networks.models.vmamba import TemporalGRU
+
+    torch.manual_seed(0)
+    stage = TemporalGRU(8, num_layers=2)
+    x = torch.randn(2, 4, 8)
+    x2 = x.clone()
+    x2[:, 2:] += 1.0
+    y, y2 = stage(x), stage(x2)
+    torch.testing.assert_close(y[:, :2], y2[:, :2])
+    assert (y[:, 2:] - y2[:, 2:]).abs().max() > 1e-3
+    enc = SequenceEncoder(**{k: v for k, v in TINY.items() if k != "hidden_dim"}, temporal="gru")
+    depth, state = torch.randn(3, 4, 1, 16, 16), torch.randn(3, 4, 11)
+    state2 = state.clone()
+    state2[:, 0] += 1.0                                                       # only the oldest step
+    feat, extras = enc(depth, state, return_attention=True)
+    assert feat.shape == (3, 16) and extras["attention"].shape == (3, 2, 4)
+    assert (enc(depth, state2) - feat).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"\['mamba', 'gru', 'none'\]"):
+        SequenceEncoder(**{k: v for k, v in TINY.items() if k != "hidden_dim"}, temporal="lstm")
+
+
 def test_cross_attention_pool_query_is_last_step():
     pool = CrossAttentionPool(8, num_heads=2)
     x = torch.randn(2, 4, 8)

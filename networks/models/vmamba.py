@@ -5,6 +5,8 @@ Per sample: depth [K, 1, H, W], state [K, 11] (K = seq_len, 4 by default).
     state -> StateMLP                                          -> [K, state_feature_dim]
     concat -> FusionMLP -> TemporalMamba over the K steps      -> [K, d_model]
     CrossAttentionPool (query: last step; keys/values: all K)   -> feature [d_model]
+Baselines (``temporal``): "gru" swaps TemporalMamba for TemporalGRU (same layout and pool);
+"none" is the K-frame stack (FrameStackMLP over the K fused features concatenated, no pool).
 Actor: LayerNorm-MLP head -> tanh action [action_dim]. Critic: one encoder, two Q heads.
 Any leading batch dims are accepted: depth [*B, K, 1, H, W], state [*B, K, 11].
 
@@ -205,6 +207,29 @@ class TemporalMamba(nn.Module):
         return x
 
 
+class TemporalGRU(nn.Module):
+    """The recurrent baseline of TemporalMamba: a GRU over the K steps, [B, K, d] -> [B, K, d].
+
+    Each layer is h + GRU(RMSNorm(h)) (a zero initial state: the K steps are one fresh sequence),
+    then LayerNorm, exactly TemporalMamba's layout with the mixer swapped, so the cross-attention
+    pool after it and every other part of the encoder stay the same in the comparison.
+    """
+
+    def __init__(self, d_model: int, num_layers: int = 1):
+        super().__init__()
+        self.norms_in = nn.ModuleList(nn.RMSNorm(d_model, eps=1e-5) for _ in range(num_layers))
+        self.grus = nn.ModuleList(nn.GRU(d_model, d_model, batch_first=True) for _ in range(num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(num_layers))
+
+    def forward(self, x):                                       # [B, K, d_model]
+        for norm_in, gru, norm in zip(self.norms_in, self.grus, self.norms):
+            x = norm(x + gru(norm_in(x))[0])
+        return x
+
+
+TEMPORAL = ("mamba", "gru", "none")   # SequenceEncoder's temporal stages (agents/drone/config.py: model.temporal)
+
+
 class FrameStackMLP(nn.Module):
     """The feed-forward baseline's temporal stage: [B, K, D] -> [B, D] from the K frames concatenated.
 
@@ -256,14 +281,18 @@ class SequenceEncoder(nn.Module):
                  temporal_layers: int = 1, temporal_d_state: int = 16, temporal_expand: int = 2,
                  num_heads: int = 4, temporal: str = "mamba", seq_len: int = 4, **backbone_options):
         super().__init__()
-        if temporal not in ("mamba", "none"):
-            raise ValueError(f"temporal must be 'mamba' or 'none' (K-frame stack baseline), got {temporal!r}")
+        if temporal not in TEMPORAL:
+            raise ValueError(f"temporal must be one of {list(TEMPORAL)} (none: the K-frame stack baseline), "
+                             f"got {temporal!r}")
         self.state_dim, self.d_model = state_dim, d_model
         self.backbone = VMambaRLTiny(in_chans, image_size, out_dim=visual_dim, **backbone_options)
         self.state_mlp = StateMLP(state_dim, state_feature_dim)
         self.fusion = FusionMLP(visual_dim, state_feature_dim, d_model)
         if temporal == "mamba":
             self.temporal = TemporalMamba(d_model, temporal_layers, temporal_d_state, expand=temporal_expand)
+            self.pool = CrossAttentionPool(d_model, num_heads)
+        elif temporal == "gru":
+            self.temporal = TemporalGRU(d_model, temporal_layers)
             self.pool = CrossAttentionPool(d_model, num_heads)
         else:
             self.temporal, self.pool = nn.Identity(), FrameStackMLP(d_model, seq_len)
