@@ -34,8 +34,9 @@ class EnvConfig:
 class ModelConfig:
     encoder: Literal["vmamba", "memory"] = field_spec(
         "vmamba", help="vmamba: depth+state drone encoder; memory: make_memory over vector obs")
-    temporal: Literal["mamba", "none"] = field_spec(
-        "mamba", help="vmamba: TemporalMamba + attention pooling, or none = K-frame stack MLP baseline")
+    temporal: Literal["mamba", "gru", "none"] = field_spec(   # networks/models/vmamba.py: TEMPORAL
+        "mamba", help="vmamba: TemporalMamba + attention pooling; gru: a GRU in its place (same pooling); "
+                      "none: K-frame stack MLP baseline")
     depths: list[int] = field_spec([2, 2, 4, 2], min=1, length=4, help="vmamba: VSS blocks per stage")
     dims: list[int] = field_spec([64, 64, 80, 96], min=4, length=4, help="vmamba: stage widths")
     patch_size: int = field_spec(4, min=1, max=16, help="vmamba: patch embedding stride")
