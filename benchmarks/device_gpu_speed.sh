@@ -4,10 +4,13 @@
 #   bash benchmarks/device_gpu_speed.sh build     # ~8 min: wheels; mamba-ssm + causal-conv1d built into
 #                                                 #   /tmp/site in the background (setsid) while
 #                                                 #   `pytest -m cuda tests` runs WITHOUT mamba-ssm
-#   bash benchmarks/device_gpu_speed.sh measure   # ~7 min: `pytest -m cuda tests` WITH mamba-ssm, then
+#   bash benchmarks/device_gpu_speed.sh measure   # ~8 min: `pytest -m cuda tests` WITH mamba-ssm (-n 4), then
 #                                                 #   benchmarks/gpu_speed.py --profile (the whole table, one run)
 #   bash benchmarks/device_gpu_speed.sh tests     # ~8 min, one call: "build" then the tests WITH mamba-ssm
 #                                                 #   (4 pytest workers on the one GPU), no measurement
+#   SWEEP=1 ... build                             # + benchmarks/triton_scan_bench.py's forward and backward
+#                                                 #   tiling sweeps (~3-4 min) while the build finishes; the
+#                                                 #   fastest pair is then used by "measure" (and printed)
 #
 # Needs in gpu_carry/ (carry ["gpu_carry"]): py312/ (the wheels), build_kernels.sh and the two kernel
 # sdists from ../shared/gpu. The built wheels (66 MB) cannot travel: "measure" must follow "build"
@@ -30,12 +33,17 @@ case $MODE in
     # the kernel build (~7 min, nvcc) overlaps the tests; it writes only /tmp/w, /tmp/b and /tmp/site
     setsid bash -c "bash gpu_carry/build_kernels.sh gpu_carry > /tmp/kernels.log 2>&1 && touch /tmp/site/.kernels_ready" &
     export PYTHONPATH=/tmp/site_nossm:$PWD
-    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider --durations=8; } > "$OUT/gpu_tests_no_mamba_ssm.txt" 2>&1
+    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_no_mamba_ssm.txt" 2>&1
     rc=$?
     tail -25 "$OUT/gpu_tests_no_mamba_ssm.txt"
     echo "tests without mamba-ssm (rc $rc) done at +$(( $(date +%s) - T0 )) s"
     if grep -qE "^FAILED tests/test_(triton|cuda_kernels|vmamba)" "$OUT/gpu_tests_no_mamba_ssm.txt"; then
       pkill -f build_kernels.sh; pkill -f "pip wheel"; echo "kernel tests failed: no build, nothing to measure"; exit 1
+    fi
+    if [ "${SWEEP:-0}" = 1 ]; then
+      python3 benchmarks/triton_scan_bench.py --lengths 1024 4096 --torch-max-len 0 --repeats 7 --sweep-len 4096 --budget-s 200 \
+        --out "$OUT/triton_scan.md" --best-env /tmp/triton_best.env 2>&1 | tail -4
+      cat /tmp/triton_best.env 2>/dev/null; echo "sweep done at +$(( $(date +%s) - T0 )) s"
     fi
     while [ ! -f /tmp/site/.kernels_ready ] && pgrep -f build_kernels.sh >/dev/null; do sleep 5; done
     tail -4 /tmp/kernels.log; cp /tmp/kernels.log "$OUT/kernels_build.log"
@@ -50,10 +58,13 @@ case $MODE in
   measure)
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
-    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
+    TILING="default tiling"
+    if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
+    echo "Triton scan: $TILING"
+    { versions; echo "Triton scan: $TILING"; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
     tail -25 "$OUT/gpu_tests_mamba_ssm.txt"
     echo "tests with mamba-ssm done at +$(( $(date +%s) - T0 )) s"
-    python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" 2>&1 | tail -60
+    python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60
     ;;
   *) echo "usage: $0 build|measure|tests"; exit 2;;
 esac

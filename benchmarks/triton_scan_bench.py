@@ -9,8 +9,9 @@ initial state for ours (the bare kernel has neither: it is the speed to match):
                (extra state-load/reset steps, scatter/gather), softplus in torch;
   torch        our pure-PyTorch chunked scan (the path without mamba-ssm; T <= --torch-max-len);
   bare         mamba-ssm's selective_scan_fn, delta_bias/softplus/z fused, no resets, no h0.
-Then a tiling sweep of the Triton scan (BD channels per program, BT steps per chunk, warps)
-at one T, so the default in networks/ssm/triton_scan.py can be set from a measurement.
+Then tiling sweeps of the Triton scan at one T (BD channels per program, BT steps per chunk,
+warps, stages): the forward alone, then the backward alone (its own BD/warps/stages, the
+forward's BT), so the defaults in networks/ssm/triton_scan.py can be set from a measurement.
 
 It starts with a correctness check of the Triton scan against the float64 PyTorch loop
 (outputs, final state, every gradient; resets and h0) and exits 1 if it fails.
@@ -50,7 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--torch-max-len", type=int, default=4096)
     p.add_argument("--sweep-len", type=int, default=4096, help="T of the tiling sweep (0: no sweep)")
-    p.add_argument("--budget-s", type=float, default=100.0, help="skip what is left after this long")
+    p.add_argument("--budget-s", type=float, default=300.0, help="skip what is left after this long")
+    p.add_argument("--best-env", default=None, metavar="FILE",
+                   help="write the fastest forward/backward tilings as MAMBAZOO_TRITON_SCAN[_BWD]=... export lines")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script (CPU interpreter)")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "triton_scan.md"))
     a = p.parse_args(argv)
@@ -62,9 +65,15 @@ def parse_args(argv=None):
 
 # (BD, BT, warps, stages): sm_90 registers fwd/bwd from cuobjdump, no spills unless noted:
 # (4,32,4,*) 128-139/249-255; (2,32,4,*) 96/188-238; (8,32,8,1) 128/255; (4,64,8,1) 170/246;
-# (4,64,4,1) 255/255 + 312 B stack (spills: kept as a bad-case reference).
-SWEEP = [(4, 32, 4, 2), (4, 32, 4, 1), (4, 32, 4, 3), (2, 32, 4, 2), (2, 32, 4, 1), (8, 32, 8, 2),
-         (4, 64, 8, 2), (2, 32, 2, 2), (4, 64, 4, 1)]
+# (4,64,4,1) 255/255 + 312 B stack (spills). The first H200 sweep (both directions on one tiling,
+# benchmarks/results/triton_scan_gpu_h200.txt) spanned 8.3-15.5 ms at T=4096; the profile then
+# put the backward at 7x the forward, so the sweeps below time each direction alone, and add
+# one-warp programs (a warp's lanes along the chunk's steps, d_state in each thread's registers:
+# the reductions over d_state need no shared memory).
+FWD_SWEEP = [(bd, bt, w, st) for bt in (16, 32, 64) for bd, w in ((1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4))
+             for st in (1, 2)]
+BWD_SWEEP = [(bd, w, st) for bd, w in ((1, 1), (1, 2), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4), (8, 8))
+             for st in (1, 2)]
 
 
 def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
@@ -219,18 +228,33 @@ def main(argv=None):
         del x, reset
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    sweep = []
+    sweep = {"fwd": [], "bwd": []}
     if args.sweep_len:
         x, reset = make_inputs(Bt, Di, N, args.sweep_len, args.resets, device, gen)
-        for cfg in SWEEP:
+        inp = leaves(x, all_keys)                                # requires grad: the forward saves
+        for cfg in FWD_SWEEP:                                    # forward alone, as in training
             if time.monotonic() - t_start > args.budget_s:
-                skipped.append(f"sweep {cfg}")
+                skipped.append(f"fwd {cfg}")
                 continue
             triton_scan.set_config(cfg)
-            step = fwd_bwd(lambda inp: run_triton(inp, reset), x, all_keys, gen)
-            ms, mb = time_calls(step, args.repeats, device)
-            sweep.append((cfg, ms, mb))
-            print(f"tiling BD={cfg[0]} BT={cfg[1]} warps={cfg[2]} stages={cfg[3]}: {ms:.3f} ms, {mb:.0f} MB")
+            ms, mb = time_calls(lambda: run_triton(inp, reset), args.repeats, device)
+            sweep["fwd"].append((cfg, ms, mb))
+            print(f"forward  BD={cfg[0]} BT={cfg[1]} warps={cfg[2]} stages={cfg[3]}: {ms:.3f} ms", flush=True)
+        for bt in sorted({c[1] for c, _, _ in sweep["fwd"]}):    # backward alone, after the best forward of each BT
+            fcfg = min((r for r in sweep["fwd"] if r[0][1] == bt), key=lambda r: r[1])[0]
+            triton_scan.set_config(fcfg)
+            y, h = run_triton(inp, reset)
+            gy, gh = torch.randn_like(y), torch.randn_like(h)
+            for bcfg in BWD_SWEEP:
+                if time.monotonic() - t_start > args.budget_s:
+                    skipped.append(f"bwd BT={bt} {bcfg}")
+                    continue
+                triton_scan.set_config(fcfg, bcfg)
+                ms, mb = time_calls(lambda: torch.autograd.backward([y, h], [gy, gh], retain_graph=True),
+                                    args.repeats, device)
+                sweep["bwd"].append(((bcfg[0], bt, bcfg[1], bcfg[2]), ms, mb))
+                print(f"backward BD={bcfg[0]} BT={bt} warps={bcfg[1]} stages={bcfg[2]}: {ms:.3f} ms", flush=True)
+            del y, h
         triton_scan.set_config(None)
     write_md(args, v, errs, rows, cands, sweep, skipped, time.monotonic() - t_start)
     print(f"wrote {args.out} ({time.monotonic() - t_start:.0f} s)")
@@ -253,7 +277,8 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
              "per row + carried state for ours; median of "
              f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
              "", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"Triton tiling (BD, BT, warps, stages): default {triton_scan.DEFAULT_CONFIG}"
+             f"Triton tiling (BD, BT, warps, stages): default {triton_scan.DEFAULT_CONFIG}, backward (BD, warps, "
+             f"stages) {triton_scan.DEFAULT_BWD_CONFIG}"
              + (f", MAMBAZOO_TRITON_SCAN={os.environ['MAMBAZOO_TRITON_SCAN']}" if os.environ.get("MAMBAZOO_TRITON_SCAN") else "")
              + ".", "",
              "Correctness vs the float64 PyTorch loop (max |err| / max |ref|): "
@@ -269,13 +294,28 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
             ratio = lambda n: f"{r['triton'] / r[n]:.2f}x" if n in r and "triton" in r else "-"  # noqa: E731
             line += f" | {ratio('bare')} | {ratio('ssm+rewrite')}"
         lines.append(line + " |")
-    if sweep:
-        lines += ["", f"Triton tiling sweep at T={args.sweep_len} (fwd+bwd):", "",
-                  "| BD | BT | warps | stages | ms | MB |", "|---|---|---|---|---|---|"]
-        lines += [f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {ms:.3f} | {mb:.0f} |" for c, ms, mb in sweep]
-        best = min(sweep, key=lambda r: r[1])
-        lines += ["", f"Fastest tiling: {best[0]} ({best[1]:.3f} ms); set it with "
-                  f"MAMBAZOO_TRITON_SCAN={','.join(map(str, best[0]))} or DEFAULT_CONFIG."]
+    if sweep["fwd"]:
+        for d, rs in sweep.items():
+            lines += ["", f"Triton {'forward' if d == 'fwd' else 'backward'} alone at T={args.sweep_len}, by tiling"
+                      + (" (after the fastest forward of the same BT)" if d == "bwd" else "") + ":", "",
+                      "| BD | BT | warps | stages | ms |", "|---|---|---|---|---|"]
+            lines += [f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {ms:.3f} |" for c, ms, _ in sorted(rs, key=lambda r: r[1])]
+        best = {}
+        for bt in sorted({c[1] for c, _, _ in sweep["bwd"]}):
+            f = min((r for r in sweep["fwd"] if r[0][1] == bt), key=lambda r: r[1])
+            b = min((r for r in sweep["bwd"] if r[0][1] == bt), key=lambda r: r[1])
+            best[bt] = (f[1] + b[1], f[0], b[0])
+        if best:
+            total, f, b = min(best.values())
+            if args.best_env:
+                with open(args.best_env, "w") as fh:
+                    fh.write(f"export MAMBAZOO_TRITON_SCAN={','.join(map(str, f))}\n"
+                             f"export MAMBAZOO_TRITON_SCAN_BWD={b[0]},{b[2]},{b[3]}\n")
+            lines += ["", "Fastest pair per BT (forward + backward ms): "
+                      + ", ".join(f"BT={bt}: {v[0]:.3f}" for bt, v in best.items()),
+                      f"Fastest: forward {f}, backward {(b[0], b[2], b[3])} ({total:.3f} ms); set them with "
+                      f"MAMBAZOO_TRITON_SCAN={','.join(map(str, f))} MAMBAZOO_TRITON_SCAN_BWD={b[0]},{b[2]},{b[3]} "
+                      "or DEFAULT_CONFIG / DEFAULT_BWD_CONFIG."]
     if skipped:
         lines += ["", f"Skipped (time budget {args.budget_s:.0f} s): " + ", ".join(skipped)]
     lines += ["", f"Run took {took:.0f} s."]

@@ -141,11 +141,11 @@ def close(a, b, tol, what):
 
 
 def check(device, used, softplus, reset_kind, dtype=torch.float32, G=1, return_last=True, seed=0,
-          config="default"):
+          config="default", bwd=None):
     from networks.ssm import triton_scan
 
     s = sizes(device)
-    triton_scan.set_config(s["config"] if config == "default" else config)
+    triton_scan.set_config(s["config"] if config == "default" else config, bwd)
     tol = F32 if dtype == torch.float32 else F64
     x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], G=G, seed=seed, dtype=dtype)
     if not softplus:  # a negative step would make exp(delta * A) grow: give it positive steps
@@ -203,11 +203,22 @@ def test_groups_as_in_ss2d(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("config", [(1, 16, 1, 1), (2, 64, 2, 3), (8, 16, 4, 1)], ids=lambda c: "x".join(map(str, c)))
-def test_tilings_agree(device, config):
+@pytest.mark.parametrize("config,bwd", [((1, 16, 1, 1), None), ((2, 64, 2, 3), (8, 4, 1)), ((8, 16, 4, 1), (1, 1, 2))],
+                         ids=lambda c: "x".join(map(str, c)) if c else "same")
+def test_tilings_agree(device, config, bwd):
     """The result must not depend on the tiling: one channel per program (BD=1), a chunk
-    longer than the sequence (BT=64 > T in the interpreter), more channels than Di/G."""
-    check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config)
+    longer than the sequence (BT=64 > T in the interpreter), more channels than Di/G, and a
+    backward tiled differently from its forward (more / fewer channels a program)."""
+    check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config, bwd=bwd)
+
+
+def test_tiling_overrides_are_validated():
+    from networks.ssm import triton_scan
+
+    with pytest.raises(ValueError, match="backward tiling"):
+        triton_scan.set_config(None, (3, 4, 1))
+    with pytest.raises(ValueError, match="tiling must be"):
+        triton_scan.set_config((4, 24, 4, 1))
 
 
 @pytest.mark.parametrize("device", DEVICES[:1])  # CUDA only: far too slow in the interpreter

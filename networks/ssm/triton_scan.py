@@ -40,9 +40,16 @@ import torch.nn.functional as F
 # sm_90 build of (4, 32, 4) uses 128 registers forward and ~250 backward without spilling
 # (cuobjdump); stages >= 2 prefetch the next chunk's loads with cp.async, since the loop is
 # latency-bound (one chunk's scan waits on the previous chunk's last state).
-# Override for tuning: MAMBAZOO_TRITON_SCAN="BD,BT,warps,stages" (benchmarks/triton_scan_bench.py).
+# The backward has its own (BD, warps, stages): it holds ~3x the forward's tiles and was 7x the
+# forward's time on the H200 (benchmarks/results/gpu_speed_profile.txt), so its best tiling need
+# not be the forward's. Its BT is always the forward's: it restarts each chunk from the
+# chunk-entry states the forward stored every BT steps.
+# Override for tuning: MAMBAZOO_TRITON_SCAN="BD,BT,warps,stages" and
+# MAMBAZOO_TRITON_SCAN_BWD="BD,warps,stages" (benchmarks/triton_scan_bench.py sweeps both).
 DEFAULT_CONFIG = (4, 32, 4, 2)
+DEFAULT_BWD_CONFIG = (4, 4, 2)
 _CONFIG_OVERRIDE = None  # set by tests and the benchmark (set_config) to exercise other tilings
+_BWD_OVERRIDE = None
 
 
 def available() -> bool:
@@ -55,16 +62,24 @@ def available() -> bool:
     return True
 
 
-def set_config(config):
-    """(BD, BT, num_warps[, stages]) or None for the default. For tests and benchmarks."""
-    global _CONFIG_OVERRIDE
+def set_config(config, bwd=None):
+    """Forward tiling (BD, BT, num_warps[, stages]) and backward tiling (BD, num_warps[, stages]),
+    each None for the default. For tests and benchmarks."""
+    global _CONFIG_OVERRIDE, _BWD_OVERRIDE
     _CONFIG_OVERRIDE = None if config is None else _full(tuple(int(v) for v in config))
+    _BWD_OVERRIDE = None if bwd is None else _full_bwd(tuple(int(v) for v in bwd))
 
 
 def _full(cfg):
     if len(cfg) not in (3, 4) or any(v < 1 for v in cfg) or any(v & (v - 1) for v in cfg[:2]):
         raise ValueError(f"tiling must be (BD, BT, warps[, stages]) with BD, BT powers of 2, got {cfg}")
     return cfg if len(cfg) == 4 else cfg + (1,)
+
+
+def _full_bwd(cfg):
+    if len(cfg) not in (2, 3) or any(v < 1 for v in cfg) or cfg[0] & (cfg[0] - 1):
+        raise ValueError(f"backward tiling must be (BD, warps[, stages]) with BD a power of 2, got {cfg}")
+    return cfg if len(cfg) == 3 else cfg + (1,)
 
 
 def _config(T):
@@ -77,6 +92,15 @@ def _config(T):
     # Short sequences: no point in a chunk longer than the sequence (pow2, >= 16 for tl.arange).
     bt = min(bt, max(16, 1 << (max(T, 1) - 1).bit_length()))
     return bd, bt, w, st
+
+
+def _bwd_config():
+    """(BD, warps, stages) of the backward kernel."""
+    if _BWD_OVERRIDE is not None:
+        return _BWD_OVERRIDE
+    if os.environ.get("MAMBAZOO_TRITON_SCAN_BWD"):
+        return _full_bwd(tuple(int(v) for v in os.environ["MAMBAZOO_TRITON_SCAN_BWD"].split(",")))
+    return DEFAULT_BWD_CONFIG
 
 
 @functools.lru_cache(maxsize=None)
@@ -369,7 +393,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
                   SAVE=save, COMPUTE=_triton_dtype(tl, compute),
                   BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, NS=stages, num_warps=warps)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, rst, hst)
-        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BD, BT, warps, stages)
+        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BT)
         return out, last
 
     @staticmethod
@@ -377,7 +401,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
     def backward(ctx, gout, glast):
         _, bwd, tl = _kernels()
         u, delta, A, B, C, D, z, delta_bias, rst, hst = ctx.saved_tensors
-        softplus, has_h0, h0_dtype, BD, BT, warps, stages = ctx.meta
+        softplus, has_h0, h0_dtype, BT = ctx.meta
+        BD, warps, stages = _bwd_config()
         Bt, Di, T = u.shape
         N = A.shape[1]
         G = B.shape[1] if B.dim() == 4 else 1
