@@ -123,6 +123,32 @@ def test_resume_refuses_other_settings(dataset_dir, tmp_path):
         generate(copy, 4, seed=7, config=NavDataConfig(depth=1, image_size=24), progress=False)
 
 
+def test_paired_cues_drive_every_map_with_every_cue(dataset_dir, tmp_path):
+    """paired_cues: episodes 2k and 2k+1 share a map and differ in the cue, so in the data a map's
+    look says nothing of its turn; their images are the same wherever the cue is out of view until
+    the expert turns at the first junction."""
+    import dataclasses
+    cfg = dataclasses.replace(SMALL, paired_cues=True)
+    ds = load_dataset(generate(tmp_path / "paired", 4, seed=7, config=cfg, progress=False))
+    seeds, cues = ds.episodes["seed"].tolist(), ds.episodes["cue"].tolist()
+    assert seeds[0] == seeds[1] == episode_seed(7, 0) and seeds[2] == seeds[3] == episode_seed(7, 1)
+    assert seeds[0] != seeds[2] and cues == [0, 1, 0, 1]
+    a, b = (slice(int(ds.episodes["start"][e]), int(ds.episodes["start"][e] + ds.episodes["length"][e])) for e in (0, 1))
+    pose_a, pose_b = ds.steps["pose"][a], ds.steps["pose"][b]
+    same = int((pose_a[:min(len(pose_a), len(pose_b))] == pose_b[:len(pose_a)]).all(-1).cumprod(0).sum())
+    assert 20 < same < min(len(pose_a), len(pose_b))      # one drive to the junction, then they part
+    # without it (the default) every episode has its own map; a manifest written before the setting
+    # existed reads as the default, so such a dataset can still be continued
+    copy = tmp_path / "old"
+    shutil.copytree(dataset_dir, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    del m["config"]["paired_cues"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert load_dataset(copy).config.paired_cues is False
+    generate(copy, 4, seed=7, config=SMALL, progress=False)
+    assert len(set(load_dataset(copy).episodes["seed"].tolist())) == 4
+
+
 def test_bad_paths_give_clear_errors(tmp_path):
     with pytest.raises(NavDatasetError, match="does not exist"):
         load_dataset(tmp_path / "nope")

@@ -28,7 +28,12 @@ unknown lengths and generation must be resumable. Each episode is appended to ev
 files are fsynced, then the manifest (the commit point) is replaced atomically; rows past the
 manifest's counts are an interrupted episode, dropped when generation resumes and ignored by
 ``load_dataset``. Episode i always uses env seed ``episode_seed(seed, i)`` (and cue i mod 2**depth
-when ``balanced_cues``), so a resumed run writes exactly what one uninterrupted run would.
+when ``balanced_cues``; with ``paired_cues`` the map of ``episode_seed(seed, i // 2**depth)``), so a
+resumed run writes exactly what one uninterrupted run would.
+Why ``paired_cues``: with one map per episode the map's look (wall and floor colours, corridor
+shape) predicts its cue in the training set, so a policy can lower its loss at the junctions by
+memorising maps, without memory of the cue, and that does not carry over to new maps
+(benchmarks/results/bc_navigation_cue_diagnosis.md).
 ``load_dataset`` maps the columns with ``MemoryMappedTensor.from_filename``: nothing is read until
 indexed, and the mapping is writable - clone a batch before changing it in place.
 """
@@ -73,6 +78,10 @@ class NavDataConfig:
     num_waypoints: int = field_spec(5, min=1, max=16, help="future waypoints per label (ViNT: 5)")
     waypoint_spacing: int = field_spec(1, min=1, max=20, help="steps between label waypoints (~0.2 m at cruise)")
     balanced_cues: bool = field_spec(True, help="episode i gets cue i mod 2**depth (else drawn by the env)")
+    paired_cues: bool = field_spec(False, help="drive every map once per cue: episodes i of one block of 2**depth "
+                                   "share the map episode_seed(seed, i // 2**depth) and get cue i mod 2**depth, so "
+                                   "a map's look (wall colours, shape) cannot stand in for the cue; implies "
+                                   "balanced cues (off: one map per episode, whose look then predicts its turns)")
     cue_style: str = field_spec("room", choices=["room", "panel"],
                                 help="cue on every start-room wall (room) or on one wall cell (panel: harder)")
     action_noise: float = field_spec(0.0, min=0.0, max=1.0,
@@ -82,6 +91,13 @@ class NavDataConfig:
     collision_backend: str = field_spec("pybullet", choices=["pybullet", "grid"],
                                         help="wall contacts from PyBullet or the numpy grid test (the same "
                                              "answers, cross-checked in tests; grid needs no pybullet)")
+
+    def episode_env(self, seed: int, i: int) -> tuple[int, int | None]:
+        """(env seed, forced cue or None) of episode ``i`` of a dataset of seed ``seed``."""
+        cues = 2 ** self.depth
+        if self.paired_cues:
+            return episode_seed(seed, i // cues), i % cues
+        return episode_seed(seed, i), (i % cues if self.balanced_cues else None)
 
     def env_kwargs(self) -> dict:
         return {"depth": self.depth, "image_size": self.image_size, "fov_deg": self.fov_deg,
@@ -268,9 +284,8 @@ def _rollout_job(job) -> dict:
         _WORKER_ENV[key] = (env, NavExpert(env))
     env, expert = _WORKER_ENV[key]
     noise = config.action_noise
-    ep = rollout(env, expert, seed=episode_seed(seed, i),
-                 options={"cue": i % 2 ** config.depth} if config.balanced_cues else None,
-                 noise=noise, rng=np.random.default_rng([seed, i, 7]) if noise > 0 else None)
+    env_seed, cue = config.episode_env(seed, i)
+    ep = rollout(env, expert, seed=env_seed, options=None if cue is None else {"cue": cue}, noise=noise, rng=np.random.default_rng([seed, i, 7]) if noise > 0 else None)
     if noise > 0:     # the driven trajectory is not the expert's intent: relabel from each pose
         ep["labels"] = expert_labels(expert, ep["pose"], config.num_waypoints, config.waypoint_spacing)
     return ep
@@ -297,9 +312,11 @@ def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = N
     try:
         if (out / "manifest.json").exists():
             manifest = _read_manifest(out)
+            # a manifest written before a setting existed holds that setting's default
+            stored = {**manifest, "config": dataclasses.asdict(from_dict(NavDataConfig, manifest["config"]))}
             for key in ("config", "seed", "columns"):
-                if manifest[key] != fresh[key]:
-                    _fail(out, f"it was generated with {key} {manifest[key]}, not {fresh[key]}; "
+                if stored[key] != fresh[key]:
+                    _fail(out, f"it was generated with {key} {stored[key]}, not {fresh[key]}; "
                                "resume with the same settings or write to another folder")
         else:
             manifest = fresh
@@ -333,7 +350,7 @@ def generate(out, episodes: int, seed: int = 0, config: NavDataConfig | None = N
         # depend on the worker count); this process writes them in episode order, one commit each
         results = pool.imap(_rollout_job, jobs, chunksize=1) if pool else map(_rollout_job, jobs)
         for i, ep in zip(range(done, episodes), results):
-            s = episode_seed(seed, i)
+            s = config.episode_env(seed, i)[0]
             steps, row = episode_rows(ep, config, i, manifest["num_steps"], s)
             for table, data in (("steps", steps), ("episodes", {k: np.asarray(v)[None] for k, v in row.items()})):
                 for key, (dtype, shape) in spec[table].items():
