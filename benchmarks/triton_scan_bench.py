@@ -69,11 +69,12 @@ def parse_args(argv=None):
 # benchmarks/results/triton_scan_gpu_h200.txt) spanned 8.3-15.5 ms at T=4096; the profile then
 # put the backward at 7x the forward, so the sweeps below time each direction alone, and add
 # one-warp programs (a warp's lanes along the chunk's steps, d_state in each thread's registers:
-# the reductions over d_state need no shared memory).
-FWD_SWEEP = [(bd, bt, w, st) for bt in (16, 32, 64) for bd, w in ((1, 1), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4))
-             for st in (1, 2)]
-BWD_SWEEP = [(bd, w, st) for bd, w in ((1, 1), (1, 2), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4), (8, 8))
-             for st in (1, 2)]
+# the reductions over d_state need no shared memory). Registers per tiling, from ptxas for sm_90
+# without a GPU: benchmarks/triton_scan_resources.py (benchmarks/results/triton_scan_resources.md).
+FWD_SWEEP = [(bd, bt, w, 1) for bt in (16, 32, 64) for bd, w in ((1, 1), (1, 2), (1, 4), (2, 1), (2, 2), (4, 2), (4, 4), (8, 4))] \
+    + [(4, 32, 4, 2)]
+BWD_SWEEP = [(bd, w, 1) for bd, w in ((1, 1), (1, 2), (1, 4), (1, 8), (2, 2), (2, 4), (2, 8), (4, 2), (4, 4), (8, 4), (8, 8))] \
+    + [(4, 4, 2)]
 
 
 def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
