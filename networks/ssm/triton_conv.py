@@ -5,8 +5,10 @@ with the carried state (a cat), builds one [B, T, 1] same-segment mask per tap a
 shifted products: ~4K elementwise kernels forward and more backward, ~6 ms of an 18.8 ms
 Mamba1 layer on the GPU (benchmarks/results/gpu_speed_profile.txt). causal-conv1d's CUDA
 kernel has ``seq_idx`` and ``initial_states`` but needs the ~2.5-minute build that the Triton
-path exists to avoid, so this is one Triton kernel forward and two backward, with the same
-contract:
+path exists to avoid, and with ``seq_idx`` it returns no final state (1.7.0's
+causal_conv1d_interface.py: "If seq_idx is not None, we don't return final_states_out"), which
+a carried-state memory needs at every chunk end; so this kernel serves also where causal-conv1d
+is installed: one Triton kernel forward and two backward, with the same contract:
 
     x [B, T, C] (any strides: the in_proj half is a strided view), weight [C, K], bias [C],
     conv_state [B, C, K-1] (oldest first), is_init [B, T] bool
