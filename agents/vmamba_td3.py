@@ -47,8 +47,8 @@ from agents.runtime import replay_io
 from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
-from agents.drone.build import (acting_policy, build_nets, check_slices, evaluate, make_env, make_replay,
-                              parameter_report, to_storage, windows)
+from agents.drone.build import (acting_policy, build_nets, check_slices, close_env, evaluate, make_env, make_replay,
+                              make_train_env, parameter_report, to_storage, windows)
 
 AGENT = "vmamba_td3"
 log = logging.getLogger("mambazoo")
@@ -150,7 +150,9 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     """Collect + update in segments of ``train.checkpoint_every_frames`` frames. Each segment starts a
     fresh env (seeded with seed + frames) and collector from the RNG state saved with the
     checkpoint that ends the previous one, exactly as ``--resume`` does: so a resumed run is the
-    uninterrupted run, bit for bit (tested), at the cost of one truncated episode per checkpoint."""
+    uninterrupted run, bit for bit (tested), at the cost of one truncated episode per checkpoint.
+    With env.num_envs > 1 the env is a ParallelEnv (``make_train_env``) and a batch [num_envs, T]:
+    every frame count here is env steps summed over the envs (``batch.numel()``)."""
     from tqdm import tqdm
 
     device = pick_device(cfg.device, "device")
@@ -159,7 +161,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     np.random.seed(cfg.seed)
     st = resume_state or {}
     frames, updates = int(st.get("frames", 0)), int(st.get("updates", 0))
-    env = make_env(cfg, seed=cfg.seed + frames)
+    env = make_train_env(cfg, seed=cfg.seed + frames)
     nets = build_nets(cfg, env).to(device)
     print(parameter_report(nets))
     optims = {"actor": torch.optim.Adam(nets.actor.parameters(), lr=cfg.td3.actor_lr),
@@ -186,7 +188,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         returns, losses = list(st.get("returns", [])), list(st.get("losses", []))
         last_eval = int(st.get("last_eval", frames))
         rng = resume_state["rng"]
-        env.close()
+        close_env(env)
         env = None                        # the segment below makes it after the RNG is restored
         print(f"resumed at frame {frames} ({updates} updates, replay {len(replay)} steps)")
     remaining = cfg.train.total_frames - frames
@@ -207,58 +209,60 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         if rng is not None:
             set_rng_state(rng)
         if env is None:
-            env = make_env(cfg, seed=cfg.seed + frames)
+            env = make_train_env(cfg, seed=cfg.seed + frames)
         seg = min(math.ceil(cfg.train.checkpoint_every_frames / fpb), math.ceil((cfg.train.total_frames - frames) / fpb))
         collector = make_collector(cfg, env, policy, device, seg * fpb, frames)
-        for batch in collector:
-            frames += batch.numel()
-            ou.step(batch.numel())
-            done = batch["next", "done"].squeeze(-1)
-            returns = (returns + batch["next", "episode_reward"][done].flatten().tolist())[-10:]
-            stored, episode = to_storage(cfg, batch, episode)
-            replay.extend(stored)
-            if frames >= cfg.train.learning_starts and len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
-                for _ in range(int(round(batch.numel() * cfg.train.updates_per_step))):
-                    sample = replay.sample()
-                    check_slices(cfg, sample)
-                    updates += 1
-                    if update is None:
-                        update = make_update(cfg, nets, optims, sample, device)
-                    try:
-                        out = update(cfg, nets, optims, sample, updates, device)
-                    except NonFiniteLoss as err:   # run_agent reports it (exit 1, the last good checkpoint)
-                        bar.close()
-                        collector.shutdown()
-                        raise err.at(frame=frames) from None
-                    losses = (losses + [{k: float(v) for k, v in out.items()}])[-200:]
-                collector.update_policy_weights_()
-            elapsed = time.perf_counter() - t0
-            scalars = {"time/steps_per_s": (frames - start) / elapsed, "time/elapsed_s": elapsed,
-                       "train/updates": updates, "train/ou_eps": float(ou.eps)}
-            if returns:
-                scalars["train/episode_return"] = sum(returns) / len(returns)
-            for k in ("critic_loss", "actor_loss", "q1"):
-                vals = [l[k] for l in losses if k in l]
-                if vals:
-                    scalars[f"loss/{k}"] = sum(vals) / len(vals)
-            log_scalars(logger, scalars, frames)
-            now = time.perf_counter()
-            bar.update(batch.numel())
-            bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
-                            sps=f"{progress.batch_rate(now, frames):.0f}")     # this batch's rate, as PPO's bar
-            line = progress.line_rate(now, frames, final=frames >= cfg.train.total_frames)
-            if bar.disable and line is not None:
-                # no tty (logs, CI): a line at least every PROGRESS_EVERY_S, with the rate since the last one
-                print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
-                      f"steps/s {line:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
-            finished = frames >= cfg.train.total_frames
-            if cfg.train.eval_every_frames and frames - last_eval >= cfg.train.eval_every_frames and not finished:
-                last_eval = frames
-                result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
-                log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
-                print(f"\neval at {frames}: {format_eval(result)}", flush=True)
-        collector.shutdown()
-        env.close()
+        first_episode = episode           # this segment's collector numbers its episodes from 0: ids start past the stored ones
+        try:
+            for batch in collector:
+                frames += batch.numel()
+                ou.step(batch.numel())
+                done = batch["next", "done"].squeeze(-1)
+                returns = (returns + batch["next", "episode_reward"][done].flatten().tolist())[-10:]
+                stored, episode = to_storage(cfg, batch, first_episode)
+                replay.extend(stored)
+                if frames >= cfg.train.learning_starts and len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
+                    for _ in range(int(round(batch.numel() * cfg.train.updates_per_step))):
+                        sample = replay.sample()
+                        check_slices(cfg, sample)
+                        updates += 1
+                        if update is None:
+                            update = make_update(cfg, nets, optims, sample, device)
+                        try:
+                            out = update(cfg, nets, optims, sample, updates, device)
+                        except NonFiniteLoss as err:   # run_agent reports it (exit 1, the last good checkpoint)
+                            bar.close()
+                            raise err.at(frame=frames) from None
+                        losses = (losses + [{k: float(v) for k, v in out.items()}])[-200:]
+                    collector.update_policy_weights_()
+                elapsed = time.perf_counter() - t0
+                scalars = {"time/steps_per_s": (frames - start) / elapsed, "time/elapsed_s": elapsed,
+                           "train/updates": updates, "train/ou_eps": float(ou.eps)}
+                if returns:
+                    scalars["train/episode_return"] = sum(returns) / len(returns)
+                for k in ("critic_loss", "actor_loss", "q1"):
+                    vals = [l[k] for l in losses if k in l]
+                    if vals:
+                        scalars[f"loss/{k}"] = sum(vals) / len(vals)
+                log_scalars(logger, scalars, frames)
+                now = time.perf_counter()
+                bar.update(batch.numel())
+                bar.set_postfix(ret=f"{scalars.get('train/episode_return', float('nan')):.1f}",
+                                sps=f"{progress.batch_rate(now, frames):.0f}")     # this batch's rate, as PPO's bar
+                line = progress.line_rate(now, frames, final=frames >= cfg.train.total_frames)
+                if bar.disable and line is not None:
+                    # no tty (logs, CI): a line at least every PROGRESS_EVERY_S, with the rate since the last one
+                    print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
+                          f"steps/s {line:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
+                finished = frames >= cfg.train.total_frames
+                if cfg.train.eval_every_frames and frames - last_eval >= cfg.train.eval_every_frames and not finished:
+                    last_eval = frames
+                    result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
+                    log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
+                    print(f"\neval at {frames}: {format_eval(result)}", flush=True)
+        finally:                          # also on a crash: no worker processes left behind
+            collector.shutdown(close_env=False)
+            close_env(env)
         env = None
         rng = rng_state()
         save(cfg, run, nets, optims, ou, replay, frames, updates, episode,

@@ -2,6 +2,8 @@
 
     python benchmarks/td3_throughput.py --config configs/drone/quick_vmamba.yaml       # 2-core CPU
     python benchmarks/td3_throughput.py --config configs/drone/seed_vmamba.yaml --envs 16   # GPU host
+    python benchmarks/td3_throughput.py --config configs/drone/seed_vmamba.yaml --envs 16 --frames 2000 \
+        env.num_envs=16 train.frames_per_batch=96                                     # training from 16 envs
 
 Rows (same machine, same env and network settings as the config):
   simulator limit   --envs independent processes stepping the gymnasium env directly with random
@@ -13,7 +15,9 @@ Rows (same machine, same env and network settings as the config):
                     K-step windows from a replay filled by the env stack (ms, updates/s)
   end-to-end        the rate the parts above allow at the config's update-to-data ratio,
                     1 / (1/env + 1/act + updates_per_step/updates), and the agent's own training
-                    run for --frames frames after learning_starts (frames/s, from its wall-clock)
+                    run for --frames frames after learning_starts (frames/s, from its wall-clock),
+                    with the overrides: env.num_envs=16 collects from 16 worker envs there (the
+                    rows above stay one env)
 Writes benchmarks/results/td3_throughput_<tag>.md/.json (tag: --tag, default cpu<N> / gpu<N>).
 """
 from __future__ import annotations
@@ -76,8 +80,11 @@ def env_stack_and_replay(cfg, seconds: float, fill: int):
         steps += 1
     rate = steps / (time.perf_counter() - t0)
     env.close()
+    data = torch.stack(rows)
+    done = data.get(("next", "done")).reshape(-1).long()
+    data.set(("collector", "traj_ids"), done.cumsum(0) - done)   # the episode ids a collector gives one env
     replay = make_replay(cfg)
-    replay.extend(to_storage(cfg, torch.stack(rows), 0)[0])
+    replay.extend(to_storage(cfg, data, 0)[0])
     return rate, replay
 
 
@@ -164,7 +171,7 @@ def main(argv=None) -> int:
                   "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                   "load_average_start": os.getloadavg(), "env": cfg.env.id, "envs": args.envs,
                   "batch": f"{cfg.replay.batch_size} x K={cfg.replay.seq_len}",
-                  "updates_per_step": cfg.train.updates_per_step}
+                  "updates_per_step": cfg.train.updates_per_step, "num_envs": cfg.env.num_envs}
     rows["simulator_limit"] = simulator_limit(cfg.env.id, env_kwargs(cfg), args.envs, args.seconds)
     print(f"simulator limit ({args.envs} processes): {rows['simulator_limit']:.0f} steps/s", flush=True)
     fill = max(cfg.replay.batch_size * cfg.replay.seq_len * 2, 1000)
@@ -206,7 +213,8 @@ def main(argv=None) -> int:
              f"(env {split['env']:.0%}, acting {split['act']:.0%}, updates {split['update']:.0%}) |"]
     if "end_to_end" in rows:
         e = rows["end_to_end"]
-        lines.append(f"| end-to-end training ({e['frames']} frames incl. learning_starts) | "
+        lines.append(f"| end-to-end training ({e['frames']} frames incl. learning_starts, "
+                     f"env.num_envs={cfg.env.num_envs}) | "
                      f"{e['frames_per_s_overall']:.1f} frames/s ({e['wall_s']:.0f} s) |")
     (out / f"td3_throughput_{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

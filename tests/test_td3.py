@@ -184,3 +184,97 @@ def test_cuda_graph_updates_match_eager_and_checkpoints_stay_portable(tmp_path, 
         assert type(group["lr"]) is float and group["capturable"] is False
         assert all(st["step"].device.type == "cpu" for st in graphed[k]["state"].values())
     assert run(["--resume", run_dir, "device=cpu", "train.total_frames=450"]) == 0
+
+
+# ---- env.num_envs > 1: a ParallelEnv of make_env envs in the one collector --------------------------
+TWO_ENVS = [*TINY, "env.num_envs=2"]
+
+
+def test_num_envs_must_divide_frames_per_batch_before_anything_is_made(tmp_path, capsys):
+    assert run(["--config", PENDULUM, "train.frames_per_batch=50", "env.num_envs=3", f"run_root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "env.num_envs" in err and "train.frames_per_batch" in err
+    assert not (tmp_path / "vmamba_td3").exists()          # refused before a run directory
+
+
+def test_two_envs_windows_never_cross_an_episode_or_an_env():
+    """Two worker envs, batches [2, 25], stored flat (each env's episode lies in pieces of 25 between
+    the other env's): every sampled K-step window is K consecutive steps of one episode of one env
+    (episode ids mapped back to the env whose batch row wrote them), and windows do span two of an
+    env's batches (the fragmented sampler joins its pieces)."""
+    from agents.drone.build import acting_policy, build_nets, close_env, make_train_env, to_storage
+
+    cfg = load_config(Config, PENDULUM, TWO_ENVS)
+    cfg.train.learning_starts = 600                              # random actions: 300 steps per env
+    env = make_train_env(cfg, seed=7)
+    policy, _ = acting_policy(cfg, build_nets(cfg, env), env.action_spec)
+    collector = vmamba_td3.make_collector(cfg, env, policy, "cpu", 600, 0)
+    rb, env_of, episode = make_replay(cfg), {}, 0
+    try:
+        for batch in collector:
+            assert batch.shape == (2, 25)
+            stored, episode = to_storage(cfg, batch, 1000)        # an offset, as a later segment's
+            for i, row in enumerate(stored["episode"].reshape(2, -1).tolist()):
+                for ep in row:
+                    assert env_of.setdefault(ep, i) == i, "an episode id is used by both envs"
+            rb.extend(stored)
+    finally:
+        collector.shutdown(close_env=False)
+        close_env(env)
+    assert set(env_of.values()) == {0, 1} and len(env_of) >= 4     # 200-step episodes: each env finished one
+    assert episode == max(env_of) >= 1000
+    across = 0
+    for _ in range(30):
+        s, info = rb.sample(return_info=True)
+        check_slices(cfg, s)
+        s, index = s.reshape(-1, 4), info["index"][0].reshape(-1, 4)     # storage slots (a 1-d storage's tuple)
+        assert (s["episode"] == s["episode"][:, :1]).all()
+        assert all(len({env_of[ep] for ep in row}) == 1 for row in s["episode"].tolist()), "a window mixes envs"
+        assert ((s["step_count"][:, 1:] - s["step_count"][:, :-1]) == 1).all(), "a window skips or repeats steps"
+        torch.testing.assert_close(s["next", "observation"][:, :-1], s["observation"][:, 1:])   # one trajectory
+        across += int(((index[:, 1:] - index[:, :-1]) != 1).any(1).sum())
+    assert across > 0, "no window spans two batches of an env"
+
+
+def test_two_envs_tiny_run_writes_its_checkpoint(tmp_path):
+    assert run(["--config", PENDULUM, *TWO_ENVS, "train.total_frames=300", "train.checkpoint_every_frames=200",
+                f"run_root={tmp_path}", "logger=none"]) == 0
+    (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    assert sorted(os.listdir(os.path.join(run_dir, "checkpoints")))[-1] == "ckpt_000000000300.pt"
+    state = torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000300.pt"), weights_only=True)
+    assert state["frames"] == 300 and state["updates"] > 0 and state["replay"]["rows"] == 300
+
+
+def test_two_envs_killed_and_resumed_equals_the_uninterrupted_run_bit_for_bit(tmp_path, monkeypatch):
+    """As tests/test_reliability.py's one-env test: run A 300 frames straight; run B killed at 250
+    (50 frames past its checkpoint at 200), resumed to 300. With two worker envs re-made (and
+    re-seeded seed + frames + i) at every checkpoint, every tensor and number of the final
+    checkpoints and the replay are the same."""
+    from agents.runtime.run_dir import RunDir, differing_entries, flatten_state
+
+    args = ["--config", PENDULUM, *TWO_ENVS, "train.total_frames=300", "train.checkpoint_every_frames=100",
+            "logger=none"]
+    assert run([*args, f"run_root={tmp_path / 'a'}", "name=a"]) == 0
+    real_log = vmamba_td3.log_scalars
+
+    class Crash(BaseException):
+        pass
+
+    def dying_log(logger, scalars, step):
+        real_log(logger, scalars, step)
+        if step == 250:
+            raise Crash("kill -9")
+
+    with monkeypatch.context() as m:
+        m.setattr(vmamba_td3, "log_scalars", dying_log)
+        with pytest.raises(Crash):
+            run([*args, f"run_root={tmp_path / 'b'}", "name=b"])
+    (b,) = glob.glob(str(tmp_path / "b" / "vmamba_td3" / "*"))
+    assert RunDir(b).latest_checkpoint().name == "ckpt_000000000200.pt"
+    assert run(["--resume", b]) == 0
+    (a,) = glob.glob(str(tmp_path / "a" / "vmamba_td3" / "*"))
+    sa, sb = (RunDir.load_checkpoint(RunDir(p).latest_checkpoint()) for p in (a, b))
+    assert sa["frames"] == sb["frames"] == 300 and sa["updates"] == sb["updates"] > 0
+    assert set(flatten_state(sa)) == set(flatten_state(sb))
+    assert differing_entries(sa, sb, ("/config/name", "/config/run_root")) == []
+    assert sa["replay"]["manifest_sha256"] == sb["replay"]["manifest_sha256"]

@@ -6,6 +6,11 @@ reset, as the drone's own seq_len mode). The replay buffer stores single steps o
 windows are dropped, depth is kept as uint8) and a ``SliceSampler`` returns K consecutive
 steps of one episode, from which ``windows`` rebuilds the windows at t and t+1. So a stored
 frame costs 1/K of a stored window, and a sampled sequence never crosses an episode end.
+
+With ``env.num_envs`` > 1 (``make_train_env``: a TorchRL ``ParallelEnv``) a batch is [num_envs, T]
+and the buffer stays flat, so an episode's steps lie in pieces of T, between other envs' pieces:
+the sampler then rebuilds episodes from ("episode", "step_count") (``fragmented``), and a slice
+may span two batches of one env but never two envs or two episodes.
 """
 from __future__ import annotations
 
@@ -74,6 +79,40 @@ def make_env(cfg: Config, seed: int, render: bool = False):
     return env
 
 
+def make_train_env(cfg: Config, seed: int):
+    """The collecting env: ``make_env`` itself, or with ``env.num_envs`` > 1 a ``ParallelEnv`` of
+    make_env-built envs, worker i seeded ``seed + i`` (``seed`` is already the segment's seed + frames),
+    one process each, stepped in lockstep: batch shape [num_envs].
+
+    Why ParallelEnv inside the one Collector rather than a multi-process collector: the policy stays
+    one module in this process (on the GPU, one forward for all envs per step), the OU noise and
+    the random warm-up actions draw from this process's RNG (saved with each checkpoint: exact
+    resume), and the workers only step simulators. MultiSync/MultiAsyncCollector would run a policy
+    copy per worker (a CUDA context each, or CPU acting), with weight syncs and RNG streams of their own.
+    """
+    if cfg.env.num_envs == 1:
+        return make_env(cfg, seed)
+    import functools
+
+    from torchrl.envs import ParallelEnv
+
+    # partial, not lambdas: picklable for the spawn start method without building an env here per
+    # worker. num_threads: ParallelEnv would otherwise shrink this process's torch threads (by the
+    # worker count) for the updates; the workers get one thread each (num_sub_threads' default)
+    return ParallelEnv(cfg.env.num_envs, [functools.partial(make_env, cfg, seed + i) for i in range(cfg.env.num_envs)],
+                       num_threads=torch.get_num_threads())
+
+
+def close_env(env) -> None:
+    """Close a collecting env (if the collector has not). Closing a ParallelEnv raises this process's
+    torch thread count by its worker count: the count is given back, or the updates after the first
+    checkpoint would run on other threads than those of a resumed run (different numerics)."""
+    threads = torch.get_num_threads()
+    if not env.is_closed:
+        env.close()
+    torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------------------------ networks
 def build_encoder(cfg: Config, obs_dim: int) -> nn.Module:
     m = cfg.model
@@ -132,8 +171,15 @@ def make_replay(cfg: Config, scratch_dir: Path | None = None):
     else:
         storage = LazyTensorStorage(cfg.replay.size)
     # episodes are told apart by our own running "episode" id (see to_storage): unlike the done
-    # flag it stays right across a resume, where the env starts a new episode mid-buffer
-    sampler = SliceSampler(slice_len=K, traj_key="episode", strict_length=True)
+    # flag it stays right across a resume, where the env starts a new episode mid-buffer. One env
+    # writes each episode in consecutive slots, so a change of id is a boundary; several envs
+    # interleave their pieces, and fragmented=True orders each episode's steps by step_count
+    # instead (every (episode, step_count) pair is unique in the buffer: ids are never reused)
+    if cfg.env.num_envs == 1:
+        sampler = SliceSampler(slice_len=K, traj_key="episode", strict_length=True)
+    else:
+        sampler = SliceSampler(slice_len=K, traj_key="episode", step_key="step_count", fragmented=True,
+                               strict_length=True)
     return ReplayBuffer(storage=storage, sampler=sampler, batch_size=cfg.replay.batch_size * K)
 
 
@@ -142,23 +188,29 @@ def stored_keys(cfg: Config) -> list:
     memory's recurrent_state_* columns, step counts, OU noise...) is not stored, so the buffer and
     its saved copy hold ~1% of a pendulum batch's bytes."""
     obs = obs_keys(cfg)
-    return [*obs, *[("next", k) for k in obs], "action", ("next", "reward"), ("next", "done"),
+    keys = [*obs, *[("next", k) for k in obs], "action", ("next", "reward"), ("next", "done"),
             ("next", "terminated")]
+    # several envs: the fragmented sampler orders an episode's scattered steps by their step count
+    return keys + ["step_count"] if cfg.env.num_envs > 1 else keys
 
 
 def to_storage(cfg: Config, batch, first_episode: int):
-    """Collector batch [T] of one env -> what the buffer keeps, and the next episode id.
+    """Collector batch [T] (one env) or [num_envs, T] -> what the buffer keeps, and the largest
+    episode id in it.
 
-    Single steps of ``stored_keys`` only (no windows), depth as uint8 (4x smaller), and
-    "episode": a running id that increments after every done, starting from ``first_episode``.
+    Single steps of ``stored_keys`` only (no windows), env after env, depth as uint8 (4x smaller),
+    and "episode": ``first_episode`` + the collector's ("collector", "traj_ids"), which number the
+    episodes of one collector from 0, unique across its envs (a done gives that env a new id).
+    A segment's collector starts again from 0, so the caller passes, for all of a segment's batches,
+    an offset past every id stored before.
     """
-    batch = batch.select(*stored_keys(cfg))
-    done = batch.get(("next", "done")).reshape(-1).long()
-    batch.set("episode", first_episode + done.cumsum(0) - done)
+    episode = first_episode + batch.get(("collector", "traj_ids")).reshape(-1)
+    batch = batch.select(*stored_keys(cfg)).reshape(-1)
+    batch.set("episode", episode)
     if is_drone(cfg):
         for key in ("depth", ("next", "depth")):
             batch.set(key, (batch.get(key) * 255.0).round_().to(torch.uint8))
-    return batch, first_episode + int(done.sum())
+    return batch, int(episode.max())
 
 
 def windows(cfg: Config, sample, device):
@@ -181,10 +233,14 @@ def windows(cfg: Config, sample, device):
 
 
 def check_slices(cfg: Config, sample) -> None:
-    """Sampled sequences must lie inside one episode: no done flag before a slice's last step."""
+    """Sampled sequences must lie inside one episode: no done flag before a slice's last step, and
+    one episode id throughout (ids are unique across envs: so also one env)."""
     done = sample.get(("next", "done")).reshape(-1, cfg.replay.seq_len)
     if done[:, :-1].any():
         raise RuntimeError("replay returned a sequence that crosses an episode end")
+    episode = sample.get("episode").reshape(-1, cfg.replay.seq_len)
+    if (episode != episode[:, :1]).any():
+        raise RuntimeError("replay returned a sequence that mixes episodes (or envs)")
 
 
 # ----------------------------------------------------------------------------------- evaluation

@@ -28,6 +28,10 @@ class EnvConfig:
     num_obstacles: int | None = field_spec(None, min=0, max=500, nullable=True,
                                            help="drone only: obstacle count (null: the field's default)")
     max_episode_steps: int = field_spec(300, min=1, help="drone only: steps before truncation")
+    num_envs: int = field_spec(1, min=1, max=256,
+                               help="envs collecting in lockstep; >1 steps each in its own worker process "
+                                    "(TorchRL ParallelEnv, seeds seed+i) while the policy and updates stay in the "
+                                    "training process; train.* frame counts are env steps summed over envs")
 
 
 @dataclass
@@ -113,6 +117,11 @@ def check_consistency(cfg: Config) -> None:
     if cfg.replay.batch_size * cfg.replay.seq_len > cfg.replay.size:
         raise ConfigError(f"config key 'replay.batch_size': batch_size x seq_len = "
                           f"{cfg.replay.batch_size * cfg.replay.seq_len} exceeds replay.size={cfg.replay.size}")
+    if cfg.train.frames_per_batch % cfg.env.num_envs:
+        # the collector steps every env frames_per_batch / num_envs times per batch: a remainder would
+        # be rounded up by TorchRL, and every frame count (checkpoints, learning_starts) would drift
+        raise ConfigError(f"config key 'env.num_envs': train.frames_per_batch={cfg.train.frames_per_batch} is "
+                          f"not divisible by env.num_envs={cfg.env.num_envs} (each batch is num_envs x steps)")
     if cfg.model.encoder == "memory":
         check_memory_size(cfg)
     if is_drone(cfg) and cfg.model.encoder == "vmamba" and cfg.env.image_size % cfg.model.patch_size:
