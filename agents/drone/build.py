@@ -96,9 +96,10 @@ def make_train_env(cfg: Config, seed: int):
 
     from torchrl.envs import ParallelEnv
 
-    # partial, not lambdas: picklable for the spawn start method without building an env here per
-    # worker. num_threads: ParallelEnv would otherwise shrink this process's torch threads (by the
-    # worker count) for the updates; the workers get one thread each (num_sub_threads' default)
+    # partial, not lambdas: picklable as they are for TorchRL's default spawn start method (a lambda
+    # would be wrapped in an EnvCreator). num_threads: ParallelEnv would otherwise shrink this
+    # process's torch threads (by the worker count) for the updates; each worker gets one thread
+    # (num_sub_threads' default)
     return ParallelEnv(cfg.env.num_envs, [functools.partial(make_env, cfg, seed + i) for i in range(cfg.env.num_envs)],
                        num_threads=torch.get_num_threads())
 
