@@ -114,6 +114,16 @@ def vint_forward(model, data: NavData, rows: torch.Tensor, context: torch.Tensor
     return model(frames["rgb"], labels["goal_rgb"]), labels
 
 
+def chunk_forward(model, data: NavData, batch: dict, carried: TensorDict, device):
+    """MambaViNT on one truncated-BPTT batch of TrajectoryChunks: each stream's chunk from the state
+    its previous chunk ended in (reset where ``is_init``: a new episode) -> (outputs, labels, final
+    state detached: the value flows on to the stream's next chunk, the gradient does not, so a loss
+    reaches back at most to its own chunk's first step)."""
+    labels = data.gather(batch["rows"], device)
+    out, final = model(labels["rgb"], labels["goal_rgb"], batch["is_init"].to(device), carried)
+    return out, labels, final.detach()
+
+
 @torch.no_grad()
 def validate(model, data: NavData, cfg: Config, device) -> dict:
     """Mean losses over every position of the held-out episodes (whole episodes for MambaViNT)."""
@@ -187,10 +197,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             out, labels = vint_forward(model, data, batch["rows"], batch["context"], device)
             losses = nav_loss(out, labels, cfg)
         else:
-            labels = data.gather(batch["rows"], device)
-            is_init = batch["is_init"].to(device)
-            out, final = model(labels["rgb"], labels["goal_rgb"], is_init, carried)
-            carried = final.detach()                               # truncated BPTT: the value flows on, not the gradient
+            out, labels, carried = chunk_forward(model, data, batch, carried, device)
             losses = nav_loss(out, labels, cfg, batch["valid"].to(device))
         check_finite(step, **losses)
         optim.zero_grad(set_to_none=True)
