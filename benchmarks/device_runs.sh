@@ -18,6 +18,8 @@
 # CKPT_TAGS="A B" (default: every TAG) names the runs whose checkpoint travels back: a call brings back
 # at most 8 files of 16 MiB, i.e. about three 21 MB checkpoints; the others stay on the warm machine
 # for the next call. EXPORT=1 also writes each run's float16 export (--export) into its TAG.tgz.
+# PACK_ALL=1 packs every run's record into one runs.tgz instead of one TAG.tgz each (a call brings
+# back at most 8 files: more than 8 runs need it; checkpoints still travel as CKPT_TAGS says).
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 SECS=${1:?seconds}; shift
@@ -80,12 +82,18 @@ for spec in "$@"; do
   fi
 done
 wait
+rm -f /tmp/runs_pack.tar
 for spec in "$@"; do
   tag=${spec%%|*}; dir=$(run_dir "$tag"); [ -n "$dir" ] || continue
   cp "$ROOT/$tag.log" "$dir/device.log"
-  tar czf "$OUT/$tag.tgz" --exclude=checkpoints --exclude=replay --exclude='*.gif' --exclude='*.mp4' -C "$(dirname "$dir")" "$(basename "$dir")"
+  if [ "${PACK_ALL:-0}" = 1 ]; then
+    tar rf /tmp/runs_pack.tar --exclude=checkpoints --exclude=replay --exclude='*.gif' --exclude='*.mp4' -C "$(dirname "$dir")" "$(basename "$dir")"
+  else
+    tar czf "$OUT/$tag.tgz" --exclude=checkpoints --exclude=replay --exclude='*.gif' --exclude='*.mp4' -C "$(dirname "$dir")" "$(basename "$dir")"
+  fi
   case " ${CKPT_TAGS-$tag} " in *" $tag "*) ;; *) continue;; esac
   ck=$(ls "$dir"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1)
   [ -n "$ck" ] && split -b 15M -d "$ck" "$OUT/$tag.$(basename "$ck").part"
 done
+[ -f /tmp/runs_pack.tar ] && gzip -c /tmp/runs_pack.tar > "$OUT/runs.tgz" && rm -f /tmp/runs_pack.tar
 ls -la "$OUT"; echo "done at +$(( $(date +%s) - T0 )) s"
