@@ -58,7 +58,7 @@ def run_dir(args, kind: str, seed: int) -> Path | None:
 def phase_generate(args) -> None:
     from agents.navigation.data import main as data_main
     code = data_main(["generate", "--out", args.data, "--episodes", str(args.episodes), "--seed", str(args.data_seed),
-                      "--workers", str(args.workers), f"depth={args.depth}", "collision_backend=grid"])
+                      "--workers", str(args.workers), f"depth={args.depth}", "collision_backend=grid", *args.data_set])
     if code:
         raise SystemExit(code)
 
@@ -197,6 +197,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=800, help="dataset episodes")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--data-set", nargs="*", default=[], metavar="key=value",
+                   help="generate: dataset settings, e.g. paired_cues=true action_noise=0.3 (every map once per "
+                        "cue, DART noise: benchmarks/results/bc_navigation_cue_diagnosis.md)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--kinds", nargs="+", default=["vint", "mambavint"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
