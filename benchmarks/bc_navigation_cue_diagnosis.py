@@ -204,7 +204,6 @@ def cmd_decay(args) -> None:
     from agents.bc_navigation import build_model
     from agents.navigation.config import Config
     from agents.navigation.data import load_dataset
-    from agents.runtime.cli import eval_checkpoint
     from agents.runtime.config import apply_overrides, from_dict, to_dict
 
     ds = load_dataset(args.dataset)
@@ -215,11 +214,7 @@ def cmd_decay(args) -> None:
     models.append((f"fresh (seed {args.seed})", build_model(cfg, ds.config.image_size, ds.config.num_waypoints,
                                                             ds.config.depth)))
     for run in args.runs:
-        _, state = eval_checkpoint(run)
-        rcfg = from_dict(Config, state["config"])
-        m = build_model(rcfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
-        m.load_state_dict(state["model"])
-        models.append((Path(run).name, m))
+        models.append((Path(run).name, load_run(run, ds)[1]))
     episodes = range(min(args.episodes, ds.num_episodes))
     profiles = {e: episode_cue_profile(ds, e, env) for e in episodes}
     print("| model | layer | head | median decay per step | e-fold horizon (steps) | kept from last cue frame "
@@ -250,14 +245,24 @@ def cmd_decay(args) -> None:
                       f"{float(kept[:, h].median()):.3g} |")
 
 
-def cmd_losses(args) -> None:
-    """Per-step waypoint loss of trained runs by kind of step, on training and held-out episodes."""
-    from agents.bc_navigation import build_model, nav_loss
-    from agents.navigation.batches import context_rows, split_episodes
+def load_run(run: str, ds):
+    """A run's config and model (its latest checkpoint, else its export), in eval mode."""
+    from agents.bc_navigation import build_model
     from agents.navigation.config import Config
-    from agents.navigation.data import load_dataset
     from agents.runtime.cli import eval_checkpoint
     from agents.runtime.config import from_dict
+
+    _, state = eval_checkpoint(run)
+    cfg = from_dict(Config, state["config"])
+    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
+    model.load_state_dict(state["model"])
+    return cfg, model.eval()
+
+
+def cmd_losses(args) -> None:
+    """Per-step waypoint loss of trained runs by kind of step, on training and held-out episodes."""
+    from agents.navigation.batches import context_rows, split_episodes
+    from agents.navigation.data import load_dataset
     from networks.models.vint import ViNT
 
     ds = load_dataset(args.dataset)
@@ -267,11 +272,7 @@ def cmd_losses(args) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     cache = {}
     for run in args.runs:
-        _, state = eval_checkpoint(run)
-        cfg = from_dict(Config, state["config"])
-        model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
-        model.load_state_dict(state["model"])
-        model.eval()
+        cfg, model = load_run(run, ds)
         train_ids, val_ids = split_episodes(ds.num_episodes, cfg.data.val_episodes)
         for label, ids in (("training", train_ids[:args.episodes]), ("held out", val_ids)):
             sums = {k: [0.0, 0] for k in ("visible", "dependent", "floor", "ambiguous", "amb_floor", "other", "all")}
@@ -317,12 +318,8 @@ def cmd_shortcut(args) -> None:
     map's noise-free expert drive with every cue, the policy's turn at the first junction. A model
     that memorised "this map -> the dataset cue's turn" answers that turn whatever cue it was shown."""
     from benchmarks.bc_navigation_memory_probe import decision_sign, expert_runs
-    from agents.bc_navigation import build_model
     from agents.navigation.batches import split_episodes
-    from agents.navigation.config import Config
     from agents.navigation.data import load_dataset
-    from agents.runtime.cli import eval_checkpoint
-    from agents.runtime.config import from_dict
 
     ds = load_dataset(args.dataset)
     print("| run | training maps | correct turn for the episode's own cue | correct for the other cue | "
@@ -330,11 +327,7 @@ def cmd_shortcut(args) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     decisions = {}
     for run in args.runs:
-        _, state = eval_checkpoint(run)
-        cfg = from_dict(Config, state["config"])
-        model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
-        model.load_state_dict(state["model"])
-        model.eval()
+        cfg, model = load_run(run, ds)
         train_ids, _ = split_episodes(ds.num_episodes, cfg.data.val_episodes)
         own = other = memorised = distinct = maps = 0
         for e in train_ids[:args.maps].tolist():
