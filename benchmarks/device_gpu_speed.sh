@@ -25,6 +25,16 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
 CUDA_TESTS="tests"   # every test marked cuda (45: Triton scan/conv, kernels, VMamba, TD3 and BC CUDA graphs)
 versions() { python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__, '|', torch.cuda.get_device_name())"; nvidia-smi --query-gpu=driver_version --format=csv,noheader | sed 's/^/driver /'; }
+# cuda_tests NAME SITE [LINE]: every cuda-marked test (4 workers on the one GPU) with SITE's packages,
+# the versions (and LINE) at the top of $OUT/gpu_tests_NAME.txt; returns pytest's status
+cuda_tests() {
+  { versions; [ -n "${3:-}" ] && echo "$3"
+    PYTHONPATH=$2:$PWD python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_$1.txt" 2>&1
+  local rc=$?
+  tail -25 "$OUT/gpu_tests_$1.txt"
+  echo "tests ($1, rc $rc) done at +$(( $(date +%s) - T0 )) s"
+  return $rc
+}
 case $MODE in
   build|tests)
     mkdir -p /tmp/site /tmp/site_nossm
@@ -33,10 +43,7 @@ case $MODE in
     # the kernel build (~7 min, nvcc) overlaps the tests; it writes only /tmp/w, /tmp/b and /tmp/site
     setsid bash -c "bash gpu_carry/build_kernels.sh gpu_carry > /tmp/kernels.log 2>&1 && touch /tmp/site/.kernels_ready" &
     export PYTHONPATH=/tmp/site_nossm:$PWD
-    { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_no_mamba_ssm.txt" 2>&1
-    rc=$?
-    tail -25 "$OUT/gpu_tests_no_mamba_ssm.txt"
-    echo "tests without mamba-ssm (rc $rc) done at +$(( $(date +%s) - T0 )) s"
+    cuda_tests no_mamba_ssm /tmp/site_nossm
     if grep -qE "^FAILED tests/test_(triton|cuda_kernels|vmamba)" "$OUT/gpu_tests_no_mamba_ssm.txt"; then
       pkill -f build_kernels.sh; pkill -f "pip wheel"; echo "kernel tests failed: no build, nothing to measure"; exit 1
     fi
@@ -48,12 +55,7 @@ case $MODE in
     while [ ! -f /tmp/site/.kernels_ready ] && pgrep -f build_kernels.sh >/dev/null; do sleep 5; done
     tail -4 /tmp/kernels.log; cp /tmp/kernels.log "$OUT/kernels_build.log"
     [ -f /tmp/site/.kernels_ready ] || { echo "kernel build failed"; exit 1; }
-    if [ "$MODE" = tests ]; then
-      export PYTHONPATH=/tmp/site:$PWD
-      { versions; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
-      tail -25 "$OUT/gpu_tests_mamba_ssm.txt"
-      echo "tests with mamba-ssm done at +$(( $(date +%s) - T0 )) s"
-    fi
+    [ "$MODE" = tests ] && cuda_tests mamba_ssm /tmp/site
     ;;
   measure)
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
@@ -61,9 +63,7 @@ case $MODE in
     TILING="default tiling"
     if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
     echo "Triton scan: $TILING"
-    { versions; echo "Triton scan: $TILING"; python3 -m pytest -m cuda $CUDA_TESTS -q -rfEs -p no:cacheprovider -n 4 --durations=8; } > "$OUT/gpu_tests_mamba_ssm.txt" 2>&1
-    tail -25 "$OUT/gpu_tests_mamba_ssm.txt"
-    echo "tests with mamba-ssm done at +$(( $(date +%s) - T0 )) s"
+    cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
     python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60
     ;;
   *) echo "usage: $0 build|measure|tests"; exit 2;;
