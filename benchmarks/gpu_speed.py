@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -133,18 +134,11 @@ def train_candidates(args, device):
             x = td["embed"].requires_grad_()
 
             def step():
-                before = os.environ.get("MAMBAZOO_MAMBA1_SCAN")
-                if scan:
-                    os.environ["MAMBAZOO_MAMBA1_SCAN"] = scan
-                try:
+                # patch.dict puts the environment back as it was (the variable unset or its value)
+                with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
                         y = mem(td.copy())["memory"]
                     y.float().square().mean().backward()
-                finally:
-                    if scan and before is None:
-                        del os.environ["MAMBAZOO_MAMBA1_SCAN"]
-                    elif scan:
-                        os.environ["MAMBAZOO_MAMBA1_SCAN"] = before
                 x.grad = None
             return step
         return build
