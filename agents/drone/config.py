@@ -87,7 +87,8 @@ class TrainConfig:
     eval_every_frames: int = field_spec(0, min=0, help="env steps between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(10, min=1)
     cuda_graph: bool = field_spec(False, help="on CUDA, replay each update (critic; critic + actor + targets) as a "
-                                              "CUDA graph; a failed capture falls back to eager with a log line")
+                                              "CUDA graph; nets no graph can hold (cuDNN GRU/LSTM) update eagerly, "
+                                              "said in a log line; a capture failing midway stops the run")
 
 
 @dataclass

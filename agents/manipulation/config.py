@@ -58,8 +58,9 @@ class TrainConfig:
                                        "training)")
     cuda_graph: bool = field_spec(True, help="on CUDA, replay the whole training step (batch noise, loss, "
                                              "backward, AdamW, EMA) as one CUDA graph: the Mamba denoisers launch "
-                                             "thousands of small kernels a step; falls back to eager with one log "
-                                             "line if capture fails")
+                                             "thousands of small kernels a step; a net no graph can hold (cuDNN "
+                                             "GRU/LSTM) trains eagerly, said in one log line; a capture failing "
+                                             "midway stops the run")
 
 
 @dataclass

@@ -285,7 +285,8 @@ def _rollout_job(job) -> dict:
     env, expert = _WORKER_ENV[key]
     noise = config.action_noise
     env_seed, cue = config.episode_env(seed, i)
-    ep = rollout(env, expert, seed=env_seed, options=None if cue is None else {"cue": cue}, noise=noise, rng=np.random.default_rng([seed, i, 7]) if noise > 0 else None)
+    ep = rollout(env, expert, seed=env_seed, options=None if cue is None else {"cue": cue}, noise=noise,
+                 rng=np.random.default_rng([seed, i, 7]) if noise > 0 else None)
     if noise > 0:     # the driven trajectory is not the expert's intent: relabel from each pose
         ep["labels"] = expert_labels(expert, ep["pose"], config.num_waypoints, config.waypoint_spacing)
     return ep
