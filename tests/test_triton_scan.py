@@ -55,6 +55,7 @@ DEVICES = [
         not INTERP, reason="runs in the TRITON_INTERPRET=1 child process of test_interpreter_mode")),
 ]
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"]
+KINDS = ["tile", "loop"]   # the two kernel pairs (triton_scan.KINDS): every numeric test runs both
 
 
 def sizes(device):
@@ -141,11 +142,11 @@ def close(a, b, tol, what):
 
 
 def check(device, used, softplus, reset_kind, dtype=torch.float32, G=1, return_last=True, seed=0,
-          config="default", bwd=None):
+          config="default", bwd=None, kind="tile"):
     from networks.ssm import triton_scan
 
     s = sizes(device)
-    triton_scan.set_config(s["config"] if config == "default" else config, bwd)
+    triton_scan.set_config(s["config"] if config == "default" else config, bwd, kind=kind)
     tol = F32 if dtype == torch.float32 else F64
     x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], G=G, seed=seed, dtype=dtype)
     if not softplus:  # a negative step would make exp(delta * A) grow: give it positive steps
@@ -178,28 +179,31 @@ ALL = set(NAMES)
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", ["full", "resets_no_h0", "h0_no_resets", "plain_no_last"])
-def test_matches_reference_float32(device, case):
+def test_matches_reference_float32(device, kind, case):
     """Outputs, final state and every gradient (the final state's included)."""
     if case == "full":              # Mamba1 in RL: everything fused, carried state and resets
-        check(device, ALL, True, "mixed")
+        check(device, ALL, True, "mixed", kind=kind)
     elif case == "resets_no_h0":
-        check(device, ALL - {"h0"}, True, "mixed")
+        check(device, ALL - {"h0"}, True, "mixed", kind=kind)
     elif case == "h0_no_resets":
-        check(device, ALL - {"z", "delta_bias"}, False, "none")
+        check(device, ALL - {"z", "delta_bias"}, False, "none", kind=kind)
     else:                           # mamba-ssm's defaults, and no final-state gradient
-        check(device, {"D"}, False, "none", return_last=False)
+        check(device, {"D"}, False, "none", return_last=False, kind=kind)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_matches_reference_float64(device):
-    check(device, ALL, True, "mixed", dtype=torch.float64)
+@pytest.mark.parametrize("kind", KINDS)
+def test_matches_reference_float64(device, kind):
+    check(device, ALL, True, "mixed", dtype=torch.float64, kind=kind)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_groups_as_in_ss2d(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_groups_as_in_ss2d(device, kind):
     """Variable B/C with groups (VMamba's four directions): channel d reads group d // (Di/G)."""
-    check(device, ALL, True, "mixed", G=2, seed=3)
+    check(device, ALL, True, "mixed", G=2, seed=3, kind=kind)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -212,6 +216,17 @@ def test_tilings_agree(device, config, bwd):
     check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config, bwd=bwd)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("config,bwd", [((1, 64, 1, 1), None), ((4, 16, 2, 2), (4, 1, 1)), ((8, 32, 4, 1), (1, 2, 2)),
+                                        ((2, 256, 4, 1), (2, 4, 1))],
+                         ids=lambda c: "x".join(map(str, c)) if c else "same")
+def test_loop_tilings_agree(device, config, bwd):
+    """The loop kind, tiling-independent too (interpreter: T=37, Di=6, N=3 not a power of 2): a
+    chunk longer than the sequence (BT=64, 256 > T), T not a multiple of BT (16, 32), BD not
+    dividing Di (4, 8 > 6), one channel per program, and backwards tiled unlike their forward."""
+    check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config, bwd=bwd, kind="loop")
+
+
 def test_tiling_overrides_are_validated():
     from networks.ssm import triton_scan
 
@@ -219,12 +234,34 @@ def test_tiling_overrides_are_validated():
         triton_scan.set_config(None, (3, 4, 1))
     with pytest.raises(ValueError, match="tiling must be"):
         triton_scan.set_config((4, 24, 4, 1))
+    with pytest.raises(ValueError, match="'tile', 'loop'"):
+        triton_scan.set_config(None, None, kind="fast")
+
+
+def test_bad_kernel_kind_in_the_environment_is_refused(monkeypatch):
+    """A MAMBAZOO_TRITON_SCAN_KIND typo fails at the first scan with a ValueError naming the
+    variable and the allowed kinds, before any kernel (so this runs without triton)."""
+    from networks.ssm import triton_scan
+
+    monkeypatch.setenv("MAMBAZOO_TRITON_SCAN_KIND", "loops")
+    u = torch.zeros(1, 2, 3)
+    with pytest.raises(ValueError, match=r"MAMBAZOO_TRITON_SCAN_KIND must be one of 'tile', 'loop', got 'loops'"):
+        triton_scan.selective_scan_fn(u, u, torch.zeros(2, 4), torch.zeros(1, 4, 3), torch.zeros(1, 4, 3))
+    for kind in triton_scan.KINDS:
+        monkeypatch.setenv("MAMBAZOO_TRITON_SCAN_KIND", kind)
+        assert triton_scan._kind() == kind
+    monkeypatch.delenv("MAMBAZOO_TRITON_SCAN_KIND")
+    assert triton_scan._kind() == triton_scan.DEFAULT_KIND == "tile"
 
 
 @pytest.mark.parametrize("device", DEVICES[:1])  # CUDA only: far too slow in the interpreter
-def test_long_sequence_float32(device):
-    """T=4096 (128 chunks of the default tiling), 4 random resets per row: the carries across
-    chunks, in both directions, do not drift."""
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_sequence_float32(device, kind):
+    """T=4096 (128 chunks of the tile kind's default tiling, 16 of the loop kind's), 4 random
+    resets per row: the carries across chunks, in both directions, do not drift."""
+    from networks.ssm import triton_scan
+
+    triton_scan.set_config(None, kind=kind)
     Bt, Di, N, T = 2, 64, 16, 4096
     x = make_inputs(device, Bt, Di, N, T, seed=21)
     g = torch.Generator().manual_seed(22)
@@ -244,14 +281,15 @@ def test_long_sequence_float32(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_bfloat16_inputs(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_bfloat16_inputs(device, kind):
     """Under autocast the projections hand the scan bf16 u/delta/z/B/C: it computes in fp32
     and returns bf16 outputs and gradients. Tolerance 2e-2 of the largest entry (bf16 keeps
     8 bits; the oracle sees the same bf16-rounded inputs in float64)."""
     from networks.ssm import triton_scan
 
     s = sizes(device)
-    triton_scan.set_config(s["config"])
+    triton_scan.set_config(s["config"], kind=kind)
     x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=31)
     for k in ("u", "delta", "B", "C", "z"):
         x[k] = x[k].bfloat16()
@@ -271,14 +309,15 @@ def test_bfloat16_inputs(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_reset_cuts_the_past_exactly(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_reset_cuts_the_past_exactly(device, kind):
     """After a reset nothing before it may matter, bit for bit: the reset step's decay is
     exactly 0 in every combination of the parallel scan."""
     from networks.ssm import triton_scan
     from networks.ssm.triton_scan import selective_scan_fn
 
     s = sizes(device)
-    triton_scan.set_config(s["config"])
+    triton_scan.set_config(s["config"], kind=kind)
     x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=7)
     rs = torch.zeros(s["Bt"], s["T"], dtype=torch.bool, device=device)
     cut = 20
@@ -295,13 +334,15 @@ def test_reset_cuts_the_past_exactly(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_no_grad_skips_saving_and_matches(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_grad_skips_saving_and_matches(device, kind):
     """Under no_grad (rollouts, evaluation) the forward runs without storing chunk states
-    (the SAVE=False kernel) and gives bit for bit what the training forward gives."""
+    (nor, loop kind, the pre-gate output: the SAVE=False kernel) and gives bit for bit what
+    the training forward gives."""
     from networks.ssm import triton_scan
 
     s = sizes(device)
-    triton_scan.set_config(s["config"])
+    triton_scan.set_config(s["config"], kind=kind)
     x = make_inputs(device, s["Bt"], s["Di"], s["N"], s["T"], seed=41)
     reset = resets(s["Bt"], s["T"], device)
     _, y, h = run_triton(x, ALL, True, reset)
@@ -312,7 +353,8 @@ def test_no_grad_skips_saving_and_matches(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_mamba1_mixer_on_triton_matches_pytorch_path(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_mamba1_mixer_on_triton_matches_pytorch_path(device, kind):
     """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
     pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
     carried states and every parameter."""
@@ -320,7 +362,7 @@ def test_mamba1_mixer_on_triton_matches_pytorch_path(device):
     from networks.ssm.mamba1 import Mamba1Mixer
 
     s = sizes(device)
-    triton_scan.set_config(s["config"])
+    triton_scan.set_config(s["config"], kind=kind)
     torch.manual_seed(11)
     d_model = 8 if device == "cpu" else 32
     m = Mamba1Mixer(d_model, d_state=4 if device == "cpu" else 16, use_kernels=False).to(device)
@@ -383,11 +425,14 @@ def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forc
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_ss2d_triton_scan_matches_the_grouped_reference(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_ss2d_triton_scan_matches_the_grouped_reference(device, kind):
     """SS2D's four directions on the Triton scan (networks/ssm/ss2d._triton_scan): outputs and
     the gradients of every input equal the step-by-step grouped reference (float64)."""
+    from networks.ssm import triton_scan
     from networks.ssm.ss2d import _triton_scan, selective_scan_grouped_reference
 
+    triton_scan.set_config(None, kind=kind)   # each kind's default tiling
     g = torch.Generator().manual_seed(11)
     Bt, T, G, Di, N = (2, 19, 4, 3, 2) if device == "cpu" else (2, 256, 4, 48, 8)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731

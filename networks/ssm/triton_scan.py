@@ -15,7 +15,12 @@ the kernels are built on first use by ``_kernels()``. With ``TRITON_INTERPRET=1`
 before triton is first imported, the same kernels run on CPU tensors (that is how the
 tests run it without a GPU).
 
-Kernel design. Program (row r = batch*G + group, block of BD channels) walks time in
+Two kernel pairs ("kinds", chosen by ``set_config(..., kind=)`` / ``MAMBAZOO_TRITON_SCAN_KIND``):
+"tile" (here, the default) and "loop" (``networks.ssm.triton_scan_loop``: mamba-ssm's loop
+over the states on [BD, BT] tiles, for long chunks at few registers). Same buffers and entry
+points; the loop kind's forward also saves the pre-gate output for dz.
+
+Tile kernel design. Program (row r = batch*G + group, block of BD channels) walks time in
 chunks of BT steps. Per chunk it loads u/delta/z [BD, BT] and B/C [N, BT], forms the
 per-(state, channel) decays a = exp(delta*A) (0 at resets) and inputs b = delta*u*B as an
 [N, BD, BT] tile, and solves h_t = a_t h_{t-1} + b_t with ``tl.associative_scan``; the
@@ -35,6 +40,10 @@ import torch
 import torch.nn.functional as F
 
 
+# Kernel kind (module docstring): "tile" stays the default until an H200 measurement
+# (benchmarks/triton_scan_bench.py times both kinds) says otherwise.
+KINDS = ("tile", "loop")
+DEFAULT_KIND = "tile"
 # Tiling (BD channels per program, BT steps per chunk, warps, pipeline stages of the chunk
 # loop's loads). The [N, BD, BT] tile is held several times over in registers: at N=16 the
 # sm_90 build of (4, 32, 4) uses 128 registers forward and ~250 backward without spilling
@@ -45,11 +54,19 @@ import torch.nn.functional as F
 # not be the forward's. Its BT is always the forward's: it restarts each chunk from the
 # chunk-entry states the forward stored every BT steps.
 # Override for tuning: MAMBAZOO_TRITON_SCAN="BD,BT,warps,stages" and
-# MAMBAZOO_TRITON_SCAN_BWD="BD,warps,stages" (benchmarks/triton_scan_bench.py sweeps both).
+# MAMBAZOO_TRITON_SCAN_BWD="BD,warps,stages" (benchmarks/triton_scan_bench.py sweeps both); they
+# apply to the kind in use.
 DEFAULT_CONFIG = (4, 32, 4, 2)
 DEFAULT_BWD_CONFIG = (4, 4, 2)
+# The loop kind's tiles are [BD, BT] (N times smaller), so BT is long and BD small. ptxas for
+# sm_90 at N=16 (benchmarks/results/triton_scan_resources.md): (1, 256, 4) uses 72 registers
+# forward (8 B of stack, no register pressure) and 106 backward, no spills; (1, 512, 4) 106/157;
+# BD=2 or 1024 steps on 4 warps reach 143..255. One channel a program also gives Bt*Di programs.
+LOOP_DEFAULT_CONFIG = (1, 256, 4, 1)
+LOOP_DEFAULT_BWD_CONFIG = (1, 4, 1)
 _CONFIG_OVERRIDE = None  # set by tests and the benchmark (set_config) to exercise other tilings
 _BWD_OVERRIDE = None
+_KIND_OVERRIDE = None
 
 
 def available() -> bool:
@@ -62,12 +79,13 @@ def available() -> bool:
     return True
 
 
-def set_config(config, bwd=None):
-    """Forward tiling (BD, BT, num_warps[, stages]) and backward tiling (BD, num_warps[, stages]),
-    each None for the default. For tests and benchmarks."""
-    global _CONFIG_OVERRIDE, _BWD_OVERRIDE
+def set_config(config, bwd=None, kind=None):
+    """Forward tiling (BD, BT, num_warps[, stages]), backward tiling (BD, num_warps[, stages]) and
+    kernel kind ("tile" or "loop"), each None for the default. For tests and benchmarks."""
+    global _CONFIG_OVERRIDE, _BWD_OVERRIDE, _KIND_OVERRIDE
     _CONFIG_OVERRIDE = None if config is None else _full(tuple(int(v) for v in config))
     _BWD_OVERRIDE = None if bwd is None else _full_bwd(tuple(int(v) for v in bwd))
+    _KIND_OVERRIDE = None if kind is None else _check_kind(kind, "set_config(kind=)")
 
 
 def _full(cfg):
@@ -82,30 +100,50 @@ def _full_bwd(cfg):
     return cfg if len(cfg) == 3 else cfg + (1,)
 
 
-def _config(T):
-    if _CONFIG_OVERRIDE is not None:
-        bd, bt, w, st = _CONFIG_OVERRIDE
-    elif os.environ.get("MAMBAZOO_TRITON_SCAN"):
-        bd, bt, w, st = _full(tuple(int(v) for v in os.environ["MAMBAZOO_TRITON_SCAN"].split(",")))
-    else:
-        bd, bt, w, st = DEFAULT_CONFIG
+def _check_kind(kind, where):
+    if kind not in KINDS:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
+    return kind
+
+
+def _ints(s):
+    return tuple(int(v) for v in s.split(","))
+
+
+def _lookup(override, env, parse, default):
+    """The one lookup order of every setting: set_config's override, then the environment
+    variable ``env`` (parsed), then the default."""
+    if override is not None:
+        return override
+    if os.environ.get(env):
+        return parse(os.environ[env])
+    return default
+
+
+def _kind():
+    """The kernel kind in use: "tile" or "loop"."""
+    return _lookup(_KIND_OVERRIDE, "MAMBAZOO_TRITON_SCAN_KIND",
+                   lambda v: _check_kind(v.strip(), "MAMBAZOO_TRITON_SCAN_KIND"), DEFAULT_KIND)
+
+
+def _config(T, kind="tile"):
+    bd, bt, w, st = _lookup(_CONFIG_OVERRIDE, "MAMBAZOO_TRITON_SCAN", lambda v: _full(_ints(v)),
+                            DEFAULT_CONFIG if kind == "tile" else LOOP_DEFAULT_CONFIG)
     # Short sequences: no point in a chunk longer than the sequence (pow2, >= 16 for tl.arange).
     bt = min(bt, max(16, 1 << (max(T, 1) - 1).bit_length()))
     return bd, bt, w, st
 
 
-def _bwd_config():
+def _bwd_config(kind="tile"):
     """(BD, warps, stages) of the backward kernel."""
-    if _BWD_OVERRIDE is not None:
-        return _BWD_OVERRIDE
-    if os.environ.get("MAMBAZOO_TRITON_SCAN_BWD"):
-        return _full_bwd(tuple(int(v) for v in os.environ["MAMBAZOO_TRITON_SCAN_BWD"].split(",")))
-    return DEFAULT_BWD_CONFIG
+    return _lookup(_BWD_OVERRIDE, "MAMBAZOO_TRITON_SCAN_BWD", lambda v: _full_bwd(_ints(v)),
+                   DEFAULT_BWD_CONFIG if kind == "tile" else LOOP_DEFAULT_BWD_CONFIG)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels():
-    """Build the jitted kernels once (imports triton here, not at module load)."""
+def _helpers():
+    """(tl, {name: jitted helper}) shared by both kinds' kernels, built once (imports triton
+    here, not at module load). triton_scan_loop publishes them in its own globals."""
     import triton
     import triton.language as tl
 
@@ -152,6 +190,15 @@ def _kernels():
         return tl.where(m2, dt, 0.0), raw
 
     g["_delta"] = _delta
+    return tl, dict(_combine=_combine, _softplus=_softplus, _sigmoid=_sigmoid, _delta=_delta)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    """The tile kind's (fwd_kernel, bwd_kernel, tl), built once."""
+    import triton
+
+    tl, _ = _helpers()
 
     # Tiles are [BN, BD, BT] (state, channel, time). Triton's default layout puts the 32 lanes
     # of a warp along time (the scan is then warp shuffles), warps along channels and every
@@ -362,13 +409,13 @@ def _bc_strides(t):
 class _SelectiveScanTriton(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, reset, softplus, save):
-        fwd, _, tl = _kernels()
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, h0, reset, softplus, save, kind):
+        fwd, _, tl = _kind_kernels(kind)
         Bt, Di, T = u.shape
         N = A.shape[1]
         G = B.shape[1] if B.dim() == 4 else 1
         Dg = Di // G
-        BD, BT, warps, stages = _config(T)
+        BD, BT, warps, stages = _config(T, kind)
         n_chunks = triton_cdiv(T, BT)
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
         out = torch.empty(Bt, Di, T, device=u.device, dtype=u.dtype)
@@ -376,6 +423,9 @@ class _SelectiveScanTriton(torch.autograd.Function):
         # Chunk-entry states are only needed by the backward: skipped under no_grad (where
         # ctx.needs_input_grad still says True for inputs that require grad).
         hst = torch.empty(Bt, n_chunks if save else 0, Di, N, device=u.device, dtype=compute)
+        # The loop kind also saves the pre-gate output y (for dz), as mamba-ssm saves ``out``.
+        ys = torch.empty(Bt, Di, T, device=u.device, dtype=compute) \
+            if kind == "loop" and save and z is not None else None
         rst = reset.to(torch.int8) if reset is not None else None
         dummy = u  # never read: the matching HAS_* flag is off
         zz = z if z is not None else u
@@ -383,7 +433,7 @@ class _SelectiveScanTriton(torch.autograd.Function):
         fwd[grid](u, delta, A, B, C, D if D is not None else dummy, zz,
                   delta_bias if delta_bias is not None else dummy,
                   h0 if h0 is not None else dummy, rst if rst is not None else dummy,
-                  out, hst if save else last, last,
+                  out, hst if save else last, *_loop_only(kind, ys if ys is not None else last), last,
                   T, Dg, N, G, n_chunks,
                   *u.stride(), *delta.stride(), *zz.stride(), *out.stride(),
                   *_bc_strides(B), *_bc_strides(C), *A.stride(),
@@ -392,17 +442,17 @@ class _SelectiveScanTriton(torch.autograd.Function):
                   HAS_H0=h0 is not None, HAS_RESET=rst is not None, SOFTPLUS=bool(softplus),
                   SAVE=save, COMPUTE=_triton_dtype(tl, compute),
                   BD=BD, BN=max(2, 1 << (N - 1).bit_length()), BT=BT, NS=stages, num_warps=warps)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, rst, hst)
-        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BT)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, rst, hst, ys)
+        ctx.meta = (softplus, h0 is not None, h0.dtype if h0 is not None else None, BT, kind)
         return out, last
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, glast):
-        _, bwd, tl = _kernels()
-        u, delta, A, B, C, D, z, delta_bias, rst, hst = ctx.saved_tensors
-        softplus, has_h0, h0_dtype, BT = ctx.meta
-        BD, warps, stages = _bwd_config()
+        u, delta, A, B, C, D, z, delta_bias, rst, hst, ys = ctx.saved_tensors
+        softplus, has_h0, h0_dtype, BT, kind = ctx.meta
+        _, bwd, tl = _kind_kernels(kind)
+        BD, warps, stages = _bwd_config(kind)
         Bt, Di, T = u.shape
         N = A.shape[1]
         G = B.shape[1] if B.dim() == 4 else 1
@@ -427,7 +477,8 @@ class _SelectiveScanTriton(torch.autograd.Function):
         grid = (Bt * G, triton_cdiv(Dg, BD))
         bwd[grid](u, delta, A, B, C, D if D is not None else dummy, zz,
                   delta_bias if delta_bias is not None else dummy, rst if rst is not None else dummy,
-                  hst, gout, glast if glast is not None else dummy,
+                  hst, *_loop_only(kind, ys if ys is not None else dummy), gout,
+                  glast if glast is not None else dummy,
                   du, ddt, dA, dB, dC, dD, dbias, dz, dh0,
                   T, Dg, N, G, n_chunks,
                   *u.stride(), *delta.stride(), *zz.stride(), *gout.stride(),
@@ -443,7 +494,20 @@ class _SelectiveScanTriton(torch.autograd.Function):
                 dD.sum(0).to(D.dtype) if D is not None else None,
                 dz if z is not None else None,
                 dbias.sum(0).to(delta_bias.dtype) if delta_bias is not None else None,
-                dh0.to(h0_dtype) if has_h0 else None, None, None, None)
+                dh0.to(h0_dtype) if has_h0 else None, None, None, None, None)
+
+
+def _kind_kernels(kind):
+    """(fwd_kernel, bwd_kernel, tl) of a kind."""
+    if kind == "loop":
+        from networks.ssm import triton_scan_loop
+        return (*triton_scan_loop.kernels(), _helpers()[0])
+    return _kernels()
+
+
+def _loop_only(kind, ys):
+    """The saved pre-gate output ``ys``: an argument of the loop kernels only (after hst)."""
+    return (ys,) if kind == "loop" else ()
 
 
 def triton_cdiv(a, b):
@@ -480,8 +544,9 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
                                     for t in (D, delta_bias, initial_state))
     save = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    kind = _kind()  # a bad MAMBAZOO_TRITON_SCAN_KIND is refused here, before any kernel
     out, last = _SelectiveScanTriton.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
-                                           reset, delta_softplus, save)
+                                           reset, delta_softplus, save, kind)
     return (out, last) if return_last_state else out
 
 
