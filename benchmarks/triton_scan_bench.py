@@ -3,22 +3,27 @@ mamba-ssm's bare ``selective_scan_fn`` (issue 19, item 1).
 
 Rows, B=8, d_inner=512, d_state=16, fp32, T = 1024..16384, ~4 resets per row and a carried
 initial state for ours (the bare kernel has neither: it is the speed to match):
-  triton       networks.ssm.triton_scan.selective_scan_fn: resets, h0, final state (with its
-               gradient), delta_bias + softplus + z fused;
+  triton       networks.ssm.triton_scan.selective_scan_fn, "tile" kernels: resets, h0, final
+               state (with its gradient), delta_bias + softplus + z fused;
+  triton-loop  the same with the "loop" kernels (networks/ssm/triton_scan_loop.py: mamba-ssm's
+               loop over the states, [BD, BT] tiles). The environment's tilings
+               (MAMBAZOO_TRITON_SCAN[_BWD]) apply to the environment's kind
+               (MAMBAZOO_TRITON_SCAN_KIND, "tile" if unset); the other kind runs its defaults;
   ssm+rewrite  our previous CUDA path: mamba-ssm's kernel behind kernels.scan_with_resets
                (extra state-load/reset steps, scatter/gather), softplus in torch;
   torch        our pure-PyTorch chunked scan (the path without mamba-ssm; T <= --torch-max-len);
   bare         mamba-ssm's selective_scan_fn, delta_bias/softplus/z fused, no resets, no h0.
 Then tiling sweeps of the Triton scan at one T (BD channels per program, BT steps per chunk,
-warps, stages): the forward alone, then the backward alone (its own BD/warps/stages, the
-forward's BT), so the defaults in networks/ssm/triton_scan.py can be set from a measurement.
+warps, stages), per kind (loop first, then tile: the budget cuts the tail): the forward alone,
+then the backward alone (its own BD/warps/stages, the forward's BT), so the defaults in
+networks/ssm/triton_scan.py (kind included) can be set from a measurement.
 
 It starts with a correctness check of the Triton scan against the float64 PyTorch loop
 (outputs, final state, every gradient; resets and h0) and exits 1 if it fails.
 Timing: warm-up calls (Triton compiles on the first), then CUDA-event medians of --repeats
 calls; peak is max_memory_allocated above the inputs during the timed calls.
 
-    python benchmarks/triton_scan_bench.py                 # H100/H200: well under 2 minutes
+    python benchmarks/triton_scan_bench.py                 # H100/H200: ~2 minutes (~90 tilings timed)
     TRITON_INTERPRET=1 python benchmarks/triton_scan_bench.py --smoke   # CPU: the script runs
 Writes benchmarks/results/triton_scan.md (--out).
 """
@@ -53,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--sweep-len", type=int, default=4096, help="T of the tiling sweep (0: no sweep)")
     p.add_argument("--budget-s", type=float, default=300.0, help="skip what is left after this long")
     p.add_argument("--best-env", default=None, metavar="FILE",
-                   help="write the fastest forward/backward tilings as MAMBAZOO_TRITON_SCAN[_BWD]=... export lines")
+                   help="write the fastest kind and its forward/backward tilings as "
+                        "MAMBAZOO_TRITON_SCAN_KIND / MAMBAZOO_TRITON_SCAN[_BWD]=... export lines")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script (CPU interpreter)")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "triton_scan.md"))
     a = p.parse_args(argv)
@@ -75,6 +81,21 @@ FWD_SWEEP = [(bd, bt, w, 1) for bt in (16, 32, 64) for bd, w in ((1, 1), (1, 2),
     + [(4, 32, 4, 2)]
 BWD_SWEEP = [(bd, w, 1) for bd, w in ((1, 1), (1, 2), (1, 4), (1, 8), (2, 2), (2, 4), (2, 8), (4, 2), (4, 4), (8, 4), (8, 8))] \
     + [(4, 4, 2)]
+# The loop kind's tiles are [BD, BT]: long chunks, few channels. ptxas for sm_90 at d_state=16
+# (benchmarks/results/triton_scan_resources.md): BD=1 with BT/threads = 1..4 steps a thread stays
+# at 48-157 registers without spills (1024 steps on 4 warps: 203 fwd, 255 + spills bwd), BD=2
+# ~1.5-2x that but half the dB/dC atomics (one add per program and element, as mamba-ssm's one per
+# channel). 15 forward tilings, 3 backward ones per BT (12): ~1 minute on an H200.
+LOOP_FWD_SWEEP = [(bd, bt, w, 1) for bt, bws in ((128, ((1, 1), (1, 2), (1, 4), (2, 4))),
+                                                 (256, ((1, 2), (1, 4), (1, 8), (2, 4))),
+                                                 (512, ((1, 4), (1, 8), (2, 8))),
+                                                 (1024, ((1, 4), (1, 8), (2, 8))))
+                  for bd, w in bws] + [(1, 256, 4, 2)]
+LOOP_BWD_SWEEP = [(1, 4, 1), (1, 8, 1), (2, 4, 1)]
+SWEEPS = {"loop": (LOOP_FWD_SWEEP, LOOP_BWD_SWEEP), "tile": (FWD_SWEEP, BWD_SWEEP)}
+DEFAULTS = {"tile": (triton_scan.DEFAULT_CONFIG, triton_scan.DEFAULT_BWD_CONFIG),
+            "loop": (triton_scan.LOOP_DEFAULT_CONFIG, triton_scan.LOOP_DEFAULT_BWD_CONFIG)}
+ROW_NAME = {"tile": "triton", "loop": "triton-loop"}
 
 
 def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
@@ -93,7 +114,19 @@ def leaves(x, keys):
     return {k: x[k].detach().clone().requires_grad_() for k in keys}
 
 
-def run_triton(x, reset):
+def use_kind(kind):
+    """A table row's kind: the environment's tilings if it is the environment's kind (as the
+    training runs would), else that kind's defaults."""
+    if kind == triton_scan._kind():
+        triton_scan.set_config(None, None, kind=kind)
+    else:
+        triton_scan.set_config(*DEFAULTS[kind], kind=kind)
+
+
+def run_triton(x, reset, kind=None):
+    """The Triton scan, of ``kind`` (None: as set_config left it)."""
+    if kind is not None:
+        use_kind(kind)
     y, h = triton_scan.selective_scan_fn(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"],
                                          x["delta_bias"], True, True, initial_state=x["h0"], reset=reset)
     return y, h
@@ -138,14 +171,14 @@ def fwd_bwd(run, x, keys, gen):
 
 
 # ------------------------------------------------------------------------ correctness
-def check(device, gen):
-    """Triton vs the float64 PyTorch loop: outputs, final state, all gradients."""
+def check(device, gen, kind):
+    """Triton (``kind``) vs the float64 PyTorch loop: outputs, final state, all gradients."""
     Bt, Di, N, T = (2, 16, 8, 300) if device.type == "cuda" else (2, 4, 3, 40)
     x, reset = make_inputs(Bt, Di, N, T, 4, device, gen)
     reset[0, 0] = reset[1, T - 1] = True
     keys = list(x)
     xt = leaves(x, keys)
-    y, h = run_triton(xt, reset)
+    y, h = run_triton(xt, reset, kind)
     xr = {k: v.detach().double().requires_grad_() for k, v in x.items()}
     delta = F.softplus(xr["delta"] + xr["delta_bias"][:, None])
     tr = lambda t: t.transpose(1, 2)  # noqa: E731
@@ -193,18 +226,20 @@ def main(argv=None):
     gen = torch.Generator(device=device).manual_seed(0)
     v = versions(device)
     print(" | ".join(f"{k} {val}" for k, val in v.items()))
-    ok, errs = check(device, gen)
-    print("correctness (max |err| / max |ref|, vs float64 loop):",
-          " ".join(f"{k} {e:.1e}" for k, e in errs.items()), "OK" if ok else "FAILED")
-    if not ok:
-        sys.exit(1)
+    errs = {}
+    for kind in triton_scan.KINDS:
+        ok, errs[kind] = check(device, gen, kind)
+        print(f"correctness of {kind} (max |err| / max |ref|, vs float64 loop):",
+              " ".join(f"{k} {e:.1e}" for k, e in errs[kind].items()), "OK" if ok else "FAILED")
+        if not ok:
+            sys.exit(1)
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as ssm_scan
     except Exception:
         ssm_scan = None
     Bt, Di, N = args.batch, args.d_inner, args.d_state
     all_keys = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "h0"]
-    cands = {"triton": (lambda x, r: run_triton(x, r), all_keys)}
+    cands = {ROW_NAME[k]: (lambda x, r, k=k: run_triton(x, r, k), all_keys) for k in ("tile", "loop")}
     if ssm_scan is not None:
         cands["ssm+rewrite"] = (lambda x, r: run_rewrite(x, r, ssm_scan), all_keys)
     cands["torch"] = (run_torch, all_keys)
@@ -229,36 +264,44 @@ def main(argv=None):
         del x, reset
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    sweep = {"fwd": [], "bwd": []}
+    sweep = {kind: {"fwd": [], "bwd": []} for kind in SWEEPS}
     if args.sweep_len:
         x, reset = make_inputs(Bt, Di, N, args.sweep_len, args.resets, device, gen)
         inp = leaves(x, all_keys)                                # requires grad: the forward saves
-        for cfg in FWD_SWEEP:                                    # forward alone, as in training
-            if time.monotonic() - t_start > args.budget_s:
-                skipped.append(f"fwd {cfg}")
-                continue
-            triton_scan.set_config(cfg)
-            ms, mb = time_calls(lambda: run_triton(inp, reset), args.repeats, device)
-            sweep["fwd"].append((cfg, ms, mb))
-            print(f"forward  BD={cfg[0]} BT={cfg[1]} warps={cfg[2]} stages={cfg[3]}: {ms:.3f} ms", flush=True)
-        for bt in sorted({c[1] for c, _, _ in sweep["fwd"]}):    # backward alone, after the best forward of each BT
-            fcfg = min((r for r in sweep["fwd"] if r[0][1] == bt), key=lambda r: r[1])[0]
-            triton_scan.set_config(fcfg)
-            y, h = run_triton(inp, reset)
-            gy, gh = torch.randn_like(y), torch.randn_like(h)
-            for bcfg in BWD_SWEEP:
-                if time.monotonic() - t_start > args.budget_s:
-                    skipped.append(f"bwd BT={bt} {bcfg}")
-                    continue
-                triton_scan.set_config(fcfg, bcfg)
-                ms, mb = time_calls(lambda: torch.autograd.backward([y, h], [gy, gh], retain_graph=True),
-                                    args.repeats, device)
-                sweep["bwd"].append(((bcfg[0], bt, bcfg[1], bcfg[2]), ms, mb))
-                print(f"backward BD={bcfg[0]} BT={bt} warps={bcfg[1]} stages={bcfg[2]}: {ms:.3f} ms", flush=True)
-            del y, h
+        # --smoke: the first few tilings of each sweep (the interpreter takes seconds a call)
+        sweeps = {k: (f[:3], b[:2]) for k, (f, b) in SWEEPS.items()} if args.smoke else SWEEPS
+        for kind, (fwd_sweep, bwd_sweep) in sweeps.items():
+            sweep_kind(args, kind, fwd_sweep, bwd_sweep, inp, reset, device, sweep[kind], skipped, t_start)
         triton_scan.set_config(None)
     write_md(args, v, errs, rows, cands, sweep, skipped, time.monotonic() - t_start)
     print(f"wrote {args.out} ({time.monotonic() - t_start:.0f} s)")
+
+
+def sweep_kind(args, kind, fwd_sweep, bwd_sweep, inp, reset, device, out, skipped, t_start):
+    """One kind's sweeps into out["fwd"] / out["bwd"]: (cfg (BD, BT, warps, stages), ms, MB)."""
+    for cfg in fwd_sweep:                                        # forward alone, as in training
+        if time.monotonic() - t_start > args.budget_s:
+            skipped.append(f"{kind} fwd {cfg}")
+            continue
+        triton_scan.set_config(cfg, None, kind=kind)
+        ms, mb = time_calls(lambda: run_triton(inp, reset), args.repeats, device)
+        out["fwd"].append((cfg, ms, mb))
+        print(f"{kind} forward  BD={cfg[0]} BT={cfg[1]} warps={cfg[2]} stages={cfg[3]}: {ms:.3f} ms", flush=True)
+    for bt in sorted({c[1] for c, _, _ in out["fwd"]}):          # backward alone, after the best forward of each BT
+        fcfg = min((r for r in out["fwd"] if r[0][1] == bt), key=lambda r: r[1])[0]
+        triton_scan.set_config(fcfg, None, kind=kind)
+        y, h = run_triton(inp, reset)
+        gy, gh = torch.randn_like(y), torch.randn_like(h)
+        for bcfg in bwd_sweep:
+            if time.monotonic() - t_start > args.budget_s:
+                skipped.append(f"{kind} bwd BT={bt} {bcfg}")
+                continue
+            triton_scan.set_config(fcfg, bcfg, kind=kind)
+            ms, mb = time_calls(lambda: torch.autograd.backward([y, h], [gy, gh], retain_graph=True),
+                                args.repeats, device)
+            out["bwd"].append(((bcfg[0], bt, bcfg[1], bcfg[2]), ms, mb))
+            print(f"{kind} backward BD={bcfg[0]} BT={bt} warps={bcfg[1]} stages={bcfg[2]}: {ms:.3f} ms", flush=True)
+        del y, h
 
 
 def fmt_row(row, cands):
@@ -267,56 +310,74 @@ def fmt_row(row, cands):
         if name in row:
             parts.append(f"{name} {row[name]:8.3f} ms {row[name + '_mb']:7.0f} MB")
     if "bare" in row:
-        parts.append(f"triton/bare {row['triton'] / row['bare']:.2f}x")
+        parts += [f"{n}/bare {row[n] / row['bare']:.2f}x" for n in ROW_NAME.values() if n in row]
     return " | ".join(parts)
+
+
+def best_pair(sw):
+    """The fastest forward + backward of one kind: ((total ms, fwd cfg, bwd (BD, BT, warps,
+    stages)) or None when no backward was timed, {BT: the same per BT})."""
+    best = {}
+    for bt in sorted({c[1] for c, _, _ in sw["bwd"]}):
+        f = min((r for r in sw["fwd"] if r[0][1] == bt), key=lambda r: r[1])
+        b = min((r for r in sw["bwd"] if r[0][1] == bt), key=lambda r: r[1])
+        best[bt] = (f[1] + b[1], f[0], b[0])
+    return (min(best.values()), best) if best else (None, best)
 
 
 def write_md(args, v, errs, rows, cands, sweep, skipped, took):
     names = list(cands)
+    tri = [n for n in ROW_NAME.values() if n in names]
+    env = [f"{k}={os.environ[k]}" for k in ("MAMBAZOO_TRITON_SCAN_KIND", "MAMBAZOO_TRITON_SCAN",
+                                            "MAMBAZOO_TRITON_SCAN_BWD") if os.environ.get(k)]
     lines = ["# Mamba1 selective scan, forward+backward (benchmarks/triton_scan_bench.py)", "",
              f"B={args.batch}, d_inner={args.d_inner}, d_state={args.d_state}, fp32, ~{args.resets} resets "
              "per row + carried state for ours; median of "
              f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
              "", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-             f"Triton tiling (BD, BT, warps, stages): default {triton_scan.DEFAULT_CONFIG}, backward (BD, warps, "
-             f"stages) {triton_scan.DEFAULT_BWD_CONFIG}"
-             + (f", MAMBAZOO_TRITON_SCAN={os.environ['MAMBAZOO_TRITON_SCAN']}" if os.environ.get("MAMBAZOO_TRITON_SCAN") else "")
-             + ".", "",
+             "Triton tilings, forward (BD, BT, warps, stages) / backward (BD, warps, stages): "
+             + "; ".join(f"{ROW_NAME[k]} default {f} / {b}" for k, (f, b) in DEFAULTS.items())
+             + (", environment " + " ".join(env) + f" (applies to {triton_scan._kind()})" if env else "") + ".", "",
              "Correctness vs the float64 PyTorch loop (max |err| / max |ref|): "
-             + ", ".join(f"{k} {e:.1e}" for k, e in errs.items()), "",
+             + "; ".join(f"{k}: " + ", ".join(f"{n} {e:.1e}" for n, e in es.items()) for k, es in errs.items()), "",
              "| T | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} MB" for n in names)
-             + (" | triton / bare | triton / ssm+rewrite |" if "bare" in names else " |"),
-             "|" + "---|" * (1 + 2 * len(names) + (2 if "bare" in names else 0))]
+             + ("".join(f" | {n} / bare" for n in tri) + " | triton / ssm+rewrite |" if "bare" in names else " |"),
+             "|" + "---|" * (1 + 2 * len(names) + (len(tri) + 1 if "bare" in names else 0))]
     for r in rows:
         ms = lambda n: f"{r[n]:.3f}" if n in r else "-"  # noqa: E731
         mb = lambda n: f"{r[n + '_mb']:.0f}" if n in r else "-"  # noqa: E731
         line = f"| {r['T']} | " + " | ".join(map(ms, names)) + " | " + " | ".join(map(mb, names))
         if "bare" in names:
-            ratio = lambda n: f"{r['triton'] / r[n]:.2f}x" if n in r and "triton" in r else "-"  # noqa: E731
-            line += f" | {ratio('bare')} | {ratio('ssm+rewrite')}"
+            ratio = lambda a, n: f"{r[a] / r[n]:.2f}x" if n in r and a in r else "-"  # noqa: E731
+            line += "".join(f" | {ratio(n, 'bare')}" for n in tri) + f" | {ratio('triton', 'ssm+rewrite')}"
         lines.append(line + " |")
-    if sweep["fwd"]:
-        for d, rs in sweep.items():
-            lines += ["", f"Triton {'forward' if d == 'fwd' else 'backward'} alone at T={args.sweep_len}, by tiling"
+    overall = None
+    for kind, sw in sweep.items():
+        if not sw["fwd"]:
+            continue
+        for d, rs in sw.items():
+            lines += ["", f"Triton {kind} {'forward' if d == 'fwd' else 'backward'} alone at T={args.sweep_len}, by tiling"
                       + (" (after the fastest forward of the same BT)" if d == "bwd" else "") + ":", "",
                       "| BD | BT | warps | stages | ms |", "|---|---|---|---|---|"]
             lines += [f"| {c[0]} | {c[1]} | {c[2]} | {c[3]} | {ms:.3f} |" for c, ms, _ in sorted(rs, key=lambda r: r[1])]
-        best = {}
-        for bt in sorted({c[1] for c, _, _ in sweep["bwd"]}):
-            f = min((r for r in sweep["fwd"] if r[0][1] == bt), key=lambda r: r[1])
-            b = min((r for r in sweep["bwd"] if r[0][1] == bt), key=lambda r: r[1])
-            best[bt] = (f[1] + b[1], f[0], b[0])
-        if best:
-            total, f, b = min(best.values())
-            if args.best_env:
-                with open(args.best_env, "w") as fh:
-                    fh.write(f"export MAMBAZOO_TRITON_SCAN={','.join(map(str, f))}\n"
-                             f"export MAMBAZOO_TRITON_SCAN_BWD={b[0]},{b[2]},{b[3]}\n")
-            lines += ["", "Fastest pair per BT (forward + backward ms): "
-                      + ", ".join(f"BT={bt}: {v[0]:.3f}" for bt, v in best.items()),
-                      f"Fastest: forward {f}, backward {(b[0], b[2], b[3])} ({total:.3f} ms); set them with "
-                      f"MAMBAZOO_TRITON_SCAN={','.join(map(str, f))} MAMBAZOO_TRITON_SCAN_BWD={b[0]},{b[2]},{b[3]} "
-                      "or DEFAULT_CONFIG / DEFAULT_BWD_CONFIG."]
+        top, best = best_pair(sw)
+        if top is None:
+            continue
+        total, f, b = top
+        lines += ["", f"{kind}: fastest pair per BT (forward + backward ms): "
+                  + ", ".join(f"BT={bt}: {v[0]:.3f}" for bt, v in best.items()),
+                  f"{kind}: fastest forward {f}, backward {(b[0], b[2], b[3])} ({total:.3f} ms)."]
+        if overall is None or total < overall[0]:
+            overall = (total, kind, f, b)
+    if overall is not None:
+        total, kind, f, b = overall
+        exports = (f"MAMBAZOO_TRITON_SCAN_KIND={kind} MAMBAZOO_TRITON_SCAN={','.join(map(str, f))} "
+                   f"MAMBAZOO_TRITON_SCAN_BWD={b[0]},{b[2]},{b[3]}")
+        if args.best_env:
+            with open(args.best_env, "w") as fh:
+                fh.write("".join(f"export {e}\n" for e in exports.split()))
+        lines += ["", f"Fastest overall: {kind}, forward {f}, backward {(b[0], b[2], b[3])} ({total:.3f} ms); set "
+                  f"them with {exports} or DEFAULT_KIND and the kind's default tilings in networks/ssm/triton_scan.py."]
     if skipped:
         lines += ["", f"Skipped (time budget {args.budget_s:.0f} s): " + ", ".join(skipped)]
     lines += ["", f"Run took {took:.0f} s."]
