@@ -59,9 +59,10 @@ DEFAULT_KIND = "tile"
 DEFAULT_CONFIG = (4, 32, 4, 2)
 DEFAULT_BWD_CONFIG = (4, 4, 2)
 # The loop kind's tiles are [BD, BT] (N times smaller), so BT is long and BD small. ptxas for
-# sm_90 at N=16 (benchmarks/results/triton_scan_resources.md), strided / contiguous-along-T inputs:
-# (1, 128, 4) uses 48/48 registers forward and 77/110 backward, no spills; (1, 256, 4) 72/94 and
-# 106/137 (8 B of stack forward); BD=2 or 1024 steps on 4 warps reach 143..255. One channel a
+# sm_90 at N=16 (benchmarks/triton_scan_resources.py; results/triton_scan_resources.md is the
+# strided case), strided (the mixer's) / contiguous-along-T inputs (--unit-stride, the bench's):
+# (1, 128, 4) uses 48/48 registers forward and 77/110 backward, no spills; (1, 256, 4) 72/93 and
+# 106/136 (8 B of stack forward); BD=2 or 1024 steps on 4 warps reach 143..255. One channel a
 # program also makes Bt*Di programs, mamba-ssm's grid.
 LOOP_DEFAULT_CONFIG = (1, 128, 4, 1)
 LOOP_DEFAULT_BWD_CONFIG = (1, 4, 1)
