@@ -334,6 +334,7 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
              f"B={args.batch}, d_inner={args.d_inner}, d_state={args.d_state}, fp32, ~{args.resets} resets "
              "per row + carried state for ours; median of "
              f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
+             "", "Command: `python benchmarks/triton_scan_bench.py " + " ".join(sys.argv[1:]) + f"` ({took:.0f} s)",
              "", "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
              "Triton tilings, forward (BD, BT, warps, stages) / backward (BD, warps, stages): "
              + "; ".join(f"{ROW_NAME[k]} default {f} / {b}" for k, (f, b) in DEFAULTS.items())
@@ -380,7 +381,6 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
                   f"them with {exports} or DEFAULT_KIND and the kind's default tilings in networks/ssm/triton_scan.py."]
     if skipped:
         lines += ["", f"Skipped (time budget {args.budget_s:.0f} s): " + ", ".join(skipped)]
-    lines += ["", f"Run took {took:.0f} s."]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")

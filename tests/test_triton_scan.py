@@ -251,7 +251,7 @@ def test_bad_kernel_kind_in_the_environment_is_refused(monkeypatch):
         monkeypatch.setenv("MAMBAZOO_TRITON_SCAN_KIND", kind)
         assert triton_scan._kind() == kind
     monkeypatch.delenv("MAMBAZOO_TRITON_SCAN_KIND")
-    assert triton_scan._kind() == triton_scan.DEFAULT_KIND == "tile"
+    assert triton_scan._kind() == triton_scan.DEFAULT_KIND == "loop"
 
 
 @pytest.mark.parametrize("device", DEVICES[:1])  # CUDA only: far too slow in the interpreter

@@ -16,7 +16,7 @@ before triton is first imported, the same kernels run on CPU tensors (that is ho
 tests run it without a GPU).
 
 Two kernel pairs ("kinds", chosen by ``set_config(..., kind=)`` / ``MAMBAZOO_TRITON_SCAN_KIND``):
-"tile" (here, the default) and "loop" (``networks.ssm.triton_scan_loop``: mamba-ssm's loop
+"tile" (here) and "loop" (the default, ``networks.ssm.triton_scan_loop``: mamba-ssm's loop
 over the states on [BD, BT] tiles, for long chunks at few registers). Same buffers and entry
 points; the loop kind's forward also saves the pre-gate output for dz.
 
@@ -40,10 +40,13 @@ import torch
 import torch.nn.functional as F
 
 
-# Kernel kind (module docstring): "tile" stays the default until an H200 measurement
-# (benchmarks/triton_scan_bench.py times both kinds) says otherwise.
+# Kernel kind (module docstring). "loop" is the default since the H200 sweep of both kinds
+# (benchmarks/results/triton_scan.md: forward+backward, B=8, d_inner=512, N=16, fp32) ran it
+# faster at every T: 1.75 vs 2.61 ms at T=1024 and 24.4 vs 32.8 ms at 16384 with each kind's
+# old defaults, and 3.76 ms at T=4096 with its best tilings (below) against the tile kind's
+# best forward + best backward, 0.82 + 3.48 ms.
 KINDS = ("tile", "loop")
-DEFAULT_KIND = "tile"
+DEFAULT_KIND = "loop"
 # Tiling (BD channels per program, BT steps per chunk, warps, pipeline stages of the chunk
 # loop's loads). The [N, BD, BT] tile is held several times over in registers: at N=16 the
 # sm_90 build of (4, 32, 4) uses 128 registers forward and ~250 backward without spilling
@@ -64,8 +67,12 @@ DEFAULT_BWD_CONFIG = (4, 4, 2)
 # (1, 128, 4) uses 48/48 registers forward and 77/110 backward, no spills; (1, 256, 4) 72/93 and
 # 106/136 (8 B of stack forward); BD=2 or 1024 steps on 4 warps reach 143..255. One channel a
 # program also makes Bt*Di programs, mamba-ssm's grid.
-LOOP_DEFAULT_CONFIG = (1, 128, 4, 1)
-LOOP_DEFAULT_BWD_CONFIG = (1, 4, 1)
+# Measured on the H200 (same sweep, T=4096), the fastest pair is longer and wider than the
+# register counts suggest: (2, 1024, 8) forward 0.90 ms (the (1, 128, 4) above: 2.44 ms) and
+# (2, 4) backward 2.86 ms although ptxas reports spills for it (latency is hidden by fewer,
+# longer chunks: T/BT serial steps per program). Short sequences clamp BT to T (_config).
+LOOP_DEFAULT_CONFIG = (2, 1024, 8, 1)
+LOOP_DEFAULT_BWD_CONFIG = (2, 4, 1)
 _CONFIG_OVERRIDE = None  # set by tests and the benchmark (set_config) to exercise other tilings
 _BWD_OVERRIDE = None
 _KIND_OVERRIDE = None
