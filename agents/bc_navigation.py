@@ -35,7 +35,7 @@ from agents.navigation import data as nav_data
 from agents.navigation.config import Config
 from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
 from agents.runtime.cli import pick_device
-from agents.runtime.config import ConfigError, to_dict
+from agents.runtime.config import ConfigError, from_dict, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import check_finite
 from agents.runtime.run_dir import RunDir, rng_state
@@ -183,7 +183,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
         return run.save_checkpoint({
             "config": to_dict(cfg), "model": model.state_dict(), "optim": optim.state_dict(),
             "sched": sched.state_dict(), "sampler": sampler.state_dict(), "step": at, "rng": rng_state(),
-            "parameters": counts,
+            "parameters": counts, "dataset": data.ds.facts(),
             "carried": None if carried is None else {k: v.cpu() for k, v in carried.items()}}, at)
 
     from tqdm import tqdm
@@ -272,18 +272,21 @@ def expert_reference(env, seed: int, cue: int):
 
 
 def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
-    ds = nav_data.load_dataset(cfg.data.path)
+    # The dataset's settings travel in the checkpoint (a shipped export evaluates without the
+    # dataset); checkpoints written before they did read them from cfg.data.path.
+    facts = state.get("dataset") or nav_data.load_dataset(cfg.data.path).facts()
+    data_cfg = from_dict(nav_data.NavDataConfig, facts["config"], where="checkpoint dataset settings")
     device = pick_device(cfg.eval.device, "eval.device")
-    if cfg.eval.waypoint_index >= ds.config.num_waypoints:
+    if cfg.eval.waypoint_index >= data_cfg.num_waypoints:
         raise ConfigError(f"eval.waypoint_index must be < the dataset's num_waypoints "
-                          f"({ds.config.num_waypoints}), got {cfg.eval.waypoint_index}")
-    model = build_model(cfg, ds.config.image_size, ds.config.num_waypoints, ds.config.depth)
+                          f"({data_cfg.num_waypoints}), got {cfg.eval.waypoint_index}")
+    model = build_model(cfg, data_cfg.image_size, data_cfg.num_waypoints, data_cfg.depth)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    env = ds.make_env(terminate_on_wrong_leaf=cfg.eval.end_on_wrong_leaf)
+    env = nav_data.make_env(facts["env"], terminate_on_wrong_leaf=cfg.eval.end_on_wrong_leaf)
     episodes = args.episodes or cfg.eval.episodes
     first_seed = cfg.eval.seed if args.seed is None else args.seed
-    n_cues = 2 ** ds.config.depth
+    n_cues = 2 ** data_cfg.depth
     rows, plots, video = [], [], None
     policy_s, policy_steps = 0.0, 0
     from tqdm import tqdm
@@ -377,12 +380,20 @@ def dry_run(cfg: Config) -> int:
     return 0
 
 
+def add_dataset_facts(state: dict) -> dict:
+    """--export of a checkpoint written before checkpoints held their dataset's settings: read
+    them from its data.path (that dataset must still be there), so the export is self-contained."""
+    if "dataset" in state:
+        return state
+    return {**state, "dataset": nav_data.load_dataset(from_dict(Config, state["config"]).data.path).facts()}
+
+
 def main(argv=None) -> int:
     parser = bc_parser("bc_navigation.py", __doc__.split("\n\n")[0], Config,
                        "YAML/JSON config (e.g. configs/nav/mambavint.yaml)")
     return bc_main(argv, parser=parser, agent=AGENT, config_cls=Config, data_main=nav_data.main,
                    data_errors=(nav_data.NavDatasetError,), train=train, evaluate=evaluate,
-                   dry_run=dry_run, check=check)
+                   dry_run=dry_run, check=check, add_facts=add_dataset_facts)
 
 
 if __name__ == "__main__":

@@ -240,6 +240,22 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
     assert (run / "eval" / "trajectories.png").stat().st_size > 1000
     assert len(json.loads((run / "eval" / "episodes.json").read_text())) == 2
     assert any((run / "eval").glob("episode_0.*"))
+    # the float16 export carries the dataset's settings: it evaluates with the dataset gone
+    export = tmp_path / "policy.pt"
+    assert main(["--export", str(run), "--out", str(export)]) == 0
+    moved = dataset.with_name("moved")
+    dataset.rename(moved)
+    try:
+        assert main(["--eval", str(export), "--episodes", "1", "--seed", "5", "--no-video"]) == 0
+    finally:
+        moved.rename(dataset)
+    assert json.loads(next((tmp_path / "eval").glob("eval_*.json")).read_text())["episodes"] == 1
+    # a checkpoint from before checkpoints held them: --export reads the settings from its data.path
+    old = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
+    facts = old.pop("dataset")
+    torch.save(old, tmp_path / "old.pt")
+    assert main(["--export", str(tmp_path / "old.pt"), "--out", str(tmp_path / "old_export.pt")]) == 0
+    assert torch.load(tmp_path / "old_export.pt", weights_only=True)["dataset"] == facts
 
 
 def test_wrong_leaf_detection():

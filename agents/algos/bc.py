@@ -132,7 +132,7 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, data_main, data_errors: tuple,
-            train, evaluate, dry_run, check=None, frozen_on_resume=("model", "policy")) -> int:
+            train, evaluate, dry_run, check=None, frozen_on_resume=("model", "policy"), add_facts=None) -> int:
     """A BC agent's ``main``: ``--generate`` / ``--info`` go to the data module's CLI; the rest is
     the RL agents' flow (agents/runtime/cli.run_agent): the same modes, errors and exit codes."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -161,4 +161,4 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
     return run_agent(args, config_cls=config_cls, agent=agent, check=check or (lambda cfg: None), run_eval=run_eval,
                      dry_run=dry_run, train=train_cli, save_config_on_resume=True,
                      launch_errors=(ConfigError, *data_errors), frozen_on_resume=frozen_on_resume,
-                     device_key=device_key, prog=f"agents/{agent}.py")
+                     device_key=device_key, prog=f"agents/{agent}.py", add_facts=add_facts)

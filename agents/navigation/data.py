@@ -140,8 +140,19 @@ class NavDataset:
 
     def make_env(self, **overrides):
         """A NavigationEnv with the settings the demonstrations were generated with."""
-        from envs.navigation.nav_env import NavigationEnv
-        return NavigationEnv(**{**self.manifest["env"], **overrides})
+        return make_env(self.manifest["env"], **overrides)
+
+    def facts(self) -> dict:
+        """What a trained policy needs of its dataset to act and be evaluated without it: the data
+        settings (image size, waypoints, depth) and the env settings. Stored in every checkpoint and
+        export (``dataset`` key), so a shipped policy evaluates on a machine that has no dataset."""
+        return {"config": dataclasses.asdict(self.config), "env": dict(self.manifest["env"])}
+
+
+def make_env(env_settings: dict, **overrides):
+    """A NavigationEnv from a dataset's env settings (``manifest["env"]`` or ``facts()["env"]``)."""
+    from envs.navigation.nav_env import NavigationEnv
+    return NavigationEnv(**{**env_settings, **overrides})
 
 
 def _fail(path, problem: str):

@@ -301,17 +301,21 @@ def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
     return ckpt, state, cfg, args.episodes or cfg.train.eval_episodes
 
 
-def run_export(args, prog: str, config_cls=None) -> int:
+def run_export(args, prog: str, config_cls=None, add_facts=None) -> int:
     """``--export CHECKPOINT|RUN_DIR [--out FILE] [--dtype D]``, the same for every agent: the acting
     weights alone (agents/runtime/export.py), written atomically; prints the ``--eval`` command.
     With ``config_cls`` the exported config is rewritten in today's key names (a checkpoint saved
-    under renamed keys exports a file that loads without the rename warnings)."""
+    under renamed keys exports a file that loads without the rename warnings). ``add_facts(state) ->
+    state`` lets an agent fill in task facts a checkpoint predating them lacks (BC navigation: the
+    dataset's settings, so that the export evaluates without the dataset)."""
     from agents.runtime.atomic_io import torch_save_atomic
     from agents.runtime.export import export_checkpoint
 
     ckpt, state = eval_checkpoint(args.export, "--export")
     if config_cls is not None and isinstance(state.get("config"), dict):
         state = {**state, "config": to_dict(from_dict(config_cls, state["config"]))}
+    if add_facts is not None:
+        state = add_facts(state)
     dtype = getattr(args, "dtype", None) or "float16"
     dest = Path(args.out) if args.out else output_root(ckpt) / "export" / f"{ckpt.stem}_{dtype}.pt"
     try:
@@ -326,7 +330,8 @@ def run_export(args, prog: str, config_cls=None) -> int:
 
 def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, load_new=None,
               save_config_on_resume: bool = False, launch_errors: tuple = (), validate_checkpoint=None,
-              frozen_on_resume=FROZEN_ON_RESUME, device_key: str = "device", prog: str | None = None) -> int:
+              frozen_on_resume=FROZEN_ON_RESUME, device_key: str = "device", prog: str | None = None,
+              add_facts=None) -> int:
     """The flow of every agent script's ``main`` (RL and BC alike): ``--export`` (``run_export``),
     ``--eval`` (``run_eval(args)``), or resolve the config and run directory (``--resume``) and
     ``check(cfg)`` them (a user error: one line on stderr, exit 2); then ``dry_run(cfg)``, or create
@@ -337,7 +342,8 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
     total_frames) stick for the next resume. ``validate_checkpoint(run, state)`` rejects a
     checkpoint (RunDirError) so that resume falls back to an older one; ``frozen_on_resume``: the
     config sections overrides of a resume may not change; ``device_key``: the dotted config key of
-    the device; ``prog``: the script, for the command printed after an export."""
+    the device; ``prog``: the script, for the command printed after an export; ``add_facts``: see
+    ``run_export``."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     box = []
     # an agent sets torch's intra-op threads for its run (the `threads` keys); give them back, so
@@ -349,7 +355,7 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
                           dry_run=dry_run, train=train, load_new=load_new,
                           save_config_on_resume=save_config_on_resume, launch_errors=launch_errors,
                           validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume,
-                          device_key=device_key, prog=prog or f"agents/{agent}.py")
+                          device_key=device_key, prog=prog or f"agents/{agent}.py", add_facts=add_facts)
     finally:
         for run in box:
             run.unlock()
@@ -357,11 +363,11 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
 
 
 def _run_agent(args, box, *, config_cls, agent, check, run_eval, dry_run, train, load_new, save_config_on_resume,
-               launch_errors, validate_checkpoint, frozen_on_resume, device_key, prog) -> int:
+               launch_errors, validate_checkpoint, frozen_on_resume, device_key, prog, add_facts) -> int:
     run = None
     try:
         if getattr(args, "export", None):
-            return run_export(args, prog, config_cls)
+            return run_export(args, prog, config_cls, add_facts)
         if args.eval:
             try:
                 return run_eval(args)
