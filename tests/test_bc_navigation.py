@@ -4,6 +4,7 @@ windowed step == its batched forward, TBPTT chunk streams, the waypoint controll
 run that lowers the loss, resume, closed-loop eval, and clear errors for bad inputs.
 (The dataset's write -> memory-map -> read round trip is tests/test_nav_data.py.)"""
 import json
+from pathlib import Path
 import math
 
 import numpy as np
@@ -327,3 +328,13 @@ def test_dry_run_prints_parameter_counts(dataset, capsys):
     assert main(["train", "--dry-run", f"data.path={dataset}", "data.val_episodes=1", "train.batch_size=2", *SMALL_MODEL]) == 0
     out = capsys.readouterr().out
     assert "mambavint: " in out and "total" in out and "6 episodes" in out
+
+
+def test_the_shipped_depth2_policy_reaches_the_cued_leaf(tmp_path):
+    """The README's shipped MambaViNT, guarded against env or network changes that would silently
+    break it: the float16 export through the public --eval, no dataset, on the first 4 eval maps
+    (one per cue). Measured: 4/4 (80 episodes: 78.8%; a memoryless policy: 25%)."""
+    export = Path("agents/policies/navigation/mambavint_cue_depth2_6k.pt")
+    assert main(["--eval", str(export), "--episodes", "4", "--no-video", "--out", str(tmp_path)]) == 0
+    result = json.loads(next(tmp_path.glob("eval_*.json")).read_text())
+    assert result["episodes"] == 4 and result["success_rate"] >= 0.75, result
