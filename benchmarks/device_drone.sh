@@ -13,7 +13,12 @@
 # Call it again while the machine is warm until every run says "done:" (its log lines come back in
 # output_tail): benchmarks/device_runs.sh resumes the run directories it finds there (the replay
 # buffers stay on that disk and are lost with the machine, so the six must finish in one session:
-# ~3 calls). The first call also builds pybullet (~71 s) and runs the throughput rows (BEFORE,
+# ~3 calls). The budget is a lever: gpu_forest.yaml's 40k steps are sized from an estimate (its header:
+# ~60 steps/s a run for the graphed ones, ~40 for the GRU's); the state-only probe needed ~30k+ updates for
+# goal seeking alone (benchmarks/results/td3_drone_probe.md). If the first call's "frames ... steps/s"
+# lines show clearly more, give the later calls EXTRA="train.total_frames=60000" (or more; train.* keys
+# apply on resume, replay.size stays 40k: the newest steps; checked here on a smoke run, 400 -> 500; a key
+# given twice is an error, so EXTRA holds keys the specs below do not set). The first call also builds pybullet (~71 s) and runs the throughput rows (BEFORE,
 # <= ~90 s, skipped once runs/device/td3_throughput_gpu16.json exists there):
 #   python3 benchmarks/td3_throughput.py --config configs/drone/seed_vmamba.yaml --envs 16 --seconds 5
 #     --updates 20 --frames 288 env.num_envs=16 train.frames_per_batch=96 train.cuda_graph=true device=cuda
