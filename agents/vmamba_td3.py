@@ -363,7 +363,7 @@ def main(argv=None) -> int:
         args.config = str(QUICK_CPU_CONFIG)
         print(f"no CUDA device: training the CPU-sized {QUICK_CPU_CONFIG.relative_to(QUICK_CPU_CONFIG.parents[2])} "
               "(small VMamba, 8,000 frames, a few minutes on 2 cores); the seed's 2.03M-parameter network is "
-              "--config configs/drone/seed_vmamba.yaml (about 2 s per update on a 2-core CPU)", flush=True)
+              "--config configs/drone/seed_vmamba.yaml (about 15 s per update on a 2-core CPU)", flush=True)
     return run_agent(args, config_cls=Config, agent=AGENT, check=check, run_eval=run_eval,
                      dry_run=dry_run, train=train, validate_checkpoint=validate_checkpoint,
                      frozen_on_resume=("model", "env", "replay"),   # the weights and the saved replay's layout
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
 
 def use_cpu_default(args, cuda: bool) -> bool:
     """The plain command (no --config, --resume, --eval or --export) on a machine without CUDA trains the
-    CPU-sized config: the seed-size network needs ~2 s per update there, so it would print its
+    CPU-sized config: the seed-size network needs ~15 s per update there, so it would print its
     parameter table and then nothing for minutes. The seed size stays one option away."""
     return not (args.config or args.resume or args.eval or getattr(args, "export", None) or cuda)
 

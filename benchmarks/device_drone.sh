@@ -28,8 +28,7 @@
 #
 # What comes back ($OUT, <= 8 files): runs.tgz (every run's config, metrics, eval scalars, attention
 # PNGs, device.log; no checkpoints or replay: CKPT_TAGS=""), exports.tgz.partNN (each run's float16
-# export/<tag>.pt of its latest checkpoint, ~4 MB a run, optimiser state dropped: see the end of this
-# script) and, from the first call, td3_throughput_gpu16.md/.json. Then, here:
+# export/<tag>.pt of its latest checkpoint, ~4 MB a run) and, from the first call, td3_throughput_gpu16.md/.json. Then, here:
 #   cp .../td3_throughput_gpu16.* benchmarks/results/
 #   tar xzf runs.tgz -C benchmarks/runs/vmamba_td3/ && cat exports.tgz.part* | tar xzf - -C benchmarks/runs/vmamba_td3/
 #   python benchmarks/learning_curves.py benchmarks/runs/vmamba_td3/forest_{mamba,none,gru}_s* \
@@ -101,22 +100,11 @@ done
 BEFORE="bash $HERE/device_drone.sh --before" OMP_NUM_THREADS=1 AGENT=vmamba_td3 PACK_ALL=1 CKPT_TAGS="" EXPORT=1 \
   bash "$HERE/device_runs.sh" "$SECS" "${specs[@]}"
 rc=$?
-# Repack. device_runs.sh's runs.tgz holds each run's export/, and the TD3 export keeps the optimiser
-# state (agents/runtime/export.py's TRAINING_ONLY lacks the TD3 checkpoint's optim_actor/optim_critic):
-# ~12 MB a run, ~60 MB for the six, over the 16 MiB a returned file may have (it would not come back).
-# So: the exports without optim_* (model, config, counters: ~4 MB a run, --eval loads them) go into
+# Repack. device_runs.sh's runs.tgz holds each run's export/ (the float16 actor and critic, ~4 MB a
+# run): ~20 MB for the six, over the 16 MiB a returned file may have. So the exports travel as
 # exports.tgz in 15 MiB parts, and runs.tgz is packed again without export/.
 dirs=$(cd runs/device/vmamba_td3 2>/dev/null && ls -d forest_*-* 2>/dev/null)
 if [ -n "$dirs" ]; then
-  python3 - runs/device/vmamba_td3/forest_*-*/export/*.pt <<'PY'
-import sys, torch
-sys.path.insert(0, ".")
-from agents.runtime.atomic_io import torch_save_atomic
-for path in sys.argv[1:]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if any(k.startswith("optim_") for k in state):
-        torch_save_atomic({k: v for k, v in state.items() if not k.startswith("optim_")}, path)
-PY
   rm -f "$OUT/runs.tgz" "$OUT"/exports.tgz.part*
   tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=replay --exclude=export --exclude='*.gif' --exclude='*.mp4' \
     -C runs/device/vmamba_td3 $dirs

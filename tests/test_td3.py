@@ -92,6 +92,12 @@ def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert "resumed at frame 300" in out and "replay 300 steps" in out
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints")))[-1] == "ckpt_000000000400.pt"
     assert run(["--eval", run_dir, "--episodes", "1"]) == 0
+    # the export holds the acting weights alone (no optimiser, OU or replay state) and evaluates
+    export = str(tmp_path / "policy.pt")
+    assert run(["--export", run_dir, "--out", export]) == 0
+    state = torch.load(export, weights_only=True)
+    assert not {k for k in state if k.startswith("optim_") or k in ("ou", "replay", "rng")}, sorted(state)
+    assert run(["--eval", export, "--episodes", "1"]) == 0
 
 
 def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_path):

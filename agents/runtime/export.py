@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import torch
 
-# checkpoint entries that only training needs (BC: optim, sched, sampler, ema, carried; RL: the
-# optimizer and the minibatch generator; both: rng)
-TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried", "optimizer", "minibatch_rng")
+# checkpoint entries that only training needs (BC: optim, sched, sampler, ema, carried; PPO: the
+# optimizer and the minibatch generator; TD3: optim_<net> per optimiser, the OU noise state and the
+# replay folder's entry; all: rng)
+TRAINING_ONLY = ("optim", "sched", "sampler", "rng", "ema", "carried", "optimizer", "minibatch_rng", "ou", "replay")
+TRAINING_ONLY_PREFIXES = ("optim_",)
 
 
 def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float16) -> dict:
@@ -19,7 +21,7 @@ def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float
     the original, and closed-loop episodes can diverge from it (float32 export is exact). For
     shipping a policy (or moving one off a GPU machine with a size limit on what comes back), not
     for resuming."""
-    out = {k: v for k, v in state.items() if k not in TRAINING_ONLY}
+    out = {k: v for k, v in state.items() if k not in TRAINING_ONLY and not k.startswith(TRAINING_ONLY_PREFIXES)}
     if "ema_model" in out:
         out.pop("model", None)
 
