@@ -60,8 +60,8 @@ case $MODE in
   measure)
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
-    TILING="default tiling"
-    if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
+    TILING="default kind and tilings (networks/ssm/triton_scan.py)"
+    if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN_KIND=${MAMBAZOO_TRITON_SCAN_KIND:-default} MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
     echo "Triton scan: $TILING"
     cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
     python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60

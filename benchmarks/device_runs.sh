@@ -53,6 +53,10 @@ for spec in "$@"; do
       cp -r "$(ls -d $src/$AGENT/"$tag"-* | tail -1)" $ROOT/$AGENT/ && dir=$(run_dir "$tag")
     fi
   done
+  if [ -n "$dir" ] && ! ls "$dir"/checkpoints/ckpt_*.pt >/dev/null 2>&1; then
+    # stopped before its first checkpoint: nothing to resume (--resume would fail), so start again
+    echo "[$tag] $dir has no checkpoint: starting it again"; rm -rf "$dir"; dir=""
+  fi
   left=$(( STOP - $(date +%s) ))
   if [ -n "$dir" ]; then
     # on resume, ARGS' key=value overrides apply (say more envs); its --config is the run's own

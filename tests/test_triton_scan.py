@@ -422,6 +422,9 @@ def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forc
     if use_kernels is not False:
         name = {"triton": "Triton", "mamba_ssm": "mamba-ssm", "torch": "pure PyTorch"}[expect]
         assert len(lines) == 1 and name in lines[0], lines   # one line per process, naming the path
+        if expect == "triton":                                # and, for Triton, the kernel kind and tilings
+            from networks.ssm import triton_scan
+            assert triton_scan.describe() in lines[0] and " kernels, forward (BD, BT, warps, stages) = (" in lines[0]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -92,11 +92,13 @@ def scan_path(use_kernels, x: torch.Tensor, what: str = "Mamba1 sequence scan") 
         path = "mamba_ssm" if wanted(use_kernels, x) else "torch"
     if what not in _PATH_LOGGED:
         _PATH_LOGGED.add(what)
-        log.warning("mambazoo: %s on CUDA: %s", what, {
-            "triton": "Triton (networks/ssm/triton_scan.py" + (", conv + SiLU: triton_conv.py)" if "Mamba1" in what
-                                                                else ")"),
-            "mamba_ssm": "mamba-ssm selective_scan_fn" + (" + scan_with_resets" if "Mamba1" in what else ""),
-            "torch": "pure PyTorch"}[path])
+        if path == "triton":
+            said = (f"Triton (networks/ssm/triton_scan.py: {triton_scan.describe()}"
+                    + ("; conv + SiLU: triton_conv.py)" if "Mamba1" in what else ")"))
+        else:
+            said = {"mamba_ssm": "mamba-ssm selective_scan_fn" + (" + scan_with_resets" if "Mamba1" in what else ""),
+                    "torch": "pure PyTorch"}[path]
+        log.warning("mambazoo: %s on CUDA: %s", what, said)
     return path
 
 

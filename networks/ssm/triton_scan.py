@@ -135,6 +135,16 @@ def _kind():
                    lambda v: _check_kind(v.strip(), "MAMBAZOO_TRITON_SCAN_KIND"), DEFAULT_KIND)
 
 
+def describe() -> str:
+    """The kernel kind and tilings in use, for the dispatch's one log line (a bad setting raises
+    its ValueError here, before any kernel)."""
+    kind = _kind()
+    bd, bt, w, st = _config(1 << 30, kind)
+    bbd, bw, bst = _bwd_config(kind)
+    return (f"{kind} kernels, forward (BD, BT, warps, stages) = ({bd}, {bt}, {w}, {st}), "
+            f"backward (BD, warps, stages) = ({bbd}, {bw}, {bst})")
+
+
 def _config(T, kind="tile"):
     bd, bt, w, st = _lookup(_CONFIG_OVERRIDE, "MAMBAZOO_TRITON_SCAN", lambda v: _full(_ints(v)),
                             DEFAULT_CONFIG if kind == "tile" else LOOP_DEFAULT_CONFIG)
