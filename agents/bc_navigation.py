@@ -274,7 +274,7 @@ def expert_reference(env, seed: int, cue: int):
 def evaluate(cfg: Config, state: dict, args, out_dir: Path) -> dict:
     # The dataset's settings travel in the checkpoint (a shipped export evaluates without the
     # dataset); checkpoints written before they did read them from cfg.data.path.
-    facts = state.get("dataset") or nav_data.load_dataset(cfg.data.path).facts()
+    facts = add_dataset_facts(state)["dataset"]
     data_cfg = from_dict(nav_data.NavDataConfig, facts["config"], where="checkpoint dataset settings")
     device = pick_device(cfg.eval.device, "eval.device")
     if cfg.eval.waypoint_index >= data_cfg.num_waypoints:

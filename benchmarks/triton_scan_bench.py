@@ -8,7 +8,8 @@ initial state for ours (the bare kernel has neither: it is the speed to match):
   triton-loop  the same with the "loop" kernels (networks/ssm/triton_scan_loop.py: mamba-ssm's
                loop over the states, [BD, BT] tiles). The environment's tilings
                (MAMBAZOO_TRITON_SCAN[_BWD]) apply to the environment's kind
-               (MAMBAZOO_TRITON_SCAN_KIND, "tile" if unset); the other kind runs its defaults;
+               (MAMBAZOO_TRITON_SCAN_KIND, triton_scan.DEFAULT_KIND if unset); the other kind runs its
+               defaults;
   ssm+rewrite  our previous CUDA path: mamba-ssm's kernel behind kernels.scan_with_resets
                (extra state-load/reset steps, scatter/gather), softplus in torch;
   torch        our pure-PyTorch chunked scan (the path without mamba-ssm; T <= --torch-max-len);
@@ -93,8 +94,7 @@ LOOP_FWD_SWEEP = [(bd, bt, w, 1) for bt, bws in ((128, ((1, 1), (1, 2), (1, 4), 
                   for bd, w in bws] + [(1, 256, 4, 2)]
 LOOP_BWD_SWEEP = [(1, 4, 1), (1, 8, 1), (2, 4, 1)]
 SWEEPS = {"loop": (LOOP_FWD_SWEEP, LOOP_BWD_SWEEP), "tile": (FWD_SWEEP, BWD_SWEEP)}
-DEFAULTS = {"tile": (triton_scan.DEFAULT_CONFIG, triton_scan.DEFAULT_BWD_CONFIG),
-            "loop": (triton_scan.LOOP_DEFAULT_CONFIG, triton_scan.LOOP_DEFAULT_BWD_CONFIG)}
+DEFAULTS = triton_scan.DEFAULT_TILINGS
 ROW_NAME = {"tile": "triton", "loop": "triton-loop"}
 
 

@@ -73,6 +73,7 @@ DEFAULT_BWD_CONFIG = (4, 4, 2)
 # longer chunks: T/BT serial steps per program). Short sequences clamp BT to T (_config).
 LOOP_DEFAULT_CONFIG = (2, 1024, 8, 1)
 LOOP_DEFAULT_BWD_CONFIG = (2, 4, 1)
+DEFAULT_TILINGS = {"tile": (DEFAULT_CONFIG, DEFAULT_BWD_CONFIG), "loop": (LOOP_DEFAULT_CONFIG, LOOP_DEFAULT_BWD_CONFIG)}
 _CONFIG_OVERRIDE = None  # set by tests and the benchmark (set_config) to exercise other tilings
 _BWD_OVERRIDE = None
 _KIND_OVERRIDE = None
@@ -145,18 +146,17 @@ def describe() -> str:
             f"backward (BD, warps, stages) = ({bbd}, {bw}, {bst})")
 
 
-def _config(T, kind="tile"):
+def _config(T, kind):
     bd, bt, w, st = _lookup(_CONFIG_OVERRIDE, "MAMBAZOO_TRITON_SCAN", lambda v: _full(_ints(v)),
-                            DEFAULT_CONFIG if kind == "tile" else LOOP_DEFAULT_CONFIG)
+                            DEFAULT_TILINGS[kind][0])
     # Short sequences: no point in a chunk longer than the sequence (pow2, >= 16 for tl.arange).
     bt = min(bt, max(16, 1 << (max(T, 1) - 1).bit_length()))
     return bd, bt, w, st
 
 
-def _bwd_config(kind="tile"):
+def _bwd_config(kind):
     """(BD, warps, stages) of the backward kernel."""
-    return _lookup(_BWD_OVERRIDE, "MAMBAZOO_TRITON_SCAN_BWD", lambda v: _full_bwd(_ints(v)),
-                   DEFAULT_BWD_CONFIG if kind == "tile" else LOOP_DEFAULT_BWD_CONFIG)
+    return _lookup(_BWD_OVERRIDE, "MAMBAZOO_TRITON_SCAN_BWD", lambda v: _full_bwd(_ints(v)), DEFAULT_TILINGS[kind][1])
 
 
 @functools.lru_cache(maxsize=None)
