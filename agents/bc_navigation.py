@@ -34,7 +34,7 @@ from tensordict import TensorDict
 from agents.navigation import data as nav_data
 from agents.navigation.config import Config
 from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
-from agents.runtime.cli import pick_device
+from agents.runtime.cli import pick_device, use_tf32_matmuls
 from agents.runtime.config import ConfigError, from_dict, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import check_finite
@@ -154,7 +154,7 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+        use_tf32_matmuls(device)
     data = NavData(cfg, device)
     model = build_model(cfg, data.image_size, data.num_waypoints, data.ds.config.depth).to(device)
     counts = parameter_counts(model)

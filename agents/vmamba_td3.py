@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eval, output_root, pick_device,
-                                run_agent)
+                                run_agent, use_tf32_matmuls)
 from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401  (from_dict: tests use it from here)
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
@@ -156,6 +156,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     from tqdm import tqdm
 
     device = pick_device(cfg.device, "device")
+    if use_tf32_matmuls(device):
+        log.warning("TD3 on CUDA: float32 matmuls and convolutions on TF32 tensor cores")
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)                 # all three streams: a fresh process must not start from urandom
     np.random.seed(cfg.seed)

@@ -225,6 +225,18 @@ def pick_device(value: str, key: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if value == "auto" else value)
 
 
+def use_tf32_matmuls(device: torch.device) -> bool:
+    """On CUDA, float32 matmuls and convolutions on TF32 tensor cores (10-bit mantissa products, float32
+    sums). Why: without it cuBLAS picks FFMA kernels whose 32x32 tiles leave most of an H200 idle on the
+    long-reduction weight gradients of a VMamba encoder (the drone update's largest kernel, 17 of 50 ms:
+    benchmarks/results/td3_update_profile_gpu_forest.md). Training only; CPU runs are untouched."""
+    if device.type != "cuda":
+        return False
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+    return True
+
+
 def checkpoint_path(arg, flag: str = "--eval", exports: bool = False) -> Path:
     """``flag`` takes a checkpoint file or a run directory: its latest checkpoint, or with
     ``exports`` else its latest exported one. ``flag`` names the option or subcommand in errors."""
