@@ -64,34 +64,46 @@ def td3_step(cfg: Config, nets, optims, batch, actor_turn: bool, check: bool = T
     ``check=False`` inside a CUDA graph (no host sync there; GraphedTD3Update checks after replay)."""
     obs, obs_next, action, reward, terminated = batch
     c = cfg.td3
+    shared = nets.shared   # one encoder for actor and critic (model.shared_encoder): encode once each
     with torch.no_grad():
         noise = (torch.randn_like(action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-        next_action = (nets.actor_target(*obs_next) + noise).clamp(-1.0, 1.0)
-        q1_t, q2_t = nets.critic_target(*obs_next, next_action)
+        if shared:
+            feature_next = nets.critic_target.encoder(*obs_next)
+            next_action = (nets.actor_target.act(feature_next) + noise).clamp(-1.0, 1.0)
+            q1_t, q2_t = nets.critic_target.q_heads(feature_next, next_action)
+        else:
+            next_action = (nets.actor_target(*obs_next) + noise).clamp(-1.0, 1.0)
+            q1_t, q2_t = nets.critic_target(*obs_next, next_action)
         target = reward + c.gamma * (1.0 - terminated) * torch.min(q1_t, q2_t)
-    q1, q2 = nets.critic(*obs, action)
+    feature = nets.critic.encoder(*obs)
+    q1, q2 = nets.critic.q_heads(feature, action)
     critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
     out = {"critic_loss": critic_loss.detach(), "q1": q1.mean().detach()}
-    step(optims["critic"], critic_loss, nets.critic, c.grad_clip, check)
+    step(optims["critic"], critic_loss, c.grad_clip, check)
     if actor_turn:
-        with torch.no_grad():  # the critic's features do not depend on the actor: encode once
-            feature = nets.critic.encoder(*obs)
-        actor_loss = -nets.critic.q_heads(feature, nets.actor(*obs))[0].mean()
-        step(optims["actor"], actor_loss, nets.actor, c.grad_clip, check)
+        if shared:   # the critic pass's features, taken before its step, as DrQ-v2 does
+            feature = feature.detach()
+            actor_loss = -nets.critic.q_heads(feature, nets.actor.act(feature))[0].mean()
+        else:
+            with torch.no_grad():  # the critic's features do not depend on the actor: encode once
+                feature = nets.critic.encoder(*obs)
+            actor_loss = -nets.critic.q_heads(feature, nets.actor(*obs))[0].mean()
+        step(optims["actor"], actor_loss, c.grad_clip, check)
         out["actor_loss"] = actor_loss.detach()
         with torch.no_grad():
-            for online, target_net in ((nets.actor, nets.actor_target), (nets.critic, nets.critic_target)):
-                torch._foreach_lerp_(list(target_net.parameters()), list(online.parameters()), c.tau)
+            torch._foreach_lerp_(*nets.target_pairs(), c.tau)
     return out
 
 
-def step(optim, loss, module: nn.Module, grad_clip: float, check: bool = True) -> None:
+def step(optim, loss, grad_clip: float, check: bool = True) -> None:
+    """zero_grad, backward, clip (over the optimiser's own parameters: a shared encoder still holds the
+    critic's gradient during the actor's step), step."""
     if check:
         check_finite(None, loss=loss)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
-        nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+        nn.utils.clip_grad_norm_([p for g in optim.param_groups for p in g["params"]], grad_clip)
     optim.step()
 
 
@@ -166,7 +178,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     env = make_train_env(cfg, seed=cfg.seed + frames)
     nets = build_nets(cfg, env).to(device)
     print(parameter_report(nets))
-    optims = {"actor": torch.optim.Adam(nets.actor.parameters(), lr=cfg.td3.actor_lr),
+    optims = {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
               "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
     policy, ou = acting_policy(cfg, nets, env.action_spec)
     # replay.storage=memmap: replay_storage/ is this process's working copy (the run is locked);
@@ -175,6 +187,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     replay = make_replay(cfg, run.path / "replay_storage")
     episode = 0  # running episode id stored with each step: the SliceSampler's trajectory key
     returns, losses, last_eval, rng = [], [], frames, None
+    refill_until = 0  # frame before which no update runs (learning_starts; on a refilled resume later)
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
         for k, o in optims.items():
@@ -183,12 +196,26 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         if "replay" not in resume_state:
             raise RunDirError("this checkpoint predates the pickle-free replay format (its replay/ folder was "
                               "written by torchrl's dumps, which loads pickle files): start a new run")
-        replay_io.load(replay, run.path / "replay", resume_state["replay"])
+        saved = run.path / "replay" / str(resume_state["replay"]["dir"])
+        if cfg.train.refill_replay and not saved.exists():
+            refill_until = frames + cfg.train.learning_starts
+            print(f"replay folder {saved} is missing: train.refill_replay collects {cfg.train.learning_starts} "
+                  f"steps with the resumed policy before updating again (until frame {refill_until})")
+        else:
+            try:
+                replay_io.load(replay, run.path / "replay", resume_state["replay"])
+            except replay_io.ReplayError as err:
+                if saved.exists():
+                    raise
+                raise RunDirError(f"{err}: resume with train.refill_replay=true to refill the buffer from the "
+                                  f"resumed policy ({cfg.train.learning_starts} steps, train.learning_starts, "
+                                  "without updates)") from None
         # folders of saves that a kill cut short (no checkpoint names them) go now
         replay_io.prune(run.path / "replay", [replay_io.folder_name(s) for s, _ in run._checkpoint_files()])
         episode = int(resume_state["episode"]) + 1  # the env starts a new episode after a resume
         returns, losses = list(st.get("returns", [])), list(st.get("losses", []))
         last_eval = int(st.get("last_eval", frames))
+        refill_until = max(refill_until, int(st.get("refill_until", 0)))   # a refill a stop cut short goes on
         rng = resume_state["rng"]
         close_env(env)
         env = None                        # the segment below makes it after the RNG is restored
@@ -223,7 +250,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                 returns = (returns + batch["next", "episode_reward"][done].flatten().tolist())[-10:]
                 stored, episode = to_storage(cfg, batch, first_episode)
                 replay.extend(stored)
-                if frames >= cfg.train.learning_starts and len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
+                if frames >= max(cfg.train.learning_starts, refill_until) and \
+                        len(replay) > cfg.replay.batch_size * cfg.replay.seq_len:
                     for _ in range(int(round(batch.numel() * cfg.train.updates_per_step))):
                         sample = replay.sample()
                         check_slices(cfg, sample)
@@ -268,7 +296,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
         env = None
         rng = rng_state()
         save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
-             rng=rng, returns=returns, losses=losses, last_eval=last_eval)
+             rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until)
         episode += 1                      # the next segment's env starts a new episode, as on resume
     bar.close()
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000, out_dir=run.videos / f"eval_{frames}")
@@ -301,7 +329,7 @@ KEEP_CHECKPOINTS = 2   # the newest and one to fall back to; each names its own 
 
 
 def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=None, returns=(), losses=(),
-         last_eval=0) -> Path:
+         last_eval=0, refill_until=0) -> Path:
     """Crash-consistent: the replay goes to its own folder replay/<frame>/ (fsynced, with a manifest),
     then the checkpoint (atomic rename) names that folder and the manifest's sha256, then folders
     that no kept checkpoint names are deleted. A kill at any point leaves the newest checkpoint
@@ -309,7 +337,7 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
     entry = replay_io.save(replay, run.path / "replay", frames)
     state = {"model": nets.state_dict(), "frames": frames, "updates": updates, "episode": episode,
              "ou": ou.state_dict(), "replay": entry, "returns": [float(r) for r in returns],
-             "losses": [dict(l) for l in losses], "last_eval": int(last_eval),
+             "losses": [dict(l) for l in losses], "last_eval": int(last_eval), "refill_until": int(refill_until),
              "rng": rng if rng is not None else rng_state(), "config": to_dict(cfg),
              # as an ordinary optimiser saves it, also from a graphed run: checkpoints resume anywhere
              **{"optim_" + k: portable_optimizer_state(o.state_dict()) for k, o in optims.items()}}
@@ -321,9 +349,14 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
 
 
 def validate_checkpoint(run: RunDir, state: dict) -> None:
-    """A checkpoint is only resumable with the replay it names (the fallback to an older one skips it)."""
+    """A checkpoint is only resumable with the replay it names (the fallback to an older one skips it),
+    except when the run has no replay folder at all (a run that travelled without its buffers): then
+    the newest checkpoint stands and train() refills the buffer (train.refill_replay) or says how."""
     if "replay" in state:
-        replay_io.verify(run.path / "replay", state["replay"], checksums=True)
+        root = run.path / "replay"
+        if not (root.is_dir() and any(p.is_dir() for p in root.iterdir())):
+            return
+        replay_io.verify(root, state["replay"], checksums=True)
 
 
 # -------------------------------------------------------------------------------------- the CLI

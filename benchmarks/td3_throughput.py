@@ -111,7 +111,7 @@ def update_ms(cfg, nets, replay, device, repeats: int) -> float:
 
     from agents.vmamba_td3 import td3_update
 
-    optims = {"actor": torch.optim.Adam(nets.actor.parameters(), lr=cfg.td3.actor_lr),
+    optims = {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
               "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
     for i in range(3):                          # warm-up (allocator, kernels, lazy modules)
         td3_update(cfg, nets, optims, replay.sample(), i + 1, device)

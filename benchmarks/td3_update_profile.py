@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     print(f"{args.config}: {rows['parameters']:,} parameters, acting {rows['acting_ms']:.2f} ms", flush=True)
 
     def fresh_optims():
-        o = {"actor": torch.optim.Adam(nets.actor.parameters(), lr=cfg.td3.actor_lr),
+        o = {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
              "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
         return o
 

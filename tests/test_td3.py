@@ -113,6 +113,84 @@ def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_pa
     assert files & {"eval_episode.mp4", "eval_episode.gif"}
 
 
+def _shared_nets_and_batch(seed=0):
+    from agents.drone.build import build_nets
+    cfg = load_config(Config, PENDULUM, [*TINY, "model.shared_encoder=true"])
+    env = make_env(cfg, seed=0)
+    torch.manual_seed(seed)
+    nets = build_nets(cfg, env)
+    env.close()
+    rb = make_replay(cfg)
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    rb.extend(fake_episodes([40, 40], obs_dim=obs_dim))
+    torch.manual_seed(seed + 1)
+    return cfg, nets, windows(cfg, rb.sample(), "cpu")
+
+
+def test_shared_encoder_is_trained_by_the_critic_alone_and_its_target_moves_once():
+    """model.shared_encoder (DrQ-v2's layout): the actor's encoder is the critic's, the target
+    actor's the target critic's; the actor's optimiser holds only its head; an actor turn leaves
+    the encoder exactly where the critic's step put it; the shared target encoder moves by tau once."""
+    import copy
+    from agents.vmamba_td3 import td3_step
+    cfg, nets, batch = _shared_nets_and_batch()
+    assert nets.actor.encoder is nets.critic.encoder and nets.actor_target.encoder is nets.critic_target.encoder
+    assert nets.critic_target.encoder is not nets.critic.encoder
+    enc_ids = {id(p) for p in nets.critic.encoder.parameters()}
+    assert enc_ids and not enc_ids & {id(p) for p in nets.actor_parameters()}
+    targets, online = nets.target_pairs()
+    assert len(targets) == len({id(t) for t in targets}) == len(list(torch.nn.ModuleList([nets.actor, nets.critic]).parameters()))
+
+    def optims_for(n):
+        return {"actor": torch.optim.Adam(n.actor_parameters(), lr=1e-2), "critic": torch.optim.Adam(n.critic.parameters(), lr=1e-2)}
+
+    both, critic_only = nets, copy.deepcopy(nets)
+    assert critic_only.actor.encoder is critic_only.critic.encoder   # deepcopy keeps the sharing
+    target_before = [p.clone() for p in nets.critic_target.encoder.parameters()]
+    head_before = [p.clone() for p in nets.actor.head.parameters()]
+    torch.manual_seed(5)
+    td3_step(cfg, both, optims_for(both), batch, actor_turn=True)
+    torch.manual_seed(5)
+    td3_step(cfg, critic_only, optims_for(critic_only), batch, actor_turn=False)
+    for a, b in zip(both.critic.encoder.parameters(), critic_only.critic.encoder.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert any(not torch.equal(a, b) for a, b in zip(both.actor.head.parameters(), head_before))
+    tau = cfg.td3.tau
+    for t, t0, o in zip(both.critic_target.encoder.parameters(), target_before, both.critic.encoder.parameters()):
+        torch.testing.assert_close(t, t0 + tau * (o - t0))
+
+
+def test_tiny_pendulum_run_with_a_shared_encoder_trains_and_resumes(tmp_path, capsys):
+    assert run(["--config", PENDULUM, *TINY, "model.shared_encoder=true", "train.total_frames=300",
+                "train.checkpoint_every_frames=200", f"run_root={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "actor (head; encoder: the critic's)" in out
+    (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    assert run(["--resume", run_dir, "train.total_frames=400"]) == 0
+    assert "resumed at frame 300" in capsys.readouterr().out
+    assert run(["--eval", run_dir, "--episodes", "1"]) == 0
+
+
+def test_resume_without_its_replay_refills_it_only_when_asked(tmp_path, capsys):
+    """Replay buffers need not travel with a run (a GPU host's disk goes with the host): without its
+    replay folder a resume is an error naming train.refill_replay; with it, the resumed policy collects
+    train.learning_starts steps before the updates go on."""
+    import shutil
+    assert run(["--config", PENDULUM, *TINY, "train.total_frames=300", "train.checkpoint_every_frames=300",
+                f"run_root={tmp_path}"]) == 0
+    (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    before = torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000300.pt"), weights_only=True)["updates"]
+    shutil.rmtree(os.path.join(run_dir, "replay"))
+    capsys.readouterr()
+    assert run(["--resume", run_dir, "train.total_frames=500"]) != 0
+    assert "train.refill_replay=true" in capsys.readouterr().err
+    assert run(["--resume", run_dir, "train.total_frames=500", "train.refill_replay=true"]) == 0
+    assert "collects 100 steps with the resumed policy before updating again (until frame 400)" in capsys.readouterr().out
+    after = torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000500.pt"), weights_only=True)
+    # batches of 50 frames at 0.2 updates a frame: only those ending at 400, 450 and 500 update
+    assert after["updates"] - before == 3 * 10 and after["refill_until"] == 400
+
+
 def test_config_errors_name_the_key(capsys):
     assert run(["--config", PENDULUM, "model.encoder=vmamba", "--dry-run"]) == 2
     assert "model.encoder" in capsys.readouterr().err

@@ -126,14 +126,40 @@ def build_encoder(cfg: Config, obs_dim: int) -> nn.Module:
 
 
 class TD3Nets(nn.Module):
-    """Actor and twin-Q critic, each with its own encoder, and their target copies."""
+    """Actor and twin-Q critic and their target copies. Each has its own encoder (the seed's two
+    streams), or with ``model.shared_encoder`` the actor's encoder IS the critic's (and the target
+    actor's the target critic's): the actor's loss then reaches only its head (``actor_parameters``),
+    as in DrQ-v2, where letting the actor's gradient into a shared encoder destabilised learning."""
 
     def __init__(self, cfg: Config, obs_dim: int, action_dim: int):
         super().__init__()
-        self.actor = VMambaActor(build_encoder(cfg, obs_dim), action_dim, cfg.model.hidden_dim)
-        self.critic = VMambaCritic(build_encoder(cfg, obs_dim), action_dim, cfg.model.hidden_dim)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.shared = cfg.model.shared_encoder
+        if self.shared:
+            self.critic = VMambaCritic(build_encoder(cfg, obs_dim), action_dim, cfg.model.hidden_dim)
+            self.actor = VMambaActor(self.critic.encoder, action_dim, cfg.model.hidden_dim)
+        else:
+            self.actor = VMambaActor(build_encoder(cfg, obs_dim), action_dim, cfg.model.hidden_dim)
+            self.critic = VMambaCritic(build_encoder(cfg, obs_dim), action_dim, cfg.model.hidden_dim)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # the memo makes the target actor's copy of the shared encoder the target critic's encoder
+        memo = {id(self.critic.encoder): self.critic_target.encoder} if self.shared else {}
+        self.actor_target = copy.deepcopy(self.actor, memo).requires_grad_(False)
+
+    def actor_parameters(self) -> list[nn.Parameter]:
+        """What the actor's optimiser steps: all of the actor, or with a shared encoder its head."""
+        return list((self.actor.head if self.shared else self.actor).parameters())
+
+    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(target parameters, online parameters), each shared tensor once (a shared encoder would
+        otherwise move towards its online copy twice per update)."""
+        targets, online, seen = [], [], set()
+        for t_net, o_net in ((self.actor_target, self.actor), (self.critic_target, self.critic)):
+            for t, o in zip(t_net.parameters(), o_net.parameters()):
+                if id(t) not in seen:
+                    seen.add(id(t))
+                    targets.append(t)
+                    online.append(o)
+        return targets, online
 
 
 def build_nets(cfg: Config, env) -> TD3Nets:
@@ -143,9 +169,11 @@ def build_nets(cfg: Config, env) -> TD3Nets:
 
 
 def parameter_report(nets: TD3Nets) -> str:
-    rows = {"actor": nets.actor, "critic (twin Q)": nets.critic,
+    # ModuleLists count a shared encoder once
+    actor = nets.actor.head if nets.shared else nets.actor
+    rows = {"actor (head; encoder: the critic's)" if nets.shared else "actor": actor, "critic (twin Q)": nets.critic,
             "targets (not trained)": nn.ModuleList([nets.actor_target, nets.critic_target])}
-    trainable = count_parameters(nets.actor, nets.critic)
+    trainable = count_parameters(nn.ModuleList([nets.actor, nets.critic]))
     return parameter_table(rows) + f"\ntrainable (actor + critic): {trainable:,}"
 
 

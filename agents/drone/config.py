@@ -47,6 +47,10 @@ class ModelConfig:
     d_state: int = field_spec(8, min=1, max=64, help="vmamba: SS2D state size")
     d_model: int = field_spec(128, min=8, help="vmamba: fused feature width")
     hidden_dim: int = field_spec(256, min=8, help="actor/critic head width")
+    shared_encoder: bool = field_spec(
+        False, help="one encoder for actor and critic, trained by the critic's TD loss only; the actor reads "
+                    "its features detached and the target actor those of the target critic's encoder "
+                    "(DrQ-v2's layout): 2 encoder passes per update instead of 5. false: the seed's two streams")
     memory: MemoryKind = field_spec("mamba1", help="memory encoder: make_memory kind")
     memory_hidden: int = field_spec(64, min=4, help="memory encoder: width")
     memory_layers: int = field_spec(1, min=1, max=8, help="memory encoder: layers")
@@ -86,6 +90,11 @@ class TrainConfig:
     checkpoint_every_frames: int = field_spec(10_000, min=1, help="env steps between checkpoints")
     eval_every_frames: int = field_spec(0, min=0, help="env steps between evaluations (0: only at the end)")
     eval_episodes: int = field_spec(10, min=1)
+    refill_replay: bool = field_spec(
+        False, help="on --resume, when the checkpoint's replay folder is gone (buffers need not travel with a "
+                    "run): start from an empty buffer, collect train.learning_starts env steps with the resumed "
+                    "policy and its OU noise, then update again (the resumed run then differs from an "
+                    "uninterrupted one). false: a missing folder is an error")
     cuda_graph: bool = field_spec(False, help="on CUDA, replay each update (critic; critic + actor + targets) as a "
                                               "CUDA graph; nets no graph can hold (cuDNN GRU/LSTM) update eagerly, "
                                               "said in a log line; a capture failing midway stops the run")

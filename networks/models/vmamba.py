@@ -338,8 +338,11 @@ class VMambaActor(nn.Module):
         self.head = mlp([encoder.d_model, hidden_dim, hidden_dim, action_dim], norm_input=True)
         _init_last(self.head[-1])
 
+    def act(self, feature):   # encoder feature [*B, d_model] -> action (a shared encoder's caller encodes)
+        return torch.tanh(self.head(feature))
+
     def forward(self, *obs):  # (depth, state) here; any encoder's inputs (e.g. memory_encoder)
-        return torch.tanh(self.head(self.encoder(*obs)))
+        return self.act(self.encoder(*obs))
 
 
 class VMambaCritic(nn.Module):
