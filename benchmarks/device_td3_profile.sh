@@ -2,7 +2,10 @@
 # The TD3 drone update profiled on the GPU host (benchmarks/td3_update_profile.py), alone and six at once
 # (what benchmarks/device_drone.sh's six runs do to one GPU), then with TESTS=1 `pytest -m cuda tests`
 # without mamba-ssm (benchmarks/device_gpu_speed.sh's first half, no kernel build). carry ["gpu_carry"];
-# ~3 min (+ ~4 with TESTS=1). PROFILE_ARGS adds to every profile (e.g. --no-tf32, the first call's).
+# ~4 min (+ ~2 with TESTS=1). PROFILE_ARGS adds to every profile (e.g. --no-tf32, the first call's);
+# SEED_ROW=1 adds the seed-size network; TILINGS="BD,BT,warps,stages/BD,warps,stages ..." the Triton scan
+# forward/backward tilings tried
+# on the gpu_forest VMamba (MAMBAZOO_TRITON_SCAN; networks/ssm/triton_scan.py).
 #   [TESTS=1] bash benchmarks/device_td3_profile.sh
 # $OUT: profiles.tgz (each profile's .md/.json), gpu_tests_no_mamba_ssm.txt
 set -u
@@ -16,13 +19,22 @@ fi
 export PYTHONPATH=/tmp/site:$PWD MAMBAZOO_CPU_SCAN=0 OMP_NUM_THREADS=1
 echo "setup done at +$(( $(date +%s) - T0 )) s; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 P="python3 benchmarks/td3_update_profile.py --out /tmp/prof --top 25 ${PROFILE_ARGS:-}"
-for args in "--config configs/drone/gpu_forest.yaml" "--config configs/drone/gpu_forest.yaml model.temporal=none" \
-            "--config configs/drone/gpu_forest.yaml model.temporal=gru" "--config configs/drone/seed_vmamba.yaml"; do
-  timeout 150 $P $args 2>&1 | grep -v "INFO\|USDT\|Warning\|warn" | tail -34
+G=configs/drone/gpu_forest.yaml   # shares one encoder between actor and critic (model.shared_encoder)
+for args in "--config $G" "--config $G model.shared_encoder=false" "--config $G model.temporal=none" \
+            "--config $G model.temporal=gru" ${SEED_ROW:+"--config configs/drone/seed_vmamba.yaml"}; do
+  timeout 150 $P $args 2>&1 | grep -v "INFO\|USDT\|Warning\|warn" | grep "trainable parameters"
 done
-echo "six at once (gpu_forest, temporal=mamba), at +$(( $(date +%s) - T0 )) s:"
+# SS2D's rows are short (stage 1: 256 tokens, stage 4: 4): the scan's default tiling (BD=2 channels x
+# BT=1024 steps, clamped to the row; 8 warps) leaves most lanes idle there. Wider BD at the same BT:
+for pair in ${TILINGS:-8,1024,8,1/8,4,1 32,1024,8,1/32,4,1}; do   # forward/backward tilings
+  fwd=${pair%/*}; bwd=${pair#*/}; name=scan${fwd//,/-}_bwd${bwd//,/-}
+  MAMBAZOO_TRITON_SCAN=$fwd MAMBAZOO_TRITON_SCAN_BWD=$bwd timeout 150 $P --config $G --out /tmp/$name 2>&1 \
+    | grep "trainable parameters" | sed "s|^|MAMBAZOO_TRITON_SCAN=$fwd MAMBAZOO_TRITON_SCAN_BWD=$bwd: |"
+  for f in /tmp/$name/*; do mv "$f" "/tmp/prof/$(basename "${f%.*}")_$name.${f##*.}"; done
+done
+echo "six at once (gpu_forest, shared encoder, temporal=mamba), at +$(( $(date +%s) - T0 )) s:"
 for i in 0 1 2 3 4 5; do
-  timeout 150 $P --config configs/drone/gpu_forest.yaml --profile 1 --updates 40 --out /tmp/six$i seed=$i > /tmp/six$i.log 2>&1 &
+  timeout 150 $P --config $G --profile 1 --updates 40 --out /tmp/six$i seed=$i > /tmp/six$i.log 2>&1 &
 done
 wait
 grep -h "eager update\|graphed update\|acting" /tmp/six*.log

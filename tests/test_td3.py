@@ -238,14 +238,15 @@ def test_progress_shows_the_current_rate_not_the_running_average(tmp_path, capsy
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("memory", ["mamba1", "gru"])
+@pytest.mark.parametrize("memory", ["mamba1", "gru", "mamba1+shared"])
 def test_cuda_graph_updates_match_eager_and_checkpoints_stay_portable(tmp_path, memory, caplog):
     """train.cuda_graph replays the critic-only and the critic+actor+targets updates as CUDA graphs:
     the same run as eager (weights after ~70 updates, same RNG streams), its checkpoint an ordinary
     one (float lr, capturable off, CPU step counters) that resumes on the CPU. A GRU memory (cuDNN,
     not capturable) is said to be updated eagerly before any capture is tried, and trains the same."""
+    memory, shared = memory.split("+")[0], memory.endswith("+shared")   # +shared: model.shared_encoder
     args = ["--config", PENDULUM, *TINY, "train.total_frames=400", "train.checkpoint_every_frames=400",
-            f"model.memory={memory}", "device=cuda", "logger=none"]
+            f"model.memory={memory}", f"model.shared_encoder={str(shared).lower()}", "device=cuda", "logger=none"]
     states = []
     for graph in ("false", "true"):
         root = tmp_path / graph
