@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.processes import summed_rate  # noqa: E402
-from networks.params import count_parameters  # noqa: E402
 
 
 def _sim_worker(env_id: str, kwargs: dict, seconds: float, seed: int, out) -> None:
@@ -180,7 +179,7 @@ def main(argv=None) -> int:
     env = make_env(cfg, seed=0)
     nets = build_nets(cfg, env).to(device)
     env.close()
-    rows["parameters"] = count_parameters(nets.actor, nets.critic)
+    rows["parameters"] = nets.num_trainable()
     rows["acting_ms"] = acting_ms(cfg, nets, replay, device)
     print(f"acting step at batch 1 on {device}: {rows['acting_ms']:.2f} ms", flush=True)
     rows["update_ms"] = update_ms(cfg, nets, replay, device, args.updates)

@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.td3_throughput import acting_ms, env_stack_and_replay  # noqa: E402
-from networks.params import count_parameters  # noqa: E402
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -76,7 +75,7 @@ def main(argv=None) -> int:
     env = make_env(cfg, seed=0)
     nets = build_nets(cfg, env).to(device)
     env.close()
-    rows["parameters"] = count_parameters(nets.actor, nets.critic)
+    rows["parameters"] = nets.num_trainable()
     rows["acting_ms"] = acting_ms(cfg, nets, replay, device, repeats=50)
     print(f"{args.config}: {rows['parameters']:,} parameters, acting {rows['acting_ms']:.2f} ms", flush=True)
 

@@ -145,6 +145,10 @@ class TD3Nets(nn.Module):
         memo = {id(self.critic.encoder): self.critic_target.encoder} if self.shared else {}
         self.actor_target = copy.deepcopy(self.actor, memo).requires_grad_(False)
 
+    def num_trainable(self) -> int:
+        """Trainable parameters of actor and critic, a shared encoder counted once."""
+        return count_parameters(nn.ModuleList([self.actor, self.critic]))
+
     def actor_parameters(self) -> list[nn.Parameter]:
         """What the actor's optimiser steps: all of the actor, or with a shared encoder its head."""
         return list((self.actor.head if self.shared else self.actor).parameters())
@@ -169,11 +173,10 @@ def build_nets(cfg: Config, env) -> TD3Nets:
 
 
 def parameter_report(nets: TD3Nets) -> str:
-    # ModuleLists count a shared encoder once
     actor = nets.actor.head if nets.shared else nets.actor
     rows = {"actor (head; encoder: the critic's)" if nets.shared else "actor": actor, "critic (twin Q)": nets.critic,
             "targets (not trained)": nn.ModuleList([nets.actor_target, nets.critic_target])}
-    trainable = count_parameters(nn.ModuleList([nets.actor, nets.critic]))
+    trainable = nets.num_trainable()
     return parameter_table(rows) + f"\ntrainable (actor + critic): {trainable:,}"
 
 

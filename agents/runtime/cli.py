@@ -229,7 +229,7 @@ def use_tf32_matmuls(device: torch.device) -> bool:
     """On CUDA, float32 matmuls and convolutions on TF32 tensor cores (10-bit mantissa products, float32
     sums). Why: without it cuBLAS picks FFMA kernels whose 32x32 tiles leave most of an H200 idle on the
     long-reduction weight gradients of a VMamba encoder (the drone update's largest kernel, 17 of 50 ms:
-    benchmarks/results/td3_update_profile_gpu_forest.md). Training only; CPU runs are untouched."""
+    benchmarks/results/td3_update_profile_gpu_forest_two_encoders_fp32.md). Training only; CPU runs are untouched."""
     if device.type != "cuda":
         return False
     torch.set_float32_matmul_precision("high")
