@@ -10,7 +10,9 @@
 #                                                 #   (4 pytest workers on the one GPU), no measurement
 #   SWEEP=1 ... build                             # + benchmarks/triton_scan_bench.py's forward and backward
 #                                                 #   tiling sweeps (~3-4 min) while the build finishes; the
-#                                                 #   fastest pair is then used by "measure" (and printed)
+#                                                 #   fastest pair is then used by "measure" (and printed);
+#                                                 #   inputs in the mixers' layout (channels contiguous),
+#                                                 #   SWEEP_LAYOUT=time for mamba-ssm's (T contiguous)
 #
 # Needs in gpu_carry/ (carry ["gpu_carry"]): py312/ (the wheels), build_kernels.sh and the two kernel
 # sdists from ../shared/gpu. The built wheels (66 MB) cannot travel: "measure" must follow "build"
@@ -48,7 +50,9 @@ case $MODE in
       pkill -f build_kernels.sh; pkill -f "pip wheel"; echo "kernel tests failed: no build, nothing to measure"; exit 1
     fi
     if [ "${SWEEP:-0}" = 1 ]; then
+      # the layout the mixers pass (channels contiguous: the Mamba1 memory and SS2D); SWEEP_LAYOUT=time: mamba-ssm's
       python3 benchmarks/triton_scan_bench.py --lengths 1024 4096 --torch-max-len 0 --repeats 7 --sweep-len 4096 --budget-s 200 \
+        --layout "${SWEEP_LAYOUT:-channels}" \
         --out "$OUT/triton_scan.md" --best-env /tmp/triton_best.env 2>&1 | tail -4
       cat /tmp/triton_best.env 2>/dev/null; echo "sweep done at +$(( $(date +%s) - T0 )) s"
     fi

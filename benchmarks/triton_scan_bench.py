@@ -25,6 +25,7 @@ Timing: warm-up calls (Triton compiles on the first), then CUDA-event medians of
 calls; peak is max_memory_allocated above the inputs during the timed calls.
 
     python benchmarks/triton_scan_bench.py                 # H100/H200: ~2 minutes (~90 tilings timed)
+    python benchmarks/triton_scan_bench.py --layout channels --out benchmarks/results/triton_scan_channels.md
     TRITON_INTERPRET=1 python benchmarks/triton_scan_bench.py --smoke   # CPU: the script runs
 Writes benchmarks/results/triton_scan.md (--out).
 """
@@ -61,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--best-env", default=None, metavar="FILE",
                    help="write the fastest kind and its forward/backward tilings as "
                         "MAMBAZOO_TRITON_SCAN_KIND / MAMBAZOO_TRITON_SCAN[_BWD]=... export lines")
+    p.add_argument("--layout", choices=["time", "channels"], default="time",
+                   help="time: u/delta/z/B/C contiguous along T (mamba-ssm's layout); channels: contiguous "
+                        "along the channels, [Bt, T, C] transposed, as the Mamba1 mixer and SS2D pass them")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script (CPU interpreter)")
     p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "triton_scan.md"))
     a = p.parse_args(argv)
@@ -94,14 +98,23 @@ LOOP_FWD_SWEEP = [(bd, bt, w, 1) for bt, bws in ((128, ((1, 1), (1, 2), (1, 4), 
                   for bd, w in bws] + [(1, 256, 4, 2)]
 LOOP_BWD_SWEEP = [(1, 4, 1), (1, 8, 1), (2, 4, 1)]
 SWEEPS = {"loop": (LOOP_FWD_SWEEP, LOOP_BWD_SWEEP), "tile": (FWD_SWEEP, BWD_SWEEP)}
+# --layout channels: a [BD, BT] tile reads BD adjacent channels per step, so coalescing needs BD
+# wide (32 fp32 = one 128-byte line); Triton orders a tile's lanes along the unit-stride axis.
+# 18 forward, 6 backward tilings (the tile kind keeps its sweep).
+LOOP_FWD_SWEEP_CHANNELS = [(bd, bt, w, 1) for bd in (8, 16, 32) for bt in (64, 256) for w in (2, 4, 8)]
+LOOP_BWD_SWEEP_CHANNELS = [(bd, w, 1) for bd in (8, 16, 32) for w in (4, 8)]
+SWEEPS_BY_LAYOUT = {"time": SWEEPS, "channels": {"loop": (LOOP_FWD_SWEEP_CHANNELS, LOOP_BWD_SWEEP_CHANNELS),
+                                                 "tile": (FWD_SWEEP, BWD_SWEEP)}}
 DEFAULTS = triton_scan.DEFAULT_TILINGS
 ROW_NAME = {"tile": "triton", "loop": "triton-loop"}
 
 
-def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32):
+def make_inputs(Bt, Di, N, T, n_resets, device, gen, dtype=torch.float32, layout="time"):
     r = lambda *s: torch.randn(*s, device=device, generator=gen, dtype=dtype)  # noqa: E731
-    x = dict(u=r(Bt, Di, T), delta=r(Bt, Di, T) * 0.5 - 1.0, A=-torch.exp(r(Di, N) * 0.5 + 1.0),
-             B=r(Bt, N, T), C=r(Bt, N, T), D=r(Di), z=r(Bt, Di, T), delta_bias=r(Di) * 0.5,
+    # [Bt, C, T] contiguous along T, or (channels) a [Bt, T, C] tensor seen as [Bt, C, T]
+    seq = (lambda C: r(Bt, C, T)) if layout == "time" else (lambda C: r(Bt, T, C).transpose(1, 2))  # noqa: E731
+    x = dict(u=seq(Di), delta=seq(Di) * 0.5 - 1.0, A=-torch.exp(r(Di, N) * 0.5 + 1.0),
+             B=seq(N), C=seq(N), D=r(Di), z=seq(Di), delta_bias=r(Di) * 0.5,
              h0=r(Bt, Di, N))
     reset = torch.zeros(Bt, T, dtype=torch.bool, device=device)
     for b in range(Bt):  # ~n_resets per row at random steps (t=0 possible: an episode start)
@@ -247,7 +260,7 @@ def main(argv=None):
         cands["bare"] = (lambda x, r: run_bare(x, ssm_scan), all_keys[:-1])
     rows, skipped = [], []
     for T in args.lengths:
-        x, reset = make_inputs(Bt, Di, N, T, args.resets, device, gen)
+        x, reset = make_inputs(Bt, Di, N, T, args.resets, device, gen, layout=args.layout)
         row = {"T": T}
         for name, (run, keys) in cands.items():
             if name == "torch" and T > args.torch_max_len:
@@ -266,10 +279,11 @@ def main(argv=None):
             torch.cuda.empty_cache()
     sweep = {kind: {"fwd": [], "bwd": []} for kind in SWEEPS}
     if args.sweep_len:
-        x, reset = make_inputs(Bt, Di, N, args.sweep_len, args.resets, device, gen)
+        x, reset = make_inputs(Bt, Di, N, args.sweep_len, args.resets, device, gen, layout=args.layout)
         inp = leaves(x, all_keys)                                # requires grad: the forward saves
         # --smoke: the first few tilings of each sweep (the interpreter takes seconds a call)
-        sweeps = {k: (f[:3], b[:2]) for k, (f, b) in SWEEPS.items()} if args.smoke else SWEEPS
+        by_kind = SWEEPS_BY_LAYOUT[args.layout]
+        sweeps = {k: (f[:3], b[:2]) for k, (f, b) in by_kind.items()} if args.smoke else by_kind
         for kind, (fwd_sweep, bwd_sweep) in sweeps.items():
             sweep_kind(args, kind, fwd_sweep, bwd_sweep, inp, reset, device, sweep[kind], skipped, t_start)
         triton_scan.set_config(None)
@@ -331,7 +345,8 @@ def write_md(args, v, errs, rows, cands, sweep, skipped, took):
     env = [f"{k}={os.environ[k]}" for k in ("MAMBAZOO_TRITON_SCAN_KIND", "MAMBAZOO_TRITON_SCAN",
                                             "MAMBAZOO_TRITON_SCAN_BWD") if os.environ.get(k)]
     lines = ["# Mamba1 selective scan, forward+backward (benchmarks/triton_scan_bench.py)", "",
-             f"B={args.batch}, d_inner={args.d_inner}, d_state={args.d_state}, fp32, ~{args.resets} resets "
+             f"B={args.batch}, d_inner={args.d_inner}, d_state={args.d_state}, fp32, inputs contiguous along "
+             f"{'T' if args.layout == 'time' else 'the channels (the mixers layout)'}, ~{args.resets} resets "
              "per row + carried state for ours; median of "
              f"{args.repeats} calls after warm-up (CUDA events); peak = max_memory_allocated above the inputs.",
              "", "Command: `python benchmarks/triton_scan_bench.py " + " ".join(sys.argv[1:]) + f"` ({took:.0f} s)",
