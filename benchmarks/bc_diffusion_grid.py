@@ -16,6 +16,13 @@ the real runs will be), reads the slowest run's steps/s and picks the step count
 seconds for all (roughly: the short calibration overlaps the runs less than the real runs do);
 the budget is equal in steps, set by the slowest denoiser. Datasets must exist
 (``agents/bc_diffusion.py generate``).
+
+A denoiser name may be a variant (``VARIANTS``): ``mamba1_noattn`` is ``<task>_mamba1.yaml`` with
+``policy.attention=false``, run as ``<task>_mamba1_noattn_s<seed>``. Across calls of a time-limited
+machine (benchmarks/device_bc_diffusion.sh): ``--resume`` continues each run found under RUNS
+(``train --resume RUN train.steps=N``; a finished run is skipped, one without a checkpoint started
+again), and ``--stop-s S`` kills the training S seconds after it began (a run loses the steps after
+its latest checkpoint); runs stopped so are not exported.
 """
 from __future__ import annotations
 
@@ -34,18 +41,47 @@ from benchmarks.bc_navigation_compare import run_parallel  # noqa: E402
 
 AGENT = [sys.executable, str(ROOT / "agents" / "bc_diffusion.py")]
 DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional", "hydra")
+# variant name -> (the config's denoiser, overrides): run like a denoiser, named after the variant
+VARIANTS = {"mamba1_noattn": ("mamba1", ["policy.attention=false"])}
 
 
-def jobs(args, root: Path, steps: int, extra: list[str]) -> list[tuple[str, list[str]]]:
+def existing_run(root: Path, name: str) -> Path | None:
+    """The newest run directory of run ``name`` under root (names end in _s<seed>, so the glob
+    ``<name>-*`` never takes another run's: push_mamba1_s0-* is not push_mamba1_noattn_s0-*)."""
+    found = sorted((root / "bc_diffusion").glob(f"{name}-*"))
+    return found[-1] if found else None
+
+
+def checkpoint_step(run: Path) -> int | None:
+    """Step of the run's latest training checkpoint (checkpoints/ckpt_<step>.pt), None without one."""
+    steps = [int(f.stem.split("_")[1]) for f in (run / "checkpoints").glob("ckpt_*.pt")]
+    return max(steps) if steps else None
+
+
+def jobs(args, root: Path, steps: int, extra: list[str], resume: bool = False) -> list[tuple[str, list[str]]]:
     out = []
     for task in args.tasks:
         for den in args.denoisers:
-            dims = args.unet_dims if den == "unet" else args.mamba_dims
+            base, variant = VARIANTS.get(den, (den, []))
+            dims = args.unet_dims if base == "unet" else args.mamba_dims
             for seed in args.seeds:
                 name = f"{task}_{den}_s{seed}"
-                argv = [*AGENT, "train", "--config", str(ROOT / "configs" / "manip" / f"{task}_{den}.yaml"),
+                run = existing_run(root, name) if resume else None
+                done = checkpoint_step(run) if run else None
+                if run and done is None:       # stopped before its first checkpoint: start it again
+                    print(f"{name}: {run.name} has no checkpoint, starting it again", flush=True)
+                    shutil.rmtree(run)
+                elif run and done >= steps:
+                    print(f"{name}: {run.name} is done ({done} steps)", flush=True)
+                    continue
+                elif run:
+                    print(f"{name}: resuming {run.name} from step {done}", flush=True)
+                    out.append((name, [*AGENT, "train", "--resume", str(run), f"train.steps={steps}", *extra]))
+                    continue
+                argv = [*AGENT, "train", "--config", str(ROOT / "configs" / "manip" / f"{task}_{base}.yaml"),
                         f"seed={seed}", f"name={name}", f"run_root={root}", f"train.steps={steps}",
-                        *([f"policy.down_dims=[{','.join(map(str, dims))}]"] if dims else []), *args.set, *extra]
+                        *([f"policy.down_dims=[{','.join(map(str, dims))}]"] if dims else []), *variant,
+                        *args.set, *extra]
                 out.append((name, argv))
     return out
 
@@ -65,7 +101,7 @@ def slowest_rate(root: Path) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=["push", "pick_place"], choices=["push", "pick_place"])
-    p.add_argument("--denoisers", nargs="+", default=list(DENOISERS), choices=DENOISERS)
+    p.add_argument("--denoisers", nargs="+", default=list(DENOISERS), choices=[*DENOISERS, *VARIANTS])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--unet-dims", nargs="+", type=int, default=None, help="default: the configs' widths")
     p.add_argument("--mamba-dims", nargs="+", type=int, default=None, help="default: the configs' widths")
@@ -75,11 +111,16 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
     p.add_argument("--runs", default="runs/manip_grid", help="run root (runs go to RUNS/bc_diffusion/)")
     p.add_argument("--parallel", type=int, default=None, help="runs at once (default: all)")
+    p.add_argument("--resume", action="store_true", help="continue the runs found under --runs (with --steps; "
+                   "on resume --set is not applied, the run keeps its config but train.steps)")
+    p.add_argument("--stop-s", type=float, default=None, help="kill the training this many seconds after it began")
     p.add_argument("--export", default="float16", choices=["none", "float32", "float16", "bfloat16"],
                    help="export each run's acting weights in this dtype (RUN/export/)")
     args = p.parse_args(argv)
     if (args.steps is None) == (args.budget_s is None):
         p.error("give exactly one of --steps and --budget-s")
+    if args.resume and args.steps is None:
+        p.error("--resume needs --steps (the runs' cosine schedule is fixed by it)")
     root = Path(args.runs)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     n = len(args.tasks) * len(args.denoisers) * len(args.seeds)
@@ -99,15 +140,19 @@ def main(argv=None) -> int:
         shutil.rmtree(calib)
         print(f"calibration: slowest {rate:.1f} steps/s with {limit} at once -> {steps} steps per run", flush=True)
     t0 = time.perf_counter()
-    failed = None
+    failed, stopped = None, []
+    todo = jobs(args, root, steps, [], resume=args.resume)
+    deadline = None if args.stop_s is None else time.time() + args.stop_s
     try:
-        run_parallel(jobs(args, root, steps, []), root / "logs", limit, env)
+        stopped = run_parallel(todo, root / "logs", limit, env, deadline=deadline)
     except SystemExit as e:            # the other runs' results are still worth exporting
         failed = str(e)
-    print(f"trained {n} runs x {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"trained {len(todo)} of {n} runs towards {steps} steps in {time.perf_counter() - t0:.0f} s"
+          + (f"; stopped unfinished: {' '.join(stopped)}" if stopped else ""), flush=True)
     if args.export != "none":
         exports = [(f"export_{run.name}", [*AGENT, "export", str(run), "--dtype", args.export])
-                   for run in sorted((root / "bc_diffusion").glob("*_s*-*"))]
+                   for run in sorted((root / "bc_diffusion").glob("*_s*-*"))
+                   if run.name.split("-", 1)[0] not in stopped]
         try:
             run_parallel(exports, root / "logs", limit, env)
         except SystemExit as e:

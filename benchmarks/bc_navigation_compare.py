@@ -28,11 +28,21 @@ sys.path.insert(0, str(ROOT))
 AGENT = [sys.executable, str(ROOT / "agents" / "bc_navigation.py")]
 
 
-def run_parallel(jobs: list[tuple[str, list[str]]], logs: Path, limit: int, env: dict) -> None:
-    """Run (name, argv) jobs, at most ``limit`` at once, each logging to logs/<name>.log."""
+def run_parallel(jobs: list[tuple[str, list[str]]], logs: Path, limit: int, env: dict,
+                 deadline: float | None = None) -> list[str]:
+    """Run (name, argv) jobs, at most ``limit`` at once, each logging to logs/<name>.log. At
+    ``deadline`` (a time.time()) the running jobs are killed and the pending ones not started:
+    their names are returned (stopped, not failed)."""
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(jobs), {}, []
+    pending, running, failed, stopped = list(jobs), {}, [], []
     while pending or running:
+        if deadline is not None and time.time() >= deadline:
+            for name, proc in running.items():
+                proc.kill()
+                proc.wait()
+                print(f"[{time.strftime('%H:%M:%S')}] {name} stopped at the deadline", flush=True)
+            stopped += [*running, *(name for name, _ in pending)]
+            break
         while pending and len(running) < limit:
             name, argv = pending.pop(0)
             print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
@@ -48,6 +58,7 @@ def run_parallel(jobs: list[tuple[str, list[str]]], logs: Path, limit: int, env:
         time.sleep(1.0)
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)} (logs in {logs})")
+    return stopped
 
 
 def run_dir(args, kind: str, seed: int) -> Path | None:

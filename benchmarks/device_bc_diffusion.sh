@@ -1,0 +1,180 @@
+#!/bin/bash
+# Issue 20's open half on the GPU host: DP3 UNet vs Mamba Policy (diffusion BC), denoisers unet,
+# mamba1 and mamba1 without XMamba's attention sub-block (mamba1_noattn: policy.attention=false),
+# tasks push + pick_place, seeds 0 + 1: 12 runs side by side on the one H200, at the last grid's
+# settings (benchmarks/results/bc_diffusion_gpu_grid.md: widths UNet [64,128,256], Mamba [16,32,64],
+# batch 512, lr 1e-3, warm-up 300 then cosine, CUDA graphs), to STEPS (default 3600) steps each,
+# across several calls; then the float16 exports come back and are evaluated here on the CPU.
+#
+#   bash benchmarks/device_bc_diffusion.sh [SECONDS]    # default 570; carry ["gpu_carry"]; timeout_s >= SECONDS + 20
+#
+# Give SECONDS <= the device time left minus ~40 s: everything comes back only at the end of a call.
+# Each call: setup (the py3.12 wheels into /tmp/site, pybullet built from gpu_carry/: ~90 s, first call
+# only), the datasets (first call only: agents/bc_diffusion.py generate --episodes 100 --seed 0, both
+# tasks at once; 5 episodes took 8 s here (nice, 1 thread; 6 s of it start-up), 15 took 11 s:
+# ~0.35 s an episode, so 100 take ~45 s), then benchmarks/bc_diffusion_grid.py --resume trains
+# (or continues) every run until SECONDS - RESERVE (45 s) after the call began. A checkpoint comes every
+# 100 steps (CKPT_EVERY), so a stop loses at most that. While the machine stays warm the next call
+# continues from its disk (runs/device/bc_grid3).
+#
+# Why 3600 steps (the arithmetic). The last grid fits "the processes time-slice the GPU, a run's step
+# costs what it costs alone": 8 runs x 1600 steps took 456 s; the single-process H100 step times
+# (UNet 22.4 ms, mamba1 34.0, mamba2 38.0, bidirectional 42.9 at batch 512) predict 2 x 1600 x 137 ms
+# = 440 s; 4 runs x 3000 steps took 421 s (predicted 412). Here one step of every run costs, per
+# (task, seed), UNet 22.4 + mamba1 34.0 + mamba1_noattn ~26 (one Mamba + MLP sub-block per XMamba
+# block instead of two) = ~82 ms, x 4 = ~330 ms for the 12 runs (up to 362 ms if dropping attention
+# saved nothing; the Triton Mamba1 scan, new since that grid, may make mamba1 cheaper).
+# Training time in a session: call 1 ~360 s (570 - 135 s setup and data - 45 s reserve - ~30 s start of
+# 12 processes and their graph capture), calls 2 and 3 ~475 s each (also minus ~16 s, half a
+# checkpoint interval lost at the previous stop): ~1300 s -> 1300 / 0.33 = ~3900 steps a run, if the
+# third call gets its full 570 s. So STEPS=3600 (1190 s, ~10% margin) in 3 calls of one session, 30
+# device-minutes. 6000-10000 steps for all 12 (2000-3300 s) do not fit a session, and checkpoints
+# cannot carry over to the next one (all 12 latest checkpoints are 502 MB, 32 parts of 15 MiB, see
+# MODE=ckpt, and a call carries in 64 MiB). The same device time trains ONE task's 6 runs for twice the steps:
+# TASKS=push STEPS=7200 in one session, TASKS=pick_place STEPS=7200 in the next (use another ROOT per
+# task if both run on one warm machine). After each call, the status lines give every run's step and
+# the projected training seconds left at the measured rates.
+#
+# What comes back ($OUT), each call: runs.tgz (every run's config.yaml, metrics CSVs, per-run training
+# logs, grid.log, status.txt; no checkpoints, no exports). When every run has reached STEPS (or with
+# FINAL=1: export each run at its latest checkpoint whatever its step, for a session that runs out):
+# also exports.tar.partNN, one tar of every run's export/ckpt_<step>_float16.pt split in 15 MiB parts
+# (12 exports, measured here at these widths: 4 x 10.9 + 4 x 2.8 + 4 x 2.2 MB = 63.4 MB, 5 parts; so 6
+# files in all, the limit is 8; TASKS=push alone: 3 parts).
+# MODE=ckpt PART_FROM=N (no training): one tar of every run's latest training checkpoint (model, EMA,
+# AdamW moments; measured: UNet 86.7 MB, mamba1 21.6, mamba1_noattn 17.1; 12 runs 502 MB = 32 parts)
+# split in 15 MiB parts, parts N..N+6 this call, and runs.tgz; the count is printed ("N parts"); call
+# again with PART_FROM=N+7 while the machine is warm (5 calls for all 12: only worth it to keep them).
+# SEED_RUNS=DIR (in the copied tree, e.g. gpu_carry/bc_grid3): run directories to continue from when
+# ROOT has none (only a few checkpoints fit a call's 64 MiB carry).
+#
+# Then, here (FILES_AT is the call's files_at; the datasets are only needed for --fit):
+#   D=runs/manip_grid3; mkdir -p $D && tar xzf FILES_AT/runs.tgz -C $D
+#   cat FILES_AT/exports.tar.part* | tar xf - -C $D/bc_diffusion       # RUN/export/ckpt_<step>_float16.pt
+#   for t in push pick_place; do python agents/bc_diffusion.py generate --task $t --episodes 100 --out data/manip/$t --seed 0; done
+#   R=$(ls -d $D/bc_diffusion/push_mamba1_s0-*); OMP_NUM_THREADS=1 python agents/bc_diffusion.py eval $R --episodes 1 --no-video --out /tmp/warm
+#   ls -d $D/bc_diffusion/*/ | xargs -P 2 -I{} sh -c 'OMP_NUM_THREADS=1 nice -n 15 python agents/bc_diffusion.py eval {} --episodes 50 --no-video > {}/eval50.log 2>&1'
+#   OMP_NUM_THREADS=1 python benchmarks/bc_diffusion_table.py $D/bc_diffusion/* --fit --out benchmarks/results/bc_diffusion_gpu_grid3.md
+# The 1-episode eval first builds the C++ CPU scan (~1 min, cached after), which would otherwise land
+# in the first Mamba eval's inference times (seen in the smoke: p95 16.5 s a chunk). 50 episodes of
+# up to ~100 steps at ~60-90 ms a chunk: roughly 20 min for the 12 runs, two at a time. mamba1_noattn
+# is its own table row. A checkpoint part set: cat FILES_AT/ckpt.tar.part* | tar xf - -C $D/bc_diffusion
+#
+# Smoke on a CPU machine (no GPU; a scratch clone; 12 tiny runs: a stop, a resume, exports, checkpoint parts):
+#   git clone -q /work/main /tmp/bcsmoke && cd /tmp/bcsmoke && mkdir -p /tmp/bcsmoke_site && touch /tmp/bcsmoke_site/.mambazoo_ready
+#   smoke() { s=$1; shift; env SITE=/tmp/bcsmoke_site PYBULLET=0 DEVICE=cpu GRAPH=false EPISODES=2 STEPS=60 CKPT_EVERY=10 \
+#     BATCH=8 WARMUP=5 UNET_DIMS="16 32 64" MAMBA_DIMS="8 16 32" EXTRA=train.log_every_steps=10 "$@" \
+#     nice -n 15 bash benchmarks/device_bc_diffusion.sh $s; }
+#   smoke 130 OUT=/tmp/bcsmoke_out1    # on 2 shared cores: stops after ~72 s of training, one run past its first checkpoint
+#   smoke 400 OUT=/tmp/bcsmoke_out2    # restarts the 11 without a checkpoint, resumes the 12th; all done, exports: 2 parts
+#   smoke 60 OUT=/tmp/bcsmoke_out3 MODE=ckpt; smoke 60 OUT=/tmp/bcsmoke_out4 MODE=ckpt PART_FROM=7   # 8 parts of 15 MiB
+# (in the smoke, 12 runs on 2 CPU cores: 0.7 steps/s each, 214 s for the second call's 60 steps)
+set -u
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 OMP_NUM_THREADS=1
+SECS=${1:-570}; T0=$(date +%s)
+OUT=${OUT:-/tmp/out}; SITE=${SITE:-/tmp/site}; MODE=${MODE:-train}
+DEVICE=${DEVICE:-cuda}; GRAPH=${GRAPH:-true}; RESERVE=${RESERVE:-45}
+TASKS=${TASKS:-push pick_place}; SEEDS=${SEEDS:-0 1}; DENOISERS=${DENOISERS:-unet mamba1 mamba1_noattn}
+STEPS=${STEPS:-3600}; CKPT_EVERY=${CKPT_EVERY:-100}; EPISODES=${EPISODES:-100}
+UNET_DIMS=${UNET_DIMS:-64 128 256}; MAMBA_DIMS=${MAMBA_DIMS:-16 32 64}; BATCH=${BATCH:-512}; WARMUP=${WARMUP:-300}
+ROOT=${ROOT:-runs/device/bc_grid3}
+mkdir -p "$OUT" "$ROOT/bc_diffusion"
+say() { echo "[+$(( $(date +%s) - T0 )) s] $*"; }
+
+# --- setup (as benchmarks/device_runs.sh)
+if [ ! -f "$SITE/.mambazoo_ready" ]; then
+  python3 -m pip install -q --no-index --no-deps --target "$SITE" gpu_carry/py312/*.whl || exit 1
+  touch "$SITE/.mambazoo_ready"
+fi
+if [ "${PYBULLET:-1}" = 1 ] && [ ! -f "$SITE/.pybullet_ready" ]; then   # generate needs it (the env)
+  bash gpu_carry/build_pybullet.sh gpu_carry || exit 1                  # installs into /tmp/site
+  touch "$SITE/.pybullet_ready"
+fi
+export PYTHONPATH=$SITE:$PWD MAMBAZOO_CPU_SCAN=${MAMBAZOO_CPU_SCAN:-0}
+say "setup done; $(nproc) cpus; $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")')"
+
+pack_records() {   # runs.tgz: configs, metrics, logs; no checkpoints, no exports
+  tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=export -C "$ROOT" bc_diffusion $(cd "$ROOT" && ls -d logs grid.log status.txt 2>/dev/null)
+}
+latest_ckpt() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1; }
+
+if [ "$MODE" = ckpt ]; then   # the latest training checkpoints, 7 parts a call (+ runs.tgz)
+  if [ ! -f /tmp/bc_ckpt/.complete ]; then
+    rm -rf /tmp/bc_ckpt && mkdir -p /tmp/bc_ckpt
+    (cd "$ROOT/bc_diffusion" && for d in */; do c=$(latest_ckpt "${d%/}"); [ -n "$c" ] && echo "$c"; done) > /tmp/bc_ckpt/list
+    tar cf - -C "$ROOT/bc_diffusion" -T /tmp/bc_ckpt/list | split -b 15M -d -a 2 - /tmp/bc_ckpt/ckpt.tar.part && touch /tmp/bc_ckpt/.complete
+  fi
+  parts=(/tmp/bc_ckpt/ckpt.tar.part*); from=${PART_FROM:-0}
+  say "${#parts[@]} parts of ckpt.tar ($(wc -l < /tmp/bc_ckpt/list) checkpoints); sending parts $from..$(( from + 6 ))"
+  for p in "${parts[@]:$from:7}"; do cp "$p" "$OUT/"; done
+  pack_records; ls -la "$OUT"; exit 0
+fi
+
+rm -rf /tmp/bc_ckpt    # a later MODE=ckpt call packs the checkpoints anew
+
+# --- datasets (first call): both tasks at once
+for t in $TASKS; do
+  [ -f "data/manip/.$t.$EPISODES.done" ] && continue
+  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$EPISODES" --out "data/manip/$t" --seed 0 --quiet \
+      > "/tmp/bc_generate_$t.log" 2>&1 && touch "data/manip/.$t.$EPISODES.done"; tail -2 "/tmp/bc_generate_$t.log" ) &
+done
+wait
+for t in $TASKS; do [ -f "data/manip/.$t.$EPISODES.done" ] || { say "dataset $t failed"; exit 1; }; done
+say "datasets ready"
+
+# --- training: every run continued (or started) until SECS - RESERVE
+if [ -n "${SEED_RUNS:-}" ] && [ -z "$(ls "$ROOT/bc_diffusion")" ]; then cp -r "$SEED_RUNS"/* "$ROOT/bc_diffusion/"; fi
+left=$(( T0 + SECS - RESERVE - $(date +%s) ))
+if [ "$left" -gt 30 ]; then
+  say "training for up to $left s"
+  python3 benchmarks/bc_diffusion_grid.py --tasks $TASKS --denoisers $DENOISERS --seeds $SEEDS --steps "$STEPS" \
+    --unet-dims $UNET_DIMS --mamba-dims $MAMBA_DIMS --resume --stop-s "$left" --export none --runs "$ROOT" \
+    --set train.batch_size="$BATCH" train.lr=1e-3 train.warmup_steps="$WARMUP" train.checkpoint_every_steps="$CKPT_EVERY" \
+          logger=csv device="$DEVICE" train.cuda_graph="$GRAPH" ${EXTRA:-} 2>&1 | tee -a "$ROOT/grid.log" | grep -v "^\[.*start "
+fi
+say "training stopped"
+# the grid rewrites logs/<run>.log each call: keep every call's in logs/<run>.history
+for f in "$ROOT"/logs/*.log; do [ -f "$f" ] && { echo "=== call at $(date -u +%FT%TZ)"; cat "$f"; } >> "${f%.log}.history"; done
+
+# --- status: every run's step; the training left at the measured rates
+n_runs=$(( $(echo $TASKS | wc -w) * $(echo $DENOISERS | wc -w) * $(echo $SEEDS | wc -w) ))
+python3 - "$ROOT" "$STEPS" "$n_runs" "$SECS" "$RESERVE" <<'PY' | tee "$ROOT/status.txt"
+import csv, sys
+from pathlib import Path
+root, steps, n_runs, secs, reserve = Path(sys.argv[1]), *map(int, sys.argv[2:])
+rows = []
+for run in sorted((root / "bc_diffusion").glob("*-*")):
+    ck = sorted(run.glob("checkpoints/ckpt_*.pt"))
+    f = run / "bc_diffusion" / "scalars" / "train" / "steps_per_s.csv"
+    rate = float(list(csv.reader(f.open()))[-1][1]) if f.is_file() else None
+    rows.append((run.name, int(ck[-1].stem.split("_")[1]) if ck else 0, rate))
+    print(f"{run.name}: step {rows[-1][1]}/{steps}" + (f", last {rate:.2f} steps/s" if rate else ""))
+left = [(s, r) for _, s, r in rows if s < steps]
+done = len(rows) - len(left)
+# the processes time-slice the GPU: with k runs at once, a run at r steps/s costs 1/(k r) s of GPU a step
+k = len(left)
+if left and all(r for _, r in left):
+    eta = sum((steps - s) / (k * r) for s, r in left)
+    print(f"{done}/{n_runs} runs done; ~{eta:.0f} s of training left at these rates "
+          f"(~{eta / (secs - reserve - 35):.1f} calls of {secs} s)")
+else:
+    print(f"{done}/{n_runs} runs done")
+print("ALL DONE" if done == n_runs else "NOT DONE")
+PY
+
+# --- exports when every run is done (or FINAL=1), packed in 15 MiB parts
+if grep -q "^ALL DONE" "$ROOT/status.txt" || [ "${FINAL:-0}" = 1 ]; then
+  for d in "$ROOT"/bc_diffusion/*-*; do
+    c=$(latest_ckpt "$d"); [ -n "$c" ] || continue
+    [ -f "$d/export/$(basename "$c" .pt)_float16.pt" ] && continue
+    python3 agents/bc_diffusion.py export "$d" --dtype float16 > "$d/export.log" 2>&1 || { say "export of $d failed"; tail -3 "$d/export.log"; } &
+  done
+  wait
+  rm -f "$OUT"/exports.tar.part*
+  (cd "$ROOT/bc_diffusion" && ls */export/*_float16.pt) > /tmp/bc_exports.list
+  tar cf - -C "$ROOT/bc_diffusion" -T /tmp/bc_exports.list | split -b 15M -d -a 2 - "$OUT/exports.tar.part"
+  n=$(ls "$OUT"/exports.tar.part* | wc -l)
+  say "$(wc -l < /tmp/bc_exports.list) exports in $n parts"; [ "$n" -le 7 ] || say "WARNING: $n parts + runs.tgz > 8 files"
+fi
+pack_records
+ls -la "$OUT"; say "done"

@@ -1,0 +1,65 @@
+"""benchmarks/bc_diffusion_grid.py across device calls: the mamba1_noattn variant's names and
+overrides, --resume's choice per run (continue, skip a finished one, restart one without a
+checkpoint), run_parallel's deadline; bc_diffusion_table.py's row for a run without attention."""
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+from benchmarks import bc_diffusion_grid as grid
+from benchmarks.bc_diffusion_table import denoiser_label
+from benchmarks.bc_navigation_compare import run_parallel
+
+
+def args(**kw):
+    base = dict(tasks=["push"], denoisers=["mamba1", "mamba1_noattn"], seeds=[0], unet_dims=None,
+                mamba_dims=[16, 32, 64], set=["logger=csv"])
+    return Namespace(**{**base, **kw})
+
+
+def fake_run(root: Path, name: str, steps: list[int], attention: bool | None = None) -> Path:
+    run = root / "bc_diffusion" / f"{name}-20261202-000000"
+    (run / "checkpoints").mkdir(parents=True)
+    for s in steps:
+        (run / "checkpoints" / f"ckpt_{s:012d}.pt").write_bytes(b"")
+    if attention is not None:
+        (run / "config.yaml").write_text(f"policy:\n  denoiser: mamba1\n  attention: {str(attention).lower()}\n")
+    return run
+
+
+def test_variant_names_and_overrides(tmp_path):
+    (plain, a), (variant, b) = grid.jobs(args(), tmp_path, 100, [])
+    assert (plain, variant) == ("push_mamba1_s0", "push_mamba1_noattn_s0")
+    assert a[a.index("--config") + 1].endswith("push_mamba1.yaml") and "policy.attention=false" not in a
+    assert b[b.index("--config") + 1].endswith("push_mamba1.yaml") and "policy.attention=false" in b
+    assert "name=push_mamba1_noattn_s0" in b and "policy.down_dims=[16,32,64]" in b
+
+
+def test_resume_continues_skips_and_restarts(tmp_path):
+    fake_run(tmp_path, "push_mamba1_noattn_s0", [200, 300])       # must not be taken for push_mamba1_s0
+    assert grid.existing_run(tmp_path, "push_mamba1_s0") is None
+    (name, argv), = grid.jobs(args(), tmp_path, 300, [], resume=True)   # noattn is done at 300
+    assert name == "push_mamba1_s0" and "--resume" not in argv
+    run = fake_run(tmp_path, "push_mamba1_s0", [100])
+    todo = dict(grid.jobs(args(), tmp_path, 300, [], resume=True))
+    assert list(todo) == ["push_mamba1_s0"]
+    assert todo["push_mamba1_s0"][-3:] == ["--resume", str(run), "train.steps=300"]
+    (run / "checkpoints" / "ckpt_000000000100.pt").unlink()      # stopped before its first checkpoint
+    todo = dict(grid.jobs(args(), tmp_path, 300, [], resume=True))
+    assert "--resume" not in todo["push_mamba1_s0"] and not run.exists()
+
+
+def test_run_parallel_deadline_stops_without_failing(tmp_path):
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    quick = [sys.executable, "-c", "pass"]
+    t0 = time.time()
+    stopped = run_parallel([("quick", quick), ("slow", sleep), ("never", sleep)], tmp_path, 2, {},
+                           deadline=time.time() + 4)
+    assert sorted(stopped) == ["never", "slow"] and time.time() - t0 < 30
+    assert run_parallel([("quick", quick)], tmp_path, 1, {}) == []
+
+
+def test_table_row_of_a_run_without_attention(tmp_path):
+    assert denoiser_label(fake_run(tmp_path, "a", [], attention=False), "mamba1") == "mamba1_noattn"
+    assert denoiser_label(fake_run(tmp_path, "b", [], attention=True), "mamba1") == "mamba1"
+    assert denoiser_label(tmp_path / "no_config", "unet") == "unet"
