@@ -13,11 +13,16 @@
 # machine (with their replay buffers), else the ones committed under benchmarks/runs/vmamba_td3/
 # (checkpoint only: train.refill_replay=true, in every run's overrides, refills the buffer with the
 # resumed policy for train.learning_starts steps before the updates go on). So a session is ~3 calls
-# chained while warm, and the next session continues from the committed checkpoints.
+# chained while warm. Across sessions the limit is the 64 MiB working tree a call sends (tracked files
+# + gpu_carry): on 2026-12-02 that was 38.3 MB tracked (21.2 of it the quadruped's committed
+# checkpoint) + 20.8 MB gpu_carry, so not even one more ~10.5 MB checkpoint fits, let alone six. Until
+# the tree is trimmed, a comparison must finish inside one session: size it so (model.patch_size=8
+# cuts the update's matmul work 3.3x, 21.8 -> 6.7 GFLOP; batch 64 halves it; measure them first with
+# `bash benchmarks/device_td3_profile.sh`, then give the choice as EXTRA).
 # What comes back ($OUT, 7 files): runs.tgz (every run's config, metrics, eval scalars, attention
 # PNGs, device.log; no checkpoints or replay) and each run's latest checkpoint, TAG.ckpt_<frame>.pt.part00
 # (~10.5 MB: one part), and from a session's first call throughput.tgz (td3_throughput_gpu16.md/.json, BEFORE below).
-# Then, here (one checkpoint per run is kept in the repository, the older one removed):
+# Then, here (a checkpoint to commit for the next session only if the tree stays under 64 MiB):
 #   tar xzf .../runs.tgz -C benchmarks/runs/vmamba_td3/
 #   for f in .../forest_*.ckpt_*.part00; do t=$(basename $f); tag=${t%%.*}; ck=${t#*.}; ck=${ck%.part00}
 #     d=$(ls -d benchmarks/runs/vmamba_td3/$tag-* | tail -1); mkdir -p $d/checkpoints

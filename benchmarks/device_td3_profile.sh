@@ -20,8 +20,10 @@ export PYTHONPATH=/tmp/site:$PWD MAMBAZOO_CPU_SCAN=0 OMP_NUM_THREADS=1
 echo "setup done at +$(( $(date +%s) - T0 )) s; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 P="python3 benchmarks/td3_update_profile.py --out /tmp/prof --top 25 ${PROFILE_ARGS:-}"
 G=configs/drone/gpu_forest.yaml   # shares one encoder between actor and critic (model.shared_encoder)
-for args in "--config $G" "--config $G model.shared_encoder=false" "--config $G model.temporal=none" \
-            "--config $G model.temporal=gru" ${SEED_ROW:+"--config configs/drone/seed_vmamba.yaml"}; do
+for args in "--config $G" "--config $G model.patch_size=8" "--config $G replay.batch_size=64" \
+            "--config $G model.patch_size=8 replay.batch_size=64" "--config $G model.temporal=none" \
+            "--config $G model.temporal=gru" "--config $G model.shared_encoder=false" \
+            ${SEED_ROW:+"--config configs/drone/seed_vmamba.yaml"}; do
   timeout 150 $P $args 2>&1 | grep -v "INFO\|USDT\|Warning\|warn" | grep "trainable parameters"
 done
 # SS2D's rows are short (stage 1: 256 tokens, stage 4: 4): the scan's default tiling (BD=2 channels x
