@@ -363,3 +363,21 @@ def test_two_envs_killed_and_resumed_equals_the_uninterrupted_run_bit_for_bit(tm
     assert set(flatten_state(sa)) == set(flatten_state(sb))
     assert differing_entries(sa, sb, ("/config/name", "/config/run_root")) == []
     assert sa["replay"]["manifest_sha256"] == sb["replay"]["manifest_sha256"]
+
+
+def test_an_export_writes_a_shared_encoder_once(tmp_path):
+    """The float16 export casts each tensor once: a shared encoder's two state-dict names (actor and
+    critic, and their targets) keep sharing one tensor, so the file holds it once."""
+    import io
+    from agents.runtime.export import export_checkpoint
+    cfg, nets, _ = _shared_nets_and_batch()
+    out = export_checkpoint({"model": nets.state_dict(), "config": {}}, "test")["model"]
+    name = next(k for k in out if k.startswith("actor.encoder.") and out[k].dim() >= 2)
+    assert out[name] is out["critic." + name.removeprefix("actor.")]
+    assert out[name].dtype == torch.float16
+    sizes = []
+    for shared in (True, False):   # as exported, and with every entry a tensor of its own
+        buf = io.BytesIO()
+        torch.save(out if shared else {k: v.clone() for k, v in out.items()}, buf)
+        sizes.append(buf.tell())
+    assert sizes[0] < sizes[1]

@@ -25,11 +25,18 @@ def export_checkpoint(state: dict, source: str, dtype: torch.dtype = torch.float
     if "ema_model" in out:
         out.pop("model", None)
 
+    # one cast per tensor: entries that share one (a TD3 encoder shared by actor and critic is in the
+    # state dict under both) share the cast too, so torch.save writes it once
+    done: dict = {}
+
     def cast(v):
         if isinstance(v, dict):
             return {k: cast(x) for k, x in v.items()}
         if torch.is_tensor(v) and v.is_floating_point() and v.dim() >= 2:
-            return v.to(dtype)
+            key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()))
+            if key not in done:
+                done[key] = v.to(dtype)
+            return done[key]
         return v
 
     weights = "ema_model" if "ema_model" in out else "model"
