@@ -3,7 +3,8 @@
 # (what benchmarks/device_drone.sh's six runs do to one GPU), then with TESTS=1 `pytest -m cuda tests`
 # without mamba-ssm (benchmarks/device_gpu_speed.sh's first half, no kernel build). carry ["gpu_carry"];
 # ~4 min (+ ~2 with TESTS=1). PROFILE_ARGS adds to every profile (e.g. --no-tf32, the first call's);
-# SEED_ROW=1 adds the seed-size network; TILINGS="BD,BT,warps,stages/BD,warps,stages ..." the Triton scan
+# EXTRA_ROWS=1 adds the frame-stack, GRU and two-encoder nets, SEED_ROW=1 the seed-size one, SIX the
+# six-at-once processes' overrides; TILINGS="BD,BT,warps,stages/BD,warps,stages ..." the Triton scan
 # forward/backward tilings tried
 # on the gpu_forest VMamba (MAMBAZOO_TRITON_SCAN; networks/ssm/triton_scan.py).
 #   [TESTS=1] bash benchmarks/device_td3_profile.sh
@@ -20,9 +21,11 @@ export PYTHONPATH=/tmp/site:$PWD MAMBAZOO_CPU_SCAN=0 OMP_NUM_THREADS=1
 echo "setup done at +$(( $(date +%s) - T0 )) s; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 P="python3 benchmarks/td3_update_profile.py --out /tmp/prof --top 25 ${PROFILE_ARGS:-}"
 G=configs/drone/gpu_forest.yaml   # shares one encoder between actor and critic (model.shared_encoder)
+# the candidate sizes for a comparison that fits one session (EXTRA_ROWS=1: the baselines and two encoders too)
 for args in "--config $G" "--config $G model.patch_size=8" "--config $G replay.batch_size=64" \
-            "--config $G model.patch_size=8 replay.batch_size=64" "--config $G model.temporal=none" \
-            "--config $G model.temporal=gru" "--config $G model.shared_encoder=false" \
+            "--config $G model.patch_size=8 replay.batch_size=64" \
+            ${EXTRA_ROWS:+"--config $G model.temporal=none" "--config $G model.temporal=gru" \
+                          "--config $G model.shared_encoder=false"} \
             ${SEED_ROW:+"--config configs/drone/seed_vmamba.yaml"}; do
   timeout 150 $P $args 2>&1 | grep -v "INFO\|USDT\|Warning\|warn" | grep "trainable parameters"
 done
@@ -34,9 +37,10 @@ for pair in ${TILINGS:-8,1024,8,1/8,4,1 32,1024,8,1/32,4,1}; do   # forward/back
     | grep "trainable parameters" | sed "s|^|MAMBAZOO_TRITON_SCAN=$fwd MAMBAZOO_TRITON_SCAN_BWD=$bwd: |"
   for f in /tmp/$name/*; do mv "$f" "/tmp/prof/$(basename "${f%.*}")_$name.${f##*.}"; done
 done
-echo "six at once (gpu_forest, shared encoder, temporal=mamba), at +$(( $(date +%s) - T0 )) s:"
+SIX=${SIX:-model.patch_size=8}   # the six processes' overrides (the likeliest choice)
+echo "six at once (gpu_forest $SIX, temporal=mamba), at +$(( $(date +%s) - T0 )) s:"
 for i in 0 1 2 3 4 5; do
-  timeout 150 $P --config $G --profile 1 --updates 40 --out /tmp/six$i seed=$i > /tmp/six$i.log 2>&1 &
+  timeout 150 $P --config $G --profile 1 --updates 40 --out /tmp/six$i seed=$i $SIX > /tmp/six$i.log 2>&1 &
 done
 wait
 grep -h "eager update\|graphed update\|acting" /tmp/six*.log
