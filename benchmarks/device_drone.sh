@@ -71,7 +71,9 @@ if [ "${1:-}" = --before ]; then   # device_runs.sh's BEFORE hook (runs in the r
     ck=$(ls "$dir"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1); [ -n "$ck" ] || continue
     done_at=$(basename "$ck" .pt); done_at=$((10#${done_at#ckpt_}))
     total=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['train']['total_frames'])" "$dir/config.yaml")
-    if [ "$done_at" -ge "$total" ] && [ ! -f "$dir/metrics/scalars/eval/return.csv" ] && [ ! -f "$dir/eval_rescue.txt" ]; then
+    # the final eval is logged at the last frame (intermediate ones, train.eval_every_frames, come before it)
+    last_eval=$(tail -1 "$dir/metrics/scalars/eval/return.csv" 2>/dev/null | cut -d, -f1)
+    if [ "$done_at" -ge "$total" ] && [ "${last_eval:-0}" != "$done_at" ] && [ ! -f "$dir/eval_rescue.txt" ]; then
       echo "[$(basename "$dir")] finished at $done_at without its final eval: --eval, ${RESCUE_EPISODES:-50} episodes"
       timeout -s KILL 240 python3 agents/vmamba_td3.py --eval "$dir" --episodes "${RESCUE_EPISODES:-50}" --out "$dir/eval_rescue" \
         > "$dir/eval_rescue.log" 2>&1 && grep "^eval of" "$dir/eval_rescue.log" > "$dir/eval_rescue.txt" &
@@ -86,11 +88,13 @@ for txt in map(Path, sys.argv[1:]):
     out = txt.parent / "metrics" / "scalars" / "eval"
     line = txt.read_text() if txt.is_file() else ""
     m = re.search(r"ckpt_(\d+)\.pt over \d+ episodes: (.*)", line)
-    if not m or (out / "return.csv").is_file():
+    rows = (out / "return.csv").read_text().split() if (out / "return.csv").is_file() else []
+    if not m or (rows and rows[-1].split(",")[0] == str(int(m.group(1)))):   # logged already
         continue
     out.mkdir(parents=True, exist_ok=True)
     for key, value in re.findall(r"(\w+) (-?[\d.]+(?:e-?\d+)?)(?:,|$)", m.group(2)):
-        (out / f"{key}.csv").write_text(f"{int(m.group(1))},{float(value)}\n")
+        with open(out / f"{key}.csv", "a") as f:                  # after the intermediate evals
+            f.write(f"{int(m.group(1))},{float(value)}\n")
     print(f"{txt.parent.name}: rescued eval logged ({m.group(2)[:120]})")
 PY
   exit 0
