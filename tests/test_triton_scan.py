@@ -218,12 +218,13 @@ def test_tilings_agree(device, config, bwd):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config,bwd", [((1, 64, 1, 1), None), ((4, 16, 2, 2), (4, 1, 1)), ((8, 32, 4, 1), (1, 2, 2)),
-                                        ((2, 256, 4, 1), (2, 4, 1))],
+                                        ((2, 256, 4, 1), (2, 4, 1)), ((32, 64, 4, 1), (32, 4, 1))],
                          ids=lambda c: "x".join(map(str, c)) if c else "same")
 def test_loop_tilings_agree(device, config, bwd):
     """The loop kind, tiling-independent too (interpreter: T=37, Di=6, N=3 not a power of 2): a
     chunk longer than the sequence (BT=64, 256 > T), T not a multiple of BT (16, 32), BD not
-    dividing Di (4, 8 > 6), one channel per program, and backwards tiled unlike their forward."""
+    dividing Di (4, 8 > 6), one channel per program, backwards tiled unlike their forward, and
+    the wide-BD tiling tried for channel-contiguous inputs (32: benchmarks/triton_scan_bench.py --layout channels)."""
     check(device, ALL, True, "mixed", dtype=torch.float64, seed=5, config=config, bwd=bwd, kind="loop")
 
 
