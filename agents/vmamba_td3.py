@@ -54,6 +54,12 @@ AGENT = "vmamba_td3"
 log = logging.getLogger("mambazoo")
 
 
+def make_optims(cfg: Config, nets) -> dict:
+    """The two Adams: the actor's steps ``nets.actor_parameters()`` (its head alone with a shared encoder)."""
+    return {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
+            "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
+
+
 def td3_update(cfg: Config, nets, optims, sample, update_index: int, device) -> dict:
     """One TD3 update on a batch of K-step slices; returns the losses (NaN-checked before each step)."""
     return td3_step(cfg, nets, optims, windows(cfg, sample, device), update_index % cfg.td3.policy_delay == 0)
@@ -178,8 +184,7 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     env = make_train_env(cfg, seed=cfg.seed + frames)
     nets = build_nets(cfg, env).to(device)
     print(parameter_report(nets))
-    optims = {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
-              "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
+    optims = make_optims(cfg, nets)
     policy, ou = acting_policy(cfg, nets, env.action_spec)
     # replay.storage=memmap: replay_storage/ is this process's working copy (the run is locked);
     # what a resume restores is the checkpoint's replay folder, so a stale copy goes first

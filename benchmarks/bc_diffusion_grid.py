@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.runtime.run_dir import checkpoint_files  # noqa: E402
 from benchmarks.bc_navigation_compare import run_parallel  # noqa: E402
 
 AGENT = [sys.executable, str(ROOT / "agents" / "bc_diffusion.py")]
@@ -54,8 +55,8 @@ def existing_run(root: Path, name: str) -> Path | None:
 
 def checkpoint_step(run: Path) -> int | None:
     """Step of the run's latest training checkpoint (checkpoints/ckpt_<step>.pt), None without one."""
-    steps = [int(f.stem.split("_")[1]) for f in (run / "checkpoints").glob("ckpt_*.pt")]
-    return max(steps) if steps else None
+    found = checkpoint_files(run / "checkpoints")
+    return found[-1][0] if found else None
 
 
 def jobs(args, root: Path, steps: int, extra: list[str], resume: bool = False) -> list[tuple[str, list[str]]]:

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.td3_throughput import acting_ms, env_stack_and_replay  # noqa: E402
+from benchmarks.td3_throughput import acting_ms, env_stack_and_replay, update_ms  # noqa: E402
 
 
 def timed(fn, repeats: int, sync) -> float:
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     from agents.drone.build import build_nets, make_env
     from agents.drone.config import Config
     from agents.runtime.config import load_config
-    from agents.vmamba_td3 import GraphedTD3Update, td3_update
+    from agents.vmamba_td3 import GraphedTD3Update, make_optims, td3_update
     from agents.algos.cuda_graph_train import make_capturable
     from agents.runtime.cli import use_tf32_matmuls
 
@@ -79,15 +79,9 @@ def main(argv=None) -> int:
     rows["acting_ms"] = acting_ms(cfg, nets, replay, device, repeats=50)
     print(f"{args.config}: {rows['parameters']:,} parameters, acting {rows['acting_ms']:.2f} ms", flush=True)
 
-    def fresh_optims():
-        o = {"actor": torch.optim.Adam(nets.actor_parameters(), lr=cfg.td3.actor_lr),
-             "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.td3.critic_lr)}
-        return o
-
-    optims = fresh_optims()
-    step = iter(range(1, 10 ** 9))
-    rows["eager_ms"] = timed(lambda: td3_update(cfg, nets, optims, replay.sample(), next(step), device),
-                             args.updates, sync)
+    optims = make_optims(cfg, nets)   # kept for the profiled and graphed updates after these
+    rows["eager_ms"] = update_ms(cfg, nets, replay, device, args.updates, optims)
+    step = iter(range(1, 10 ** 9))    # update indices (their parity picks the actor's turns)
     print(f"eager update: {rows['eager_ms']:.1f} ms", flush=True)
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -31,6 +31,18 @@ CKPT_PREFIX, CKPT_SUFFIX = "ckpt_", ".pt"
 _LEAF_TYPES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device)
 
 
+def checkpoint_files(checkpoints: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every ``ckpt_<step>.pt`` in the folder ``checkpoints``, oldest first; without
+    creating anything (a RunDir creates its folders), so scripts may look into runs they do not own."""
+    found = []
+    for p in Path(checkpoints).glob(f"{CKPT_PREFIX}*{CKPT_SUFFIX}"):
+        try:
+            found.append((int(p.name[len(CKPT_PREFIX) : -len(CKPT_SUFFIX)]), p))
+        except ValueError:  # someone else's file, e.g. ckpt_best.pt
+            continue
+    return sorted(found)
+
+
 class RunDirError(ValueError):
     """A run directory or checkpoint is missing or unreadable (the message names the path)."""
 
@@ -141,13 +153,7 @@ class RunDir:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def _checkpoint_files(self) -> list[tuple[int, Path]]:
-        found = []
-        for p in self.checkpoints.glob(f"{CKPT_PREFIX}*{CKPT_SUFFIX}"):
-            try:
-                found.append((int(p.name[len(CKPT_PREFIX) : -len(CKPT_SUFFIX)]), p))
-            except ValueError:  # someone else's file, e.g. ckpt_best.pt
-                continue
-        return sorted(found)
+        return checkpoint_files(self.checkpoints)
 
     def save_checkpoint(self, state: dict, step: int, keep: int = 3) -> Path:
         """Atomically write ``checkpoints/ckpt_<step>.pt`` and delete all but the newest ``keep``.
