@@ -48,7 +48,7 @@ from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
 from agents.drone.build import (acting_policy, build_nets, check_slices, close_env, evaluate, make_env, make_replay,
-                              make_train_env, parameter_report, to_storage, windows)
+                              make_train_env, parameter_report, random_shift, to_storage, windows)
 
 AGENT = "vmamba_td3"
 log = logging.getLogger("mambazoo")
@@ -70,6 +70,9 @@ def td3_step(cfg: Config, nets, optims, batch, actor_turn: bool, check: bool = T
     ``check=False`` inside a CUDA graph (no host sync there; GraphedTD3Update checks after replay)."""
     obs, obs_next, action, reward, terminated = batch
     c = cfg.td3
+    if c.image_shift:   # DrQ: obs and next obs shifted independently (depth is obs[0]: build.obs_keys)
+        obs = [random_shift(obs[0], c.image_shift), *obs[1:]]
+        obs_next = [random_shift(obs_next[0], c.image_shift), *obs_next[1:]]
     shared = nets.shared   # one encoder for actor and critic (model.shared_encoder): encode once each
     with torch.no_grad():
         noise = (torch.randn_like(action) * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)

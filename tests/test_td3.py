@@ -100,13 +100,16 @@ def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert run(["--eval", export, "--episodes", "1"]) == 0
 
 
-def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_path):
+def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_path, monkeypatch):
+    shifted = []   # td3.image_shift reaches the update: both windows (t and t+1) of every update
+    monkeypatch.setattr(vmamba_td3, "random_shift", lambda x, pad: shifted.append(pad) or x)
     args = ["--config", "configs/drone/quick_vmamba.yaml", "env.image_size=32", "env.max_episode_steps=15",
             "model.depths=[1,1,1,1]", "model.dims=[8,8,8,8]", "model.d_model=16", "model.hidden_dim=16",
             "replay.batch_size=2", "replay.seq_len=2", "replay.size=200", "train.total_frames=40",
             "train.learning_starts=20", "train.frames_per_batch=20", "train.updates_per_step=0.1",
-            "train.eval_episodes=1", f"run_root={tmp_path}"]
+            "train.eval_episodes=1", "td3.image_shift=2", f"run_root={tmp_path}"]
     assert run(args) == 0
+    assert shifted and set(shifted) == {2} and len(shifted) % 2 == 0
     (run_dir,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
     files = {os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "videos", "*", "*"))}
     assert {"attention.png", "feature_maps.png"} <= files
@@ -381,3 +384,28 @@ def test_an_export_writes_a_shared_encoder_once(tmp_path):
         torch.save(out if shared else {k: v.clone() for k, v in out.items()}, buf)
         sizes.append(buf.tell())
     assert sizes[0] < sizes[1]
+
+
+def test_random_shift_crops_one_offset_per_window_from_the_edge_padded_images():
+    """td3.image_shift (DrQ): every frame of a window moves by the same (dy, dx) in [-pad, pad], the
+    border repeats edge pixels, offsets differ between windows, and pad 0 is the identity."""
+    from agents.drone.build import random_shift
+
+    torch.manual_seed(0)
+    B, K, H, W, pad = 64, 3, 8, 8, 2
+    x = torch.rand(B, K, 1, H, W)
+    y = random_shift(x, pad)
+    assert y.shape == x.shape and random_shift(x, 0) is x
+    padded = torch.nn.functional.pad(x.reshape(B, K, H, W), (pad,) * 4, mode="replicate")
+    offsets = set()
+    for b in range(B):
+        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                 if torch.equal(padded[b, :, dy:dy + H, dx:dx + W], y[b, :, 0])]
+        assert len(found) == 1, f"window {b}: its K frames are not one crop of the padded images"
+        offsets.add(found[0])
+    assert len(offsets) > 10   # 25 possible offsets, 64 windows
+
+
+def test_image_shift_needs_depth_images(capsys):
+    assert run(["--config", PENDULUM, *TINY, "td3.image_shift=4", "--dry-run"]) == 2
+    assert "td3.image_shift" in capsys.readouterr().err

@@ -264,6 +264,26 @@ def windows(cfg: Config, sample, device):
             last.get(("next", "terminated")).float())
 
 
+def random_shift(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """DrQ's image augmentation (Kostrikov et al. 2020; DrQ-v2's RandomShiftsAug), one offset per window.
+
+    x [B, K, C, H, W] (any dims between B and H, W) -> same shape: each batch row is padded by ``pad``
+    (edge pixels repeated) and cropped back at one offset (dy, dx) in [0, 2 pad]^2, the same for all its
+    K frames, so the window stays a consistent piece of video. Written here because neither TorchRL nor
+    torchvision shifts per sample: torchvision's RandomCrop draws one crop for the whole batch. Index
+    gathers, no host sync: it runs inside the graphed update (the offsets come from the CUDA generator).
+    """
+    if pad == 0:
+        return x
+    B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+    flat = x.reshape(B, -1, H, W)                                               # [B, K*C, H, W]
+    padded = nn.functional.pad(flat, (pad, pad, pad, pad), mode="replicate")    # [B, K*C, H+2p, W+2p]
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, B, 1, 1, 1), device=x.device)
+    rows = (torch.arange(H, device=x.device).view(1, 1, H, 1) + dy).expand(B, flat.shape[1], H, W + 2 * pad)
+    cols = (torch.arange(W, device=x.device).view(1, 1, 1, W) + dx).expand(B, flat.shape[1], H, W)
+    return padded.gather(2, rows).gather(3, cols).reshape(x.shape)
+
+
 def check_slices(cfg: Config, sample) -> None:
     """Sampled sequences must lie inside one episode: no done flag before a slice's last step, and
     one episode id throughout (ids are unique across envs: so also one env)."""

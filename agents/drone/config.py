@@ -70,6 +70,10 @@ class TD3Config:
     ou_theta: float = field_spec(0.15, min=0.0, max=10.0, help="OU mean reversion")
     ou_eps_end: float = field_spec(0.1, min=0.0, max=1.0, help="final OU noise multiplier (starts at 1)")
     ou_anneal_frames: int = field_spec(50_000, min=1, help="frames over which the OU noise decays")
+    image_shift: int = field_spec(
+        0, min=0, max=16, help="drone only: DrQ's random shift, in pixels: each sampled depth window is padded "
+                               "by this much (edge pixels repeated) and cropped back at one random offset for all "
+                               "its K frames, in every update (0: off; DrQ-v2 uses 4 at 84x84)")
 
 
 @dataclass
@@ -132,6 +136,12 @@ def check_consistency(cfg: Config) -> None:
         # be rounded up by TorchRL, and every frame count (checkpoints, learning_starts) would drift
         raise ConfigError(f"config key 'env.num_envs': train.frames_per_batch={cfg.train.frames_per_batch} is "
                           f"not divisible by env.num_envs={cfg.env.num_envs} (each batch is num_envs x steps)")
+    if cfg.td3.image_shift and not is_drone(cfg):
+        raise ConfigError(f"config key 'td3.image_shift': shifts depth images, which env.id={cfg.env.id!r} "
+                          f"does not have; use 0")
+    if cfg.td3.image_shift * 2 >= cfg.env.image_size:
+        raise ConfigError(f"config key 'td3.image_shift': {cfg.td3.image_shift} must be under half of "
+                          f"env.image_size ({cfg.env.image_size})")
     if cfg.model.encoder == "memory":
         check_memory_size(cfg)
     if is_drone(cfg) and cfg.model.encoder == "vmamba" and cfg.env.image_size % cfg.model.patch_size:
