@@ -409,3 +409,18 @@ def test_random_shift_crops_one_offset_per_window_from_the_edge_padded_images():
 def test_image_shift_needs_depth_images(capsys):
     assert run(["--config", PENDULUM, *TINY, "td3.image_shift=4", "--dry-run"]) == 2
     assert "td3.image_shift" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine must lack CUDA")
+def test_a_checkpoint_trained_on_cuda_evaluates_on_a_cpu_machine(tmp_path, caplog):
+    """A GPU host's run (config device=cuda) is evaluated where it lands: --eval on a CPU-only
+    machine says so and runs on the CPU instead of refusing the saved config."""
+    assert run(["--config", PENDULUM, *TINY, "train.total_frames=150", "train.checkpoint_every_frames=150",
+                f"run_root={tmp_path}"]) == 0
+    (ckpt,) = glob.glob(str(tmp_path / "vmamba_td3" / "*" / "checkpoints" / "*.pt"))
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["device"] = "cuda"
+    torch.save(state, ckpt)
+    with caplog.at_level("WARNING", logger="mambazoo"):
+        assert run(["--eval", ckpt, "--episodes", "1"]) == 0
+    assert any("trained with device=cuda" in r.getMessage() for r in caplog.records)

@@ -309,7 +309,12 @@ def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
     """What every RL agent's ``--eval`` starts from: the checkpoint, its state, its config (as
     ``config_cls``) and the episodes to run (``--episodes``, else the config's train.eval_episodes)."""
     ckpt, state = eval_checkpoint(args.eval)
-    cfg = from_dict(config_cls, state["config"])
+    saved = state["config"]
+    if isinstance(saved, dict) and saved.get("device") == "cuda" and not torch.cuda.is_available():
+        # where a run trained is not where it must be evaluated: a GPU host's run evaluates on a CPU
+        logging.getLogger("mambazoo").warning("--eval: %s trained with device=cuda; no CUDA here, evaluating on the CPU", ckpt)
+        saved = {**saved, "device": "cpu"}
+    cfg = from_dict(config_cls, saved)
     return ckpt, state, cfg, args.episodes or cfg.train.eval_episodes
 
 
