@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from agents.runtime.cli import agent_parser, eval_checkpoint, eval_out_dir, format_eval, output_root, run_agent
+from agents.runtime.cli import (agent_parser, config_for_eval_here, eval_checkpoint, eval_out_dir, format_eval,
+                                output_root, run_agent)
 from agents.runtime.config import ConfigError, from_dict
 from agents.runtime.run_dir import RunDirError, set_rng_state
 
@@ -143,7 +144,7 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
 
     def run_eval(args) -> int:
         ckpt, state = eval_checkpoint(args.eval, "--eval", exports=True)
-        cfg = from_dict(config_cls, state["config"], where=f"{ckpt} config")
+        cfg = from_dict(config_cls, config_for_eval_here(state["config"], ckpt), where=f"{ckpt} config")
         out = eval_out_dir(args, ckpt, output_root(ckpt) / "eval")
         out.mkdir(parents=True, exist_ok=True)
         result = evaluate(cfg, state, args, out)

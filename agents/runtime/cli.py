@@ -309,13 +309,19 @@ def eval_run(args, config_cls) -> tuple[Path, dict, object, int]:
     """What every RL agent's ``--eval`` starts from: the checkpoint, its state, its config (as
     ``config_cls``) and the episodes to run (``--episodes``, else the config's train.eval_episodes)."""
     ckpt, state = eval_checkpoint(args.eval)
-    saved = state["config"]
-    if isinstance(saved, dict) and saved.get("device") == "cuda" and not torch.cuda.is_available():
-        # where a run trained is not where it must be evaluated: a GPU host's run evaluates on a CPU
-        logging.getLogger("mambazoo").warning("--eval: %s trained with device=cuda; no CUDA here, evaluating on the CPU", ckpt)
-        saved = {**saved, "device": "cpu"}
-    cfg = from_dict(config_cls, saved)
+    cfg = from_dict(config_cls, config_for_eval_here(state["config"], ckpt))
     return ckpt, state, cfg, args.episodes or cfg.train.eval_episodes
+
+
+def config_for_eval_here(saved, ckpt: Path):
+    """A checkpoint's saved config, as ``--eval`` runs it on this machine: where a run trained is not
+    where it must be evaluated, so a GPU host's run (device=cuda) evaluates on the CPU of a machine
+    without CUDA (logged) instead of failing pick_device. Every agent's --eval (RL and BC) goes through here."""
+    if isinstance(saved, dict) and saved.get("device") == "cuda" and not torch.cuda.is_available():
+        logging.getLogger("mambazoo").warning("--eval: %s trained with device=cuda; no CUDA here, evaluating on "
+                                              "the CPU", ckpt)
+        return {**saved, "device": "cpu"}
+    return saved
 
 
 def run_export(args, prog: str, config_cls=None, add_facts=None) -> int:
