@@ -83,15 +83,13 @@ mkdir -p "$OUT" "$ROOT/bc_diffusion"
 say() { echo "[+$(( $(date +%s) - T0 )) s] $*"; }
 
 # --- setup (as benchmarks/device_runs.sh)
-if [ ! -f "$SITE/.mambazoo_ready" ]; then
-  python3 -m pip install -q --no-index --no-deps --target "$SITE" gpu_carry/py312/*.whl || exit 1
-  touch "$SITE/.mambazoo_ready"
-fi
+. benchmarks/device_site.sh; install_site "$SITE" || exit 1   # py312 wheels (+ diffusers' if carried)
 if [ "${PYBULLET:-1}" = 1 ] && [ ! -f "$SITE/.pybullet_ready" ]; then   # generate needs it (the env)
   bash gpu_carry/build_pybullet.sh gpu_carry || exit 1                  # installs into /tmp/site
   touch "$SITE/.pybullet_ready"
 fi
 export PYTHONPATH=$SITE:$PWD MAMBAZOO_CPU_SCAN=${MAMBAZOO_CPU_SCAN:-0}
+python3 -c "import diffusers" 2>/dev/null || { echo "no diffusers on this host: carry gpu_carry/diffusion/ (bash benchmarks/gpu_carry.sh makes it)"; exit 1; }
 say "setup done; $(nproc) cpus; $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")')"
 
 pack_records() {   # runs.tgz: configs, metrics, logs; no checkpoints, no exports

@@ -7,16 +7,18 @@
 # GRU is refused and updates eagerly, as logged), 2 env worker processes per run, a checkpoint every
 # 5,000 env steps (a stop, SIGKILL at SECONDS, loses at most that much), at the end a 50-episode eval.
 #
-#   bash benchmarks/device_drone.sh [SECONDS]     # default 570; carry ["gpu_carry"]
+#   bash benchmarks/device_drone.sh [SECONDS]     # default 570; carry ["gpu_carry"] (or its three parts below)
 #
 # Each call resumes what it finds (benchmarks/device_runs.sh): the run directories still on a warm
 # machine (with their replay buffers), else the ones committed under benchmarks/runs/vmamba_td3/
 # (checkpoint only: train.refill_replay=true, in every run's overrides, refills the buffer with the
 # resumed policy for train.learning_starts steps before the updates go on). So a session is ~3 calls
 # chained while warm. Across sessions the limit is the 64 MiB working tree a call sends (tracked files
-# + gpu_carry): on 2026-12-02 that was 38.3 MB tracked (21.2 of it the quadruped's committed
-# checkpoint) + 20.8 MB gpu_carry, so not even one more ~10.5 MB checkpoint fits, let alone six. Until
-# the tree is trimmed, a comparison must finish inside one session: size it so (model.patch_size=8
+# + what is carried): on 2026-12-02 38.8 MB tracked (21.2 of it the quadruped's committed checkpoint);
+# carry only what this script needs, ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
+# "gpu_carry/pybullet-3.2.7-trim.tar.gz"] (14 MB; benchmarks/gpu_carry.sh makes gpu_carry/), and
+# ~14 MB is left: one ~10.5 MB checkpoint, not six. Until the tree is trimmed, a comparison must
+# finish inside one session: size it so (model.patch_size=8
 # cuts the update's matmul work 3.3x, 21.8 -> 6.7 GFLOP; batch 64 halves it; measure them first with
 # `bash benchmarks/device_td3_profile.sh`, then give the choice as EXTRA).
 # What comes back ($OUT, 7 files): runs.tgz (every run's config, metrics, eval scalars, attention

@@ -14,7 +14,8 @@
 #                                                 #   inputs in the mixers' layout (channels contiguous),
 #                                                 #   SWEEP_LAYOUT=time for mamba-ssm's (T contiguous)
 #
-# Needs in gpu_carry/ (carry ["gpu_carry"]): py312/ (the wheels), build_kernels.sh and the two kernel
+# Needs gpu_carry/ (carry ["gpu_carry"]; `bash benchmarks/gpu_carry.sh` makes it): py312/ (the wheels),
+# diffusion/ (diffusers' wheels, for the BC-diffusion tests), build_kernels.sh and the two kernel
 # sdists from ../shared/gpu. The built wheels (66 MB) cannot travel: "measure" must follow "build"
 # within the warm window (~30 s), else it says so and stops. "build" stops early (no kernels) when the
 # Triton tests fail, since then there is nothing to measure. Results under $OUT:
@@ -40,7 +41,7 @@ cuda_tests() {
 case $MODE in
   build|tests)
     mkdir -p /tmp/site /tmp/site_nossm
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site_nossm gpu_carry/py312/*.whl || exit 1
+    . benchmarks/device_site.sh; install_site /tmp/site_nossm || exit 1   # py312 wheels + diffusers'
     cp -r /tmp/site_nossm/. /tmp/site/
     # the kernel build (~7 min, nvcc) overlaps the tests; it writes only /tmp/w, /tmp/b and /tmp/site
     setsid bash -c "bash gpu_carry/build_kernels.sh gpu_carry > /tmp/kernels.log 2>&1 && touch /tmp/site/.kernels_ready" &

@@ -27,10 +27,7 @@ AGENT=${AGENT:-ppo_locomamba}
 [ -f "agents/$AGENT.py" ] || { echo "AGENT=$AGENT: no agents/$AGENT.py"; exit 2; }
 T0=$(date +%s)
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-if [ ! -f /tmp/site/.mambazoo_ready ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu_carry/py312/*.whl || exit 1
-  touch /tmp/site/.mambazoo_ready
-fi
+. benchmarks/device_site.sh; install_site /tmp/site || exit 1   # py312 wheels (+ diffusers' if carried)
 if [ "${PYBULLET:-1}" = 1 ] && [ ! -f /tmp/site/.pybullet_ready ]; then
   bash gpu_carry/build_pybullet.sh gpu_carry || exit 1
   touch /tmp/site/.pybullet_ready

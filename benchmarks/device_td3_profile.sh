@@ -12,10 +12,7 @@
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
-if [ ! -f /tmp/site/.mambazoo_ready ]; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site gpu_carry/py312/*.whl || exit 1
-  touch /tmp/site/.mambazoo_ready
-fi
+. benchmarks/device_site.sh; install_site /tmp/site || exit 1   # py312 wheels (+ diffusers' if carried)
 [ -f /tmp/site/.pybullet_ready ] || { bash gpu_carry/build_pybullet.sh gpu_carry > /tmp/pybullet.log 2>&1 && touch /tmp/site/.pybullet_ready; } || { tail /tmp/pybullet.log; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD MAMBAZOO_CPU_SCAN=0 OMP_NUM_THREADS=1
 echo "setup done at +$(( $(date +%s) - T0 )) s; $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
