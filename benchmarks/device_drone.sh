@@ -13,12 +13,17 @@
 # machine (with their replay buffers), else the ones committed under benchmarks/runs/vmamba_td3/
 # (checkpoint only: train.refill_replay=true, in every run's overrides, refills the buffer with the
 # resumed policy for train.learning_starts steps before the updates go on). So a session is ~3 calls
-# chained while warm. Across sessions the limit is the 64 MiB working tree a call sends (tracked files
-# + what is carried): on 2026-12-02 38.8 MB tracked (21.2 of it the quadruped's committed checkpoint);
-# carry only what this script needs, ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
-# "gpu_carry/pybullet-3.2.7-trim.tar.gz"] (14 MB; benchmarks/gpu_carry.sh makes gpu_carry/), and
-# ~14 MB is left: one ~10.5 MB checkpoint, not six. Until the tree is trimmed, a comparison must
-# finish inside one session: size it so (model.patch_size=8
+# chained while warm. Across sessions the limit is the 64 MiB (67.1 MB) working tree a call sends
+# (tracked files + what is carried): 17.7 MB tracked since 2026-12-02 (the quadruped's 21.2 MB
+# checkpoint left the tree then: benchmarks/runs/ppo_locomamba/flatB-*/CHECKPOINT.md), and carry
+# only what this script needs, ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
+# "gpu_carry/pybullet-3.2.7-trim.tar.gz"] (14 MB; benchmarks/gpu_carry.sh makes gpu_carry/). That
+# leaves ~35 MB: three ~10.5 MB checkpoints, not six. So either a comparison finishes inside one
+# session, or ONE SEED's three runs train at a time (SEEDS=0 until done, then SEEDS=1): a triple's
+# checkpoints committed under benchmarks/runs/vmamba_td3/ continue in the next session, and three
+# processes share the GPU instead of six (the six together reached ~80 updates/s in all, 12-14 a run,
+# so a run's steps per session should roughly double; measure the three's rate before sizing
+# train.total_frames). Sizing a one-session comparison: model.patch_size=8
 # cuts the update's matmul work 3.3x, 21.8 -> 6.7 GFLOP; batch 64 halves it; measure them first with
 # `bash benchmarks/device_td3_profile.sh`, then give the choice as EXTRA).
 # What comes back ($OUT, 7 files): runs.tgz (every run's config, metrics, eval scalars, attention
@@ -105,7 +110,7 @@ fi
 SECS=${1:-570}
 specs=()
 for temporal in mamba none gru; do
-  for seed in 0 1; do
+  for seed in ${SEEDS:-0 1}; do   # SEEDS=0: the three encoders of one seed (see the header)
     specs+=("forest_${temporal}_s${seed}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal seed=$seed train.cuda_graph=$GRAPH train.refill_replay=true device=$DEVICE ${EXTRA:-}")
   done
 done

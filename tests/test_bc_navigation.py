@@ -338,3 +338,20 @@ def test_the_shipped_depth2_policy_reaches_the_cued_leaf(tmp_path):
     assert main(["--eval", str(export), "--episodes", "4", "--no-video", "--out", str(tmp_path)]) == 0
     result = json.loads(next(tmp_path.glob("eval_*.json")).read_text())
     assert result["episodes"] == 4 and result["success_rate"] >= 0.75, result
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine must lack CUDA")
+def test_a_checkpoint_trained_on_cuda_evaluates_on_a_cpu_machine(dataset, tmp_path, caplog):
+    """BC's --eval goes through the same cli.config_for_eval_here as the RL agents': a GPU host's
+    checkpoint (config device=cuda) evaluates on this CPU, saying so, instead of refusing its config."""
+    root = tmp_path / "runs"
+    assert main(["train", f"data.path={dataset}", f"run_root={root}", "data.val_episodes=1", "train.batch_size=2",
+                 "train.chunk_len=32", "train.steps=2", "train.checkpoint_every_steps=2", "train.val_every_steps=2",
+                 "train.warmup_steps=1", *SMALL_MODEL]) == 0
+    (ckpt,) = (root / "bc_navigation").glob("*/checkpoints/*.pt")
+    state = torch.load(ckpt, weights_only=True)
+    state["config"]["device"] = "cuda"
+    torch.save(state, ckpt)
+    with caplog.at_level("WARNING", logger="mambazoo"):
+        assert main(["--eval", str(ckpt), "--episodes", "1", "--seed", "5", "--no-video"]) == 0
+    assert any("trained with device=cuda" in r.getMessage() for r in caplog.records)
