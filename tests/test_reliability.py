@@ -363,7 +363,10 @@ def test_kill_9_of_a_sweep_ends_its_pool_workers(tmp_path):
             f"(r := __import__('pathlib').Path({str(tmp_path)!r})).mkdir(exist_ok=True)\n"
             "with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'), initializer=sweep._worker_init,"
             " initargs=(os.getpid(), str(r))) as pool:\n"
-            "    pool.submit(time.sleep, 60); print('started', flush=True); time.sleep(60)\n")
+            # a first task's result proves the worker's initializer (the watch thread) ran: a fixed
+            # sleep did not under load (spawn imports take seconds then), and the test was flaky
+            "    pool.submit(os.getpid).result(); pool.submit(time.sleep, 60)\n"
+            "    print('started', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
     deadline = time.time() + 20
@@ -372,7 +375,6 @@ def test_kill_9_of_a_sweep_ends_its_pool_workers(tmp_path):
         workers = [c for c in _children(proc.pid) if "resource_tracker" not in Path(f"/proc/{c}/cmdline").read_text()]
         time.sleep(0.1)
     assert workers
-    time.sleep(1.0)                                    # the initializer (the watch thread) has run
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 5
