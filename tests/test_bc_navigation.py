@@ -250,7 +250,8 @@ def test_tiny_training_lowers_the_loss_resumes_and_evaluates(dataset, tmp_path, 
         assert main(["--eval", str(export), "--episodes", "1", "--seed", "5", "--no-video"]) == 0
     finally:
         moved.rename(dataset)
-    assert json.loads(next((tmp_path / "eval").glob("eval_*.json")).read_text())["episodes"] == 1
+    # a loose file evaluates into eval_<name>/ beside it (a shipped policy's folder stays clean)
+    assert json.loads(next((tmp_path / "eval_policy").glob("eval_*.json")).read_text())["episodes"] == 1
     # a checkpoint from before checkpoints held them: --export reads the settings from its data.path
     old = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
     facts = old.pop("dataset")

@@ -145,7 +145,10 @@ def bc_main(argv, *, parser: argparse.ArgumentParser, agent: str, config_cls, da
     def run_eval(args) -> int:
         ckpt, state = eval_checkpoint(args.eval, "--eval", exports=True)
         cfg = from_dict(config_cls, config_for_eval_here(state["config"], ckpt), where=f"{ckpt} config")
-        out = eval_out_dir(args, ckpt, output_root(ckpt) / "eval")
+        # a run's checkpoint or export: RUN/eval/; a loose file (a shipped policy): eval_<name>/ beside it,
+        # one folder per file (several policies share agents/policies/<task>/), which .gitignore covers
+        root = output_root(ckpt)
+        out = eval_out_dir(args, ckpt, root / "eval" if root != ckpt.parent else ckpt.parent / f"eval_{ckpt.stem}")
         out.mkdir(parents=True, exist_ok=True)
         result = evaluate(cfg, state, args, out)
         write_json_atomic(out / f"eval_{ckpt.stem}.json", {"checkpoint": str(ckpt), **result})
