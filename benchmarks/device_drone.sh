@@ -23,7 +23,8 @@
 # checkpoints committed under benchmarks/runs/vmamba_td3/ continue in the next session, and three
 # processes share the GPU instead of six (the six together reached ~80 updates/s in all, 12-14 a run,
 # so a run's steps per session should roughly double; measure the three's rate before sizing
-# train.total_frames). Sizing a one-session comparison: model.patch_size=8
+# train.total_frames). When a triple is done, git rm its checkpoints (history keeps them) before the
+# next triple's calls, or the tree is over the limit again. Sizing a one-session comparison: model.patch_size=8
 # cuts the update's matmul work 3.3x, 21.8 -> 6.7 GFLOP; batch 64 halves it; measure them first with
 # `bash benchmarks/device_td3_profile.sh`, then give the choice as EXTRA).
 # What comes back ($OUT, 7 files): runs.tgz (every run's config, metrics, eval scalars, attention
