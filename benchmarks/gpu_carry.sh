@@ -11,9 +11,9 @@
 # each only if the host cannot import it already (numpy and Pillow are the host's: not carried).
 # Without them every diffusion test and run on the host fails with "the diffusion policy needs
 # diffusers' schedulers" (seen on 2026-12-02: 5 failed in `pytest -m cuda tests`).
-# A call that needs no diffusers (drone, quadruped) can carry the rest alone, keeping ~11 MB of the
-# 64 MiB a call sends for checkpoints: carry ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
-# "gpu_carry/pybullet-3.2.7-trim.tar.gz"].
+# A call that needs no diffusers (drone, quadruped) can leave gpu_carry/diffusion/ (11 MB) behind, room
+# for checkpoints in the 64 MiB a call sends: carry ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
+# "gpu_carry/pybullet-3.2.7-trim.tar.gz"] (14 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared/gpu}
