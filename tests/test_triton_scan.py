@@ -550,10 +550,11 @@ def test_interpreter_mode():
     assert r.returncode == 0, f"interpreter probe failed:\n{r.stderr[-4000:]}"
     if took > PROBE_BUDGET_S:
         pytest.skip(f"a small Triton-interpreter scan took {took:.1f} s here (> {PROBE_BUDGET_S:.0f} s)")
-    # this file's cases and those of the Triton conv (tests/test_triton_conv.py), same modes
-    conv_tests = os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_triton_conv.py")
+    # this file's cases and those of the Triton conv and step (tests/test_triton_{conv,step}.py), same modes
+    here = os.path.dirname(os.path.abspath(__file__))
+    conv_tests, step_tests = os.path.join(here, "test_triton_conv.py"), os.path.join(here, "test_triton_step.py")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                        os.path.abspath(__file__), conv_tests, "-k", "cpu"],
+                        os.path.abspath(__file__), conv_tests, step_tests, "-k", "cpu"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     tail = r.stdout[-6000:] + r.stderr[-2000:]
     assert r.returncode == 0, f"interpreter cases failed:\n{tail}"

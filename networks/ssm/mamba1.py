@@ -241,7 +241,12 @@ class Mamba1Mixer(nn.Module):
 
     def step(self, x, conv_state, ssm_state):
         """x [B, d_model]; states already zeroed where an episode starts."""
-        if kernels.wanted(self.use_kernels, x):
+        path = kernels.mamba1_step_path(self.use_kernels, x)
+        if path == "triton":
+            from networks.ssm import triton_step
+
+            return triton_step.mamba1_step(self, x, conv_state, ssm_state)
+        if path == "mamba_ssm":
             return kernels.mamba1_step(self, x, conv_state, ssm_state)
         xc, z, delta, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = selective_state_step(xc, delta, A, Bm, Cm, self.D, ssm_state)

@@ -1,0 +1,81 @@
+"""networks.ssm.triton_step (Mamba1's acting step as two Triton kernels) == the mixer's PyTorch step.
+
+Same two modes as test_triton_scan.py: ``cuda`` (marked cuda) and ``cpu`` (Triton's interpreter, run by
+test_triton_scan.test_interpreter_mode in a child process with TRITON_INTERPRET=1). The oracle is
+``Mamba1Mixer.step`` with use_kernels=False (the PyTorch step) on the same float32 inputs; tolerance
+1e-5 of the largest reference entry (a wrong tap, shift, softplus or gate is off by O(0.1)).
+"""
+import pytest
+import torch
+
+from networks.ssm import kernels
+from networks.ssm.mamba1 import Mamba1Mixer
+from test_triton_scan import DEVICES  # same two modes (rootdir-relative import, as pytest runs tests/)
+
+
+def _close(a, b, what, tol=1e-5):
+    err = (a.double() - b.double()).abs().max().item()
+    scale = max(b.double().abs().max().item(), 1.0)
+    assert err <= tol * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d_model,d_state,d_conv,batch", [(8, 3, 4, 3), (40, 16, 2, 2), (24, 5, 3, 1)])
+def test_step_matches_the_pytorch_step(device, d_model, d_state, d_conv, batch):
+    """Non-power-of-2 d_state and dt_rank (masked tiles), d_inner past one program's channels (40 -> 80,
+    BD_SSM 32), every conv width the mixers use, random carried states; twice in a row (the new states
+    feed the next step as an actor's do)."""
+    from networks.ssm import triton_step
+
+    torch.manual_seed(0)
+    m = Mamba1Mixer(d_model, d_state=d_state, d_conv=d_conv, use_kernels=False).to(device)
+    with torch.no_grad():
+        m.dt_proj.bias.add_(torch.randn_like(m.dt_proj.bias) * 3)     # softplus on both sides of its threshold
+        m.dt_proj.bias[0] = 25.0
+    conv = torch.randn(batch, m.d_inner, d_conv - 1, device=device)
+    ssm = torch.randn(batch, m.d_inner, d_state, device=device)
+    c_ref, s_ref, c, s = conv, ssm, conv.clone(), ssm.clone()
+    given = (c, s)
+    with torch.no_grad():
+        for t in range(2):
+            x = torch.randn(batch, d_model, device=device)
+            y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
+            y, c, s = triton_step.mamba1_step(m, x, c, s)
+            _close(y, y_ref, f"y at step {t}")
+            _close(c, c_ref, f"conv state at step {t}")
+            _close(s, s_ref, f"ssm state at step {t}")
+    # the states handed in are not written in place (an actor may keep them): new tensors come back
+    assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
+
+
+def test_a_bad_step_path_names_the_variable(monkeypatch):
+    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "fused")
+    with pytest.raises(ValueError, match="MAMBAZOO_MAMBA1_STEP must be one of triton, mamba_ssm, torch, got 'fused'"):
+        kernels.mamba1_step_path("auto", torch.zeros(1, 4))
+
+
+def test_the_step_path_is_pytorch_on_cpu_whatever_is_asked(monkeypatch):
+    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "triton")
+    assert kernels.mamba1_step_path("auto", torch.zeros(1, 4)) == "torch"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_mixer_takes_the_triton_step_only_when_asked_and_without_grad(monkeypatch):
+    from networks.ssm import triton_step
+
+    calls = []
+    real = triton_step.mamba1_step
+    monkeypatch.setattr(triton_step, "mamba1_step", lambda *a: calls.append(1) or real(*a))
+    m = Mamba1Mixer(16, d_state=4).cuda()
+    x = torch.randn(2, 16, device="cuda")
+    conv, ssm = torch.zeros(2, m.d_inner, 3, device="cuda"), torch.zeros(2, m.d_inner, 4, device="cuda")
+    with torch.no_grad():
+        m.step(x, conv, ssm)
+    assert not calls                                            # the default is unchanged
+    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "triton")
+    with torch.no_grad():
+        m.step(x, conv, ssm)
+    assert len(calls) == 1
+    m.step(x, conv, ssm)                                        # grad enabled: no backward there
+    assert len(calls) == 1
