@@ -241,15 +241,15 @@ def acting_candidates(args, device, B, layers):
                     C[f"{kind} ours {path} graphed"] = lambda g=g, t=td: g(t)["memory"]
                 except Exception as exc:
                     print(f"{kind} {path}: capture failed: {type(exc).__name__}: {exc}")
-                if kind == "mamba1" and path == "kernels":
-                    # networks/ssm/triton_step.py (MAMBAZOO_MAMBA1_STEP=triton, not the default until timed
+                if path == "kernels":
+                    # networks/ssm/triton_step.py (MAMBAZOO_MAMBA_STEP=triton, not the default until timed
                     # here): the capture bakes in the path its step took, so the variable is set around it
                     try:
-                        with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_STEP": "triton"}):
+                        with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA_STEP": "triton"}):
                             g3 = CudaGraphStep(mem, td, feed_keys=["embed", "is_init"])
-                        C["mamba1 ours triton step graphed"] = lambda g=g3, t=td: g(t)["memory"]
+                        C[f"{kind} ours triton step graphed"] = lambda g=g3, t=td: g(t)["memory"]
                     except Exception as exc:
-                        print(f"mamba1 triton step: capture failed: {type(exc).__name__}: {exc}")
+                        print(f"{kind} triton step: capture failed: {type(exc).__name__}: {exc}")
                 if path == "kernels" and layers == 1:
                     try:
                         from tensordict.nn import CudaGraphModule
@@ -350,10 +350,11 @@ def targets(rows, lengths):
                  a("gru cuDNN eager") / a(f"{kind} ours kernels graphed")),
                 (f"mamba-ssm {kind} eager step / ours graphed, B=1 (target >= 10)",
                  a(f"{kind} mamba-ssm step eager") / a(f"{kind} ours kernels graphed"))]
-    out += [("mamba1 triton-step graphed, per layer at B=1 (4 layers / 4), ms (target <= 0.05)",
-             a("mamba1 ours triton step graphed", 1, 4) / 4),
-            ("cuDNN GRU eager / mamba1 triton-step graphed, B=1, 1 layer (target >= 3)",
-             a("gru cuDNN eager") / a("mamba1 ours triton step graphed"))]
+    for kind in ("mamba1", "mamba2"):   # the fused Triton step (MAMBAZOO_MAMBA_STEP=triton)
+        out += [(f"{kind} triton-step graphed, per layer at B=1 (4 layers / 4), ms (target <= 0.05)",
+                 a(f"{kind} ours triton step graphed", 1, 4) / 4),
+                (f"cuDNN GRU eager / {kind} triton-step graphed, B=1, 1 layer (target >= 3)",
+                 a("gru cuDNN eager") / a(f"{kind} ours triton step graphed"))]
     return out
 
 

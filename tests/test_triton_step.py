@@ -1,8 +1,9 @@
-"""networks.ssm.triton_step (Mamba1's acting step as two Triton kernels) == the mixer's PyTorch step.
+"""networks.ssm.triton_step (the Mamba1 and Mamba2 acting steps as fused Triton kernels) == the mixers'
+PyTorch steps.
 
 Same two modes as test_triton_scan.py: ``cuda`` (marked cuda) and ``cpu`` (Triton's interpreter, run by
 test_triton_scan.test_interpreter_mode in a child process with TRITON_INTERPRET=1). The oracle is
-``Mamba1Mixer.step`` with use_kernels=False (the PyTorch step) on the same float32 inputs; tolerance
+``Mamba1Mixer.step`` / ``Mamba2Mixer.step`` with use_kernels=False (the PyTorch step) on the same float32 inputs; tolerance
 1e-5 of the largest reference entry (a wrong tap, shift, softplus or gate is off by O(0.1)).
 """
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from networks.ssm import kernels
 from networks.ssm.mamba1 import Mamba1Mixer
+from networks.ssm.mamba2 import Mamba2Mixer
 from test_triton_scan import DEVICES  # same two modes (rootdir-relative import, as pytest runs tests/)
 
 
@@ -48,32 +50,63 @@ def test_step_matches_the_pytorch_step(device, d_model, d_state, d_conv, batch):
     assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("d_model,d_state,headdim,ngroups,batch", [(16, 8, 8, 1, 2), (24, 5, 6, 2, 3), (32, 16, 16, 4, 1)])
+def test_mamba2_step_matches_the_pytorch_step(device, d_model, d_state, headdim, ngroups, batch):
+    """Heads sharing a group's B/C (H / G heads a group), non-power-of-2 d_state and headdim (masked
+    tiles), the group RMSNorm after the gate; two chained steps from random states."""
+    from networks.ssm import triton_step
+
+    torch.manual_seed(0)
+    m = Mamba2Mixer(d_model, d_state=d_state, headdim=headdim, ngroups=ngroups, use_kernels=False).to(device)
+    with torch.no_grad():
+        m.dt_bias.add_(torch.randn_like(m.dt_bias) * 3)
+        m.dt_bias[0] = 25.0
+        m.norm_weight.mul_(torch.rand_like(m.norm_weight) + 0.5)
+    shapes = m.state_shapes()
+    conv = torch.randn(batch, *shapes["conv"], device=device)
+    ssm = torch.randn(batch, *shapes["ssm"], device=device)
+    c_ref, s_ref, c, s = conv, ssm, conv.clone(), ssm.clone()
+    given = (c, s)
+    with torch.no_grad():
+        for t in range(2):
+            x = torch.randn(batch, d_model, device=device)
+            y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
+            y, c, s = triton_step.mamba2_step(m, x, c, s)
+            _close(y, y_ref, f"y at step {t}")
+            _close(c, c_ref, f"conv state at step {t}")
+            _close(s, s_ref, f"ssm state at step {t}")
+    assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
+
+
 def test_a_bad_step_path_names_the_variable(monkeypatch):
-    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "fused")
-    with pytest.raises(ValueError, match="MAMBAZOO_MAMBA1_STEP must be one of triton, mamba_ssm, torch, got 'fused'"):
-        kernels.mamba1_step_path("auto", torch.zeros(1, 4))
+    monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", "fused")
+    with pytest.raises(ValueError, match="MAMBAZOO_MAMBA_STEP must be one of triton, mamba_ssm, torch, got 'fused'"):
+        kernels.step_path("auto", torch.zeros(1, 4), "Mamba1 acting step")
 
 
 def test_the_step_path_is_pytorch_on_cpu_whatever_is_asked(monkeypatch):
-    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "triton")
-    assert kernels.mamba1_step_path("auto", torch.zeros(1, 4)) == "torch"
+    monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", "triton")
+    assert kernels.step_path("auto", torch.zeros(1, 4), "Mamba1 acting step") == "torch"
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_the_mixer_takes_the_triton_step_only_when_asked_and_without_grad(monkeypatch):
+@pytest.mark.parametrize("kind", ["mamba1", "mamba2"])
+def test_the_mixer_takes_the_triton_step_only_when_asked_and_without_grad(monkeypatch, kind):
     from networks.ssm import triton_step
 
     calls = []
-    real = triton_step.mamba1_step
-    monkeypatch.setattr(triton_step, "mamba1_step", lambda *a: calls.append(1) or real(*a))
-    m = Mamba1Mixer(16, d_state=4).cuda()
+    name = f"{kind}_step"
+    real = getattr(triton_step, name)
+    monkeypatch.setattr(triton_step, name, lambda *a: calls.append(1) or real(*a))
+    m = (Mamba1Mixer(16, d_state=4) if kind == "mamba1" else Mamba2Mixer(16, d_state=8, headdim=8)).cuda()
     x = torch.randn(2, 16, device="cuda")
-    conv, ssm = torch.zeros(2, m.d_inner, 3, device="cuda"), torch.zeros(2, m.d_inner, 4, device="cuda")
+    conv, ssm = (torch.zeros(2, *shape, device="cuda") for shape in m.state_shapes().values())
     with torch.no_grad():
         m.step(x, conv, ssm)
     assert not calls                                            # the default is unchanged
-    monkeypatch.setenv("MAMBAZOO_MAMBA1_STEP", "triton")
+    monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", "triton")
     with torch.no_grad():
         m.step(x, conv, ssm)
     assert len(calls) == 1

@@ -130,15 +130,16 @@ def wants_triton_conv(use_kernels, x: torch.Tensor, what: str) -> bool:
 STEP_PATHS = ("triton", "mamba_ssm", "torch")
 
 
-def mamba1_step_path(use_kernels, x: torch.Tensor) -> str:
-    """Mamba1Mixer.step on ``x``: "triton" (networks/ssm/triton_step.py, two fused kernels), "mamba_ssm"
-    (its selective_state_update) or "torch". The default stays mamba-ssm when built, else PyTorch:
-    the Triton step is not yet timed against them on a GPU (benchmarks/gpu_speed.py has its row), so
-    MAMBAZOO_MAMBA1_STEP=triton chooses it; it has no backward, so a step autograd would record (grad
-    enabled) takes the next path. One log line per process names the path."""
-    forced = os.environ.get("MAMBAZOO_MAMBA1_STEP")
+def step_path(use_kernels, x: torch.Tensor, what: str) -> str:
+    """A Mamba1/Mamba2 mixer's acting step on ``x`` (``what``: "Mamba1 acting step", "Mamba2 acting
+    step", named in the one log line per process): "triton" (networks/ssm/triton_step.py: a few fused
+    kernels), "mamba_ssm" (its selective_state_update) or "torch". The default stays mamba-ssm when
+    built, else PyTorch: the Triton step is not yet timed against them on a GPU (benchmarks/gpu_speed.py
+    has its rows), so MAMBAZOO_MAMBA_STEP=triton chooses it; it has no backward, so a step autograd
+    would record (grad enabled) takes the next path."""
+    forced = os.environ.get("MAMBAZOO_MAMBA_STEP")
     if forced is not None and forced not in STEP_PATHS:
-        raise ValueError(f"MAMBAZOO_MAMBA1_STEP must be one of {', '.join(STEP_PATHS)}, got {forced!r}")
+        raise ValueError(f"MAMBAZOO_MAMBA_STEP must be one of {', '.join(STEP_PATHS)}, got {forced!r}")
     if use_kernels is False or not x.is_cuda or forced == "torch":
         return "torch"
     from networks.ssm import triton_scan  # its available() tries the import once, never raises
@@ -147,7 +148,6 @@ def mamba1_step_path(use_kernels, x: torch.Tensor) -> str:
         path = "triton"
     else:
         path = "mamba_ssm" if wanted(use_kernels, x) else "torch"
-    what = "Mamba1 acting step"
     if what not in _PATH_LOGGED:
         _PATH_LOGGED.add(what)
         log.warning("mambazoo: %s on CUDA: %s", what, {"triton": "Triton (networks/ssm/triton_step.py)",

@@ -241,7 +241,7 @@ class Mamba1Mixer(nn.Module):
 
     def step(self, x, conv_state, ssm_state):
         """x [B, d_model]; states already zeroed where an episode starts."""
-        path = kernels.mamba1_step_path(self.use_kernels, x)
+        path = kernels.step_path(self.use_kernels, x, "Mamba1 acting step")
         if path == "triton":
             from networks.ssm import triton_step
 

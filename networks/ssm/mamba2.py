@@ -174,9 +174,13 @@ class Mamba2Mixer(nn.Module):
 
     def _gated_norm_out(self, y: Tensor, z: Tensor) -> Tensor:
         """RMSNorm(y * SiLU(z)) per group of d_inner / ngroups channels, then out_proj."""
-        g = y.reshape(*z.shape) * F.silu(z)
-        g = g.reshape(*z.shape[:-1], self.ngroups, -1)
-        g = F.rms_norm(g, g.shape[-1:], eps=cpu_mamba2.GATE_EPS).reshape(z.shape) * self.norm_weight
+        return self._norm_out(y.reshape(*z.shape) * F.silu(z))
+
+    def _norm_out(self, g: Tensor) -> Tensor:
+        """The gated output g = y * SiLU(z) [.., d_inner] -> RMSNorm per group, weight, out_proj."""
+        shape = g.shape
+        g = g.reshape(*shape[:-1], self.ngroups, -1)
+        g = F.rms_norm(g, g.shape[-1:], eps=cpu_mamba2.GATE_EPS).reshape(shape) * self.norm_weight
         return self.out_proj(g)
 
     def prepare(self, x, conv_state, is_init=None):
@@ -232,7 +236,12 @@ class Mamba2Mixer(nn.Module):
 
     def step(self, x, conv_state, ssm_state):
         """x [B, d_model]; states already zeroed where an episode starts."""
-        if kernels.wanted(self.use_kernels, x):
+        path = kernels.step_path(self.use_kernels, x, "Mamba2 acting step")
+        if path == "triton":
+            from networks.ssm import triton_step
+
+            return triton_step.mamba2_step(self, x, conv_state, ssm_state)
+        if path == "mamba_ssm":
             return kernels.mamba2_step(self, x, conv_state, ssm_state)
         xh, z, dt, A, Bm, Cm, conv_state = self.prepare(x, conv_state)
         y, ssm_state = ssd_step(xh, dt, A, Bm, Cm, self.D, ssm_state)
