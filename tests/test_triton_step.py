@@ -21,6 +21,23 @@ def _close(a, b, what, tol=1e-5):
     assert err <= tol * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
 
 
+def _two_chained_steps(m, fused_step, conv, ssm, device):
+    """The mixer's PyTorch step (m.step, use_kernels=False) and ``fused_step`` from the same states, twice
+    (the new states feed the next step, as an actor's do): outputs and both states agree."""
+    c_ref, s_ref, c, s = conv, ssm, conv.clone(), ssm.clone()
+    given = (c, s)
+    with torch.no_grad():
+        for t in range(2):
+            x = torch.randn(conv.shape[0], m.d_model, device=device)
+            y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
+            y, c, s = fused_step(m, x, c, s)
+            _close(y, y_ref, f"y at step {t}")
+            _close(c, c_ref, f"conv state at step {t}")
+            _close(s, s_ref, f"ssm state at step {t}")
+    # the states handed in are not written in place (an actor may keep them): new tensors come back
+    assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("d_model,d_state,d_conv,batch", [(8, 3, 4, 3), (40, 16, 2, 2), (24, 5, 3, 1)])
 def test_step_matches_the_pytorch_step(device, d_model, d_state, d_conv, batch):
@@ -36,18 +53,7 @@ def test_step_matches_the_pytorch_step(device, d_model, d_state, d_conv, batch):
         m.dt_proj.bias[0] = 25.0
     conv = torch.randn(batch, m.d_inner, d_conv - 1, device=device)
     ssm = torch.randn(batch, m.d_inner, d_state, device=device)
-    c_ref, s_ref, c, s = conv, ssm, conv.clone(), ssm.clone()
-    given = (c, s)
-    with torch.no_grad():
-        for t in range(2):
-            x = torch.randn(batch, d_model, device=device)
-            y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
-            y, c, s = triton_step.mamba1_step(m, x, c, s)
-            _close(y, y_ref, f"y at step {t}")
-            _close(c, c_ref, f"conv state at step {t}")
-            _close(s, s_ref, f"ssm state at step {t}")
-    # the states handed in are not written in place (an actor may keep them): new tensors come back
-    assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
+    _two_chained_steps(m, triton_step.mamba1_step, conv, ssm, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -66,17 +72,7 @@ def test_mamba2_step_matches_the_pytorch_step(device, d_model, d_state, headdim,
     shapes = m.state_shapes()
     conv = torch.randn(batch, *shapes["conv"], device=device)
     ssm = torch.randn(batch, *shapes["ssm"], device=device)
-    c_ref, s_ref, c, s = conv, ssm, conv.clone(), ssm.clone()
-    given = (c, s)
-    with torch.no_grad():
-        for t in range(2):
-            x = torch.randn(batch, d_model, device=device)
-            y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
-            y, c, s = triton_step.mamba2_step(m, x, c, s)
-            _close(y, y_ref, f"y at step {t}")
-            _close(c, c_ref, f"conv state at step {t}")
-            _close(s, s_ref, f"ssm state at step {t}")
-    assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
+    _two_chained_steps(m, triton_step.mamba2_step, conv, ssm, device)
 
 
 def test_a_bad_step_path_names_the_variable(monkeypatch):
