@@ -28,11 +28,9 @@ def top_level_modules(wheel: Path) -> set[str]:
             first = line.split(",")[0].split("/")[0]
             if not first or first.endswith((".dist-info", ".data")) or first.startswith("__"):
                 continue
-            if first.endswith(".py"):
-                first = first[:-3]
-            elif first.endswith(".pth") or "." in first:   # .pth files, compiled top-level .so names
-                first = first.split(".")[0] if first.endswith(".so") else ""
-            if first:
+            if first.endswith((".py", ".so")):       # a top-level module, or a compiled one (name.cpython-...so)
+                names.add(first.split(".")[0])
+            elif "." not in first:                     # a package folder (not a .pth or other file)
                 names.add(first)
     return names
 

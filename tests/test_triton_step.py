@@ -12,13 +12,9 @@ import torch
 from networks.ssm import kernels
 from networks.ssm.mamba1 import Mamba1Mixer
 from networks.ssm.mamba2 import Mamba2Mixer
-from test_triton_scan import DEVICES  # same two modes (rootdir-relative import, as pytest runs tests/)
+from test_triton_scan import DEVICES, close  # same two modes (rootdir-relative import, as pytest runs tests/)
 
-
-def _close(a, b, what, tol=1e-5):
-    err = (a.double() - b.double()).abs().max().item()
-    scale = max(b.double().abs().max().item(), 1.0)
-    assert err <= tol * scale, f"{what}: max error {err:.3g} (scale {scale:.3g})"
+TOL = 1e-5
 
 
 def _two_chained_steps(m, fused_step, conv, ssm, device):
@@ -31,9 +27,9 @@ def _two_chained_steps(m, fused_step, conv, ssm, device):
             x = torch.randn(conv.shape[0], m.d_model, device=device)
             y_ref, c_ref, s_ref = m.step(x, c_ref, s_ref)
             y, c, s = fused_step(m, x, c, s)
-            _close(y, y_ref, f"y at step {t}")
-            _close(c, c_ref, f"conv state at step {t}")
-            _close(s, s_ref, f"ssm state at step {t}")
+            close(y, y_ref, TOL, f"y at step {t}")
+            close(c, c_ref, TOL, f"conv state at step {t}")
+            close(s, s_ref, TOL, f"ssm state at step {t}")
     # the states handed in are not written in place (an actor may keep them): new tensors come back
     assert torch.equal(given[0], conv) and torch.equal(given[1], ssm)
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
+
+from networks.ssm.triton_scan import triton_cdiv
 
 
 def _next_pow2(n: int) -> int:
@@ -34,7 +35,13 @@ def _next_pow2(n: int) -> int:
 @functools.lru_cache(maxsize=None)
 def _kernels():
     import triton
-    import triton.language as tl
+
+    from networks.ssm import triton_scan
+
+    tl, helpers = triton_scan._helpers()
+    # @triton.jit resolves names in this module's globals: publish tl and the scan's shared helpers
+    # (_softplus: torch's log1p(exp(x)) with its threshold 20), as triton_scan_loop does
+    globals().update(tl=tl, **helpers)
 
     @triton.jit
     def conv_step_kernel(x_ptr, cs_ptr, w_ptr, b_ptr, out_ptr, ncs_ptr, Di,
@@ -69,12 +76,12 @@ def _kernels():
         offs_r = tl.arange(0, BR)
         mr = offs_r < R
         mdn = md[:, None] & mn[None, :]
-        # delta = softplus(dt_proj(dt_low)), F.softplus's threshold 20 (linear above it)
+        # delta = softplus(dt_proj(dt_low) + bias)
         dtl = tl.load(dtl_ptr + b * sdt_b + offs_r, mask=mr, other=0.0).to(tl.float32)
         W = tl.load(W_ptr + offs_d[:, None] * sW_d + offs_r[None, :] * sW_r, mask=md[:, None] & mr[None, :],
                     other=0.0).to(tl.float32)
         dt = tl.sum(W * dtl[None, :], axis=1) + tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-        delta = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+        delta = _softplus(dt)
         u = tl.load(u_ptr + b * su_b + offs_d, mask=md, other=0.0).to(tl.float32)
         A = -tl.exp(tl.load(Alog_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mdn,
                             other=0.0).to(tl.float32))
@@ -95,7 +102,7 @@ def _kernels():
                         H, P, N, HPG, DI, sx_b, sdt_b, sz_b, sh_b, sh_h, sh_p, sh_n,
                         BP: tl.constexpr, BN: tl.constexpr):
         # one (row, head): x [P] = xbc[h P:(h+1) P], B/C [N] of the head's group (after the d_inner x
-        # channels), dt = softplus(dt + dt_bias) (threshold 20), h = exp(dt A) h + dt x B^T,
+        # channels), dt = softplus(dt + dt_bias), h = exp(dt A) h + dt x B^T,
         # y = h C + D x, out = y * SiLU(z): the pre-norm gated output (the RMSNorm needs whole groups)
         b = tl.program_id(0).to(tl.int64)
         hd = tl.program_id(1)
@@ -106,7 +113,7 @@ def _kernels():
         mn = offs_n < N
         mpn = mp[:, None] & mn[None, :]
         dt = tl.load(dt_ptr + b * sdt_b + hd).to(tl.float32) + tl.load(dtb_ptr + hd).to(tl.float32)
-        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+        dt = _softplus(dt)
         A = -tl.exp(tl.load(Alog_ptr + hd).to(tl.float32))
         x = tl.load(xbc_ptr + b * sx_b + hd * P + offs_p, mask=mp, other=0.0).to(tl.float32)
         Bv = tl.load(xbc_ptr + b * sx_b + DI + grp * N + offs_n, mask=mn, other=0.0).to(tl.float32)
@@ -166,10 +173,6 @@ def ssm_step(u, dt_low, dt_weight, dt_bias, A_log, B, C, D, z, h):
     return y, h_new
 
 
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def mamba1_step(m, x, conv_state, ssm_state):
     """``Mamba1Mixer.step`` on the two kernels: x [Bt, d_model] -> (y [Bt, d_model], conv, ssm)."""
     xi, z = m.in_proj(x).chunk(2, dim=-1)
@@ -177,7 +180,6 @@ def mamba1_step(m, x, conv_state, ssm_state):
     dt, Bm, Cm = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
     y, ssm_state = ssm_step(xc, dt, m.dt_proj.weight, m.dt_proj.bias, m.A_log, Bm, Cm, m.D, z, ssm_state)
     return m.out_proj(y), conv_state, ssm_state
-
 
 
 def ssd_step(xbc, dt, dt_bias, A_log, D, z, h, nheads: int, headdim: int, ngroups: int, d_state: int):
