@@ -43,6 +43,7 @@ from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eva
 from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401  (from_dict: tests use it from here)
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
+from agents.runtime.stop import StopOnSignal
 from agents.runtime import replay_io
 from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
@@ -173,7 +174,14 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     checkpoint that ends the previous one, exactly as ``--resume`` does: so a resumed run is the
     uninterrupted run, bit for bit (tested), at the cost of one truncated episode per checkpoint.
     With env.num_envs > 1 the env is a ParallelEnv (``make_train_env``) and a batch [num_envs, T]:
-    every frame count here is env steps summed over the envs (``batch.numel()``)."""
+    every frame count here is env steps summed over the envs (``batch.numel()``).
+    A SIGTERM (agents/runtime/stop.py) ends the segment after the batch it arrives in, or cuts off a
+    running eval (which the resumed run then does first): a checkpoint at that frame, exit 0."""
+    with StopOnSignal() as stop:
+        return _train(cfg, run, resume_state, stop)
+
+
+def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSignal) -> int:
     from tqdm import tqdm
 
     device = pick_device(cfg.device, "device")
@@ -238,16 +246,29 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     update = None                         # td3_update or its graphed form, chosen at the first batch
     fpb = cfg.train.frames_per_batch
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
+    if eval_due(cfg, frames, last_eval) and frames < cfg.train.total_frames:
+        # the eval a stop cut off (it left last_eval behind): at the frame it was due, as the run without the stop
+        result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000,
+                          should_stop=lambda: stop.requested)
+        if result is None:
+            print(f"stopped by {stop.signal_name} during the eval at frame {frames}: nothing new to save; "
+                  f"--resume {run.path} evaluates again", flush=True)
+            return 0
+        last_eval = frames
+        log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
+        print(f"eval at {frames}: {format_eval(result)}", flush=True)
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
     t0, start = time.perf_counter(), frames
     progress = ProgressRate(t0, frames)
-    finished = False
-    while not finished:                   # one segment: from a checkpoint (or the start) to the next
+    finished = stopped = False
+    while not (finished or stopped):      # one segment: from a checkpoint (or the start) to the next
         if rng is not None:
             set_rng_state(rng)
         if env is None:
             env = make_train_env(cfg, seed=cfg.seed + frames)
-        seg = min(math.ceil(cfg.train.checkpoint_every_frames / fpb), math.ceil((cfg.train.total_frames - frames) / fpb))
+        # to the next multiple of checkpoint_every_frames (a stop's checkpoint is off that grid), or the end
+        every = cfg.train.checkpoint_every_frames
+        seg = math.ceil((min((frames // every + 1) * every, cfg.train.total_frames) - frames) / fpb)
         collector = make_collector(cfg, env, policy, device, seg * fpb, frames)
         first_episode = episode           # this segment's collector numbers its episodes from 0: ids start past the stored ones
         try:
@@ -293,9 +314,16 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                     print(f"frames {frames} return {scalars.get('train/episode_return', float('nan')):.2f} "
                           f"steps/s {line:.0f} (average {scalars['time/steps_per_s']:.0f}) updates {updates}", flush=True)
                 finished = frames >= cfg.train.total_frames
-                if cfg.train.eval_every_frames and frames - last_eval >= cfg.train.eval_every_frames and not finished:
+                if stop.requested and not finished:
+                    stopped = True        # the collector stops here; the checkpoint below is this frame's
+                    break
+                if eval_due(cfg, frames, last_eval) and not finished:
+                    result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000,
+                                      should_stop=lambda: stop.requested)
+                    if result is None:    # cut off by a stop: last_eval stays, the resumed run evaluates first
+                        stopped = True
+                        break
                     last_eval = frames
-                    result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000)
                     log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
                     print(f"\neval at {frames}: {format_eval(result)}", flush=True)
         finally:                          # also on a crash: no worker processes left behind
@@ -303,10 +331,15 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
             close_env(env)
         env = None
         rng = rng_state()
-        save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
-             rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until)
+        path = save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
+                    rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until)
         episode += 1                      # the next segment's env starts a new episode, as on resume
     bar.close()
+    if stopped:
+        print(f"stopped by {stop.signal_name} at frame {frames}: checkpoint {path} written; "
+              f"`python agents/vmamba_td3.py --resume {run.path}` continues the run (the stop ends a segment "
+              "there: the resumed run is the run whose checkpoint fell on this frame, bit for bit)", flush=True)
+        return 0
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000, out_dir=run.videos / f"eval_{frames}")
     log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
     print(f"done: {frames} frames, {updates} updates in {time.perf_counter() - t0:.0f} s; eval {format_eval(result)}")
@@ -322,6 +355,10 @@ def make_collector(cfg: Config, env, policy, device, total: int, frames: int):
                      policy_device=device, env_device="cpu", storing_device="cpu",
                      # the OU module keeps its noise in the tensordict: the collector adds its primer
                      auto_register_policy_transforms=True)
+
+
+def eval_due(cfg: Config, frames: int, last_eval: int) -> bool:
+    return bool(cfg.train.eval_every_frames) and frames - last_eval >= cfg.train.eval_every_frames
 
 
 def keep_rng(fn, *args, **kwargs):

@@ -5,7 +5,7 @@
 # (configs/drone/gpu_forest.yaml: one encoder shared by actor and critic, 0.65M trainable parameters
 # for VMamba; its header has the measured speeds), updates graphed (train.cuda_graph=true; the cuDNN
 # GRU is refused and updates eagerly, as logged), 2 env worker processes per run, a checkpoint every
-# 5,000 env steps (a stop, SIGKILL at SECONDS, loses at most that much), at the end a 50-episode eval.
+# 5,000 env steps and at the stop (SIGTERM 25 s before SECONDS: the frame it is on), at the end a 50-episode eval.
 #
 #   bash benchmarks/device_drone.sh [SECONDS]     # default 570; carry ["gpu_carry"] (or its three parts below)
 #

@@ -12,8 +12,9 @@
 # there when the machine is still warm, else from gpu_carry/runs/ (a run brought back by an earlier
 # call) or benchmarks/runs/ (the latest checkpoint of a run, committed for a later session), else
 # started with ARGS. Every run is stopped SECONDS after this script started (minus the
-# time for eval and packing); checkpoints come every train.checkpoint_every_iters iterations, so a stop
-# loses at most that much. Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
+# time for packing): an agent that checkpoints on SIGTERM (vmamba_td3) gets it GRACE=25 s before and
+# saves the frame it is on; the others (GRACE=0) are killed and lose what they trained since their
+# last periodic checkpoint (train.checkpoint_every_*). Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
 # CKPT_TAGS="A B" (default: every TAG) names the runs whose checkpoint travels back: a call brings back
 # at most 8 files of 16 MiB, i.e. about three 21 MB checkpoints; the others stay on the warm machine
@@ -39,6 +40,29 @@ echo "setup done at +$(( $(date +%s) - T0 )) s; $(nproc) cpus; $(python3 -c 'imp
 if [ -n "${BEFORE:-}" ]; then echo "running: $BEFORE"; bash -c "$BEFORE"; echo "before-command done at +$(( $(date +%s) - T0 )) s"; fi
 ROOT=runs/device
 mkdir -p $ROOT/$AGENT
+# agents that checkpoint on SIGTERM at the frame they are on (agents/runtime/stop.py): the others
+# lose what they trained since their last periodic checkpoint when the SIGKILL comes
+case " vmamba_td3 " in *" $AGENT "*) GRACE=${GRACE:-25};; *) GRACE=${GRACE:-0};; esac
+# run_until SECONDS LOG CMD...: CMD (output appended to LOG) for at most SECONDS. With GRACE > 0 its
+# main process alone gets SIGTERM GRACE s before the end (its env worker processes must live until it
+# has saved: a signal to the group would break their pipes); at the end (or when it exits) SIGKILL
+# goes to its whole process group (setsid), so no worker outlives it. Exit status: CMD's.
+run_until() {
+  local deadline=$(( $(date +%s) + $1 )) log=$2 termed=0; shift 2
+  setsid "$@" >> "$log" 2>&1 &
+  local pid=$!
+  while kill -0 $pid 2>/dev/null; do
+    local now=$(date +%s)
+    if [ $now -ge $deadline ]; then echo "[run_until] SIGKILL to $1's group at the deadline" >> "$log"; kill -KILL -- -$pid 2>/dev/null; break; fi
+    if [ $GRACE -gt 0 ] && [ $termed = 0 ] && [ $now -ge $(( deadline - GRACE )) ]; then
+      echo "[run_until] SIGTERM to $1 (pid $pid), $GRACE s before the deadline" >> "$log"; kill -TERM $pid; termed=1
+    fi
+    sleep 1
+  done
+  wait $pid; local rc=$?
+  kill -KILL -- -$pid 2>/dev/null   # whatever its group left behind
+  return $rc
+}
 run_dir() { ls -d $ROOT/$AGENT/"$1"-* 2>/dev/null | tail -1; }
 STOP=$(( T0 + SECS - 20 ))   # leave time for packing
 pids=()
@@ -59,10 +83,10 @@ for spec in "$@"; do
     # on resume, ARGS' key=value overrides apply (say more envs); its --config is the run's own
     over=$(echo "$args" | sed -E 's/--config +[^ ]+//')
     echo "[$tag] resuming $dir for $left s: $over"
-    timeout -s KILL $left python3 agents/$AGENT.py --resume "$dir" $over >> "$ROOT/$tag.log" 2>&1 &
+    run_until $left "$ROOT/$tag.log" python3 agents/$AGENT.py --resume "$dir" $over &
   else
     echo "[$tag] new run for $left s: $args"
-    timeout -s KILL $left python3 agents/$AGENT.py $args name=$tag run_root=$ROOT >> "$ROOT/$tag.log" 2>&1 &
+    run_until $left "$ROOT/$tag.log" python3 agents/$AGENT.py $args name=$tag run_root=$ROOT &
   fi
   pids+=($!)
 done

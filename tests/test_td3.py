@@ -424,3 +424,78 @@ def test_a_checkpoint_trained_on_cuda_evaluates_on_a_cpu_machine(tmp_path, caplo
     with caplog.at_level("WARNING", logger="mambazoo"):
         assert run(["--eval", ckpt, "--episodes", "1"]) == 0
     assert any("trained with device=cuda" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sigterm_checkpoints_at_that_frame_and_the_resumed_run_equals_one_checkpointed_there(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """A real SIGTERM (to this process, from the frame-250 log call) during run B, whose periodic
+    checkpoint is only at 300: B finishes that batch, writes ckpt 250 and exits 0. Resumed, it trains
+    to 300. Run A, never signalled, checkpoints at 250 by its config: its final checkpoint, replay
+    and eval records (at 150 and the final one) equal B's, bit for bit."""
+    import signal
+
+    from agents.runtime.run_dir import RunDir, differing_entries
+
+    args = ["--config", PENDULUM, *TINY, "train.total_frames=300", "train.eval_every_frames=150", "logger=csv"]
+    assert run([*args, "train.checkpoint_every_frames=250", f"run_root={tmp_path / 'a'}", "name=a"]) == 0
+    real_log = vmamba_td3.log_scalars
+
+    def signalling_log(logger, scalars, step):
+        real_log(logger, scalars, step)
+        if step == 250 and "time/steps_per_s" in scalars:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(vmamba_td3, "log_scalars", signalling_log)
+        assert run([*args, "train.checkpoint_every_frames=300", f"run_root={tmp_path / 'b'}", "name=b"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM at frame 250" in out and "eval at 150" in out, out[-2000:]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL          # the handler is given back
+    (b,) = glob.glob(str(tmp_path / "b" / "vmamba_td3" / "*"))
+    assert RunDir(b).latest_checkpoint().name == "ckpt_000000000250.pt"
+    assert run(["--resume", b]) == 0
+    (a,) = glob.glob(str(tmp_path / "a" / "vmamba_td3" / "*"))
+    sa, sb = (RunDir.load_checkpoint(RunDir(p).latest_checkpoint()) for p in (a, b))
+    assert sa["frames"] == sb["frames"] == 300 and sa["updates"] == sb["updates"] > 0
+    assert differing_entries(sa, sb, ("/config/name", "/config/run_root",
+                                      "/config/train/checkpoint_every_frames")) == []
+    assert sa["replay"]["manifest_sha256"] == sb["replay"]["manifest_sha256"]
+    evals = [open(os.path.join(p, "metrics", "scalars", "eval", "return.csv")).read() for p in (a, b)]
+    assert evals[0] == evals[1] and [row.split(",")[0] for row in evals[0].split()] == ["150", "300"], evals
+
+
+def test_a_sigterm_during_an_eval_cuts_it_off_and_the_checkpoint_keeps_it_due(tmp_path, monkeypatch, capsys):
+    """The signal arrives inside the eval at 200 (the periodic checkpoint's frame too): the eval stops
+    before its next episode and logs nothing, the checkpoint at 200 is written with the eval still
+    due, and a resume that is stopped again during that eval leaves the checkpoint as it was."""
+    import signal
+
+    from agents.drone import build
+
+    args = ["--config", PENDULUM, *TINY, "train.total_frames=300", "train.eval_every_frames=200",
+            "train.checkpoint_every_frames=200", "logger=csv"]
+    real_evaluate = build.evaluate
+    calls = []
+
+    def signalled_evaluate(*a, should_stop=None, **k):
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_evaluate(*a, should_stop=should_stop, **k)
+
+    for attempt in range(2):
+        capsys.readouterr()
+        with monkeypatch.context() as m:
+            m.setattr(vmamba_td3, "evaluate", signalled_evaluate)
+            first = [*args, f"run_root={tmp_path}", "name=r"]
+            assert run(first if attempt == 0 else ["--resume", glob.glob(str(tmp_path / "vmamba_td3" / "*"))[0]]) == 0
+        out = capsys.readouterr().out
+        (r,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+        state = torch.load(os.path.join(r, "checkpoints", "ckpt_000000000200.pt"), weights_only=True)
+        assert state["frames"] == 200 and state["last_eval"] == 0, (attempt, state["last_eval"])
+        assert not os.path.exists(os.path.join(r, "metrics", "scalars", "eval", "return.csv"))
+        assert ("stopped by SIGTERM at frame 200" if attempt == 0 else "stopped by SIGTERM during the eval at frame 200") in out
+    assert len(calls) == 2
+    assert run(["--resume", r]) == 0                                   # no signal: the due eval, then on to 300
+    rows = open(os.path.join(r, "metrics", "scalars", "eval", "return.csv")).read().split()
+    assert [row.split(",")[0] for row in rows] == ["200", "300"], rows

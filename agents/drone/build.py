@@ -296,8 +296,10 @@ def check_slices(cfg: Config, sample) -> None:
 
 
 # ----------------------------------------------------------------------------------- evaluation
-def evaluate(cfg: Config, nets: TD3Nets, episodes: int, seed: int, out_dir: Path | None = None) -> dict:
-    """Deterministic policy over ``episodes`` seeded episodes; a video and plots of the first."""
+def evaluate(cfg: Config, nets: TD3Nets, episodes: int, seed: int, out_dir: Path | None = None,
+             should_stop=None) -> dict | None:
+    """Deterministic policy over ``episodes`` seeded episodes; a video and plots of the first.
+    None when ``should_stop()`` (asked before each episode) turns true: a stop cut the eval off."""
     from tensordict.nn import TensorDictModule
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -315,6 +317,9 @@ def evaluate(cfg: Config, nets: TD3Nets, episodes: int, seed: int, out_dir: Path
 
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         for ep in range(episodes):
+            if should_stop is not None and should_stop():
+                env.close()
+                return None
             rollout = env.rollout(100_000, actor.to(device), break_when_any_done=True, auto_cast_to_device=True,
                                   callback=grab if (record and ep == 0) else None)
             first = rollout if first is None else first
