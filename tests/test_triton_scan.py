@@ -201,6 +201,26 @@ def test_matches_reference_float64(device, kind):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_four_step_window_at_the_default_tiling(device, kind):
+    """The drone's TemporalMamba: K=4 steps, one fresh sequence per window (no state, no resets), at
+    the tiling CUDA runs (config=None: the chunk is far longer than the sequence), every gradient."""
+    from networks.ssm import triton_scan
+
+    triton_scan.set_config(None, None, kind=kind)
+    used = {"D", "z", "delta_bias"}
+    x = make_inputs(device, 2, 8, 16, 4)
+    xr, y_ref, _ = reference(x, used, True, None)
+    xt, y, _ = run_triton(x, used, True, None, return_last=False)
+    close(y, y_ref, F32["out"], "out")
+    w = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+    (y_ref * w).sum().backward()
+    (y.double() * w).sum().backward()
+    for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias"):
+        close(xt[k].grad, xr[k].grad, F32["grad"], f"d{k}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", KINDS)
 def test_groups_as_in_ss2d(device, kind):
     """Variable B/C with groups (VMamba's four directions): channel d reads group d // (Di/G)."""
     check(device, ALL, True, "mixed", G=2, seed=3, kind=kind)
