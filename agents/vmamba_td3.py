@@ -497,7 +497,10 @@ def run_eval(args) -> int:
     nets = build_nets(cfg, env).to(pick_device(cfg.device, "device"))
     env.close()
     nets.load_state_dict(state["model"])
-    out_dir = eval_out_dir(args, ckpt, output_root(ckpt) / "videos" / f"eval_{ckpt.stem}")
+    # a run's checkpoint: RUN/videos/eval_<name>/; a loose file (a shipped policy): eval_<name>/ beside it,
+    # which .gitignore keeps out of agents/policies/
+    root = output_root(ckpt)
+    out_dir = eval_out_dir(args, ckpt, (root / "videos" if root != ckpt.parent else root) / f"eval_{ckpt.stem}")
     result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
     print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
     return 0

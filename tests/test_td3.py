@@ -114,6 +114,13 @@ def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_pa
     files = {os.path.basename(p) for p in glob.glob(os.path.join(run_dir, "videos", "*", "*"))}
     assert {"attention.png", "feature_maps.png"} <= files
     assert files & {"eval_episode.mp4", "eval_episode.gif"}
+    # a loose export (a shipped policy) writes eval_<name>/ beside itself, not a shared videos/ folder
+    export = tmp_path / "shipped" / "policy.pt"
+    export.parent.mkdir()
+    assert run(["--export", run_dir, "--out", str(export)]) == 0
+    assert run(["--eval", str(export), "--episodes", "1"]) == 0
+    assert sorted(os.listdir(export.parent)) == ["eval_policy", "policy.pt"]
+    assert {"attention.png", "feature_maps.png"} <= set(os.listdir(export.parent / "eval_policy"))
 
 
 def _shared_nets_and_batch(seed=0):

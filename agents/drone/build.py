@@ -296,9 +296,13 @@ def check_slices(cfg: Config, sample) -> None:
 
 
 # ----------------------------------------------------------------------------------- evaluation
+VIDEO_EPISODES = 3
+
+
 def evaluate(cfg: Config, nets: TD3Nets, episodes: int, seed: int, out_dir: Path | None = None,
              should_stop=None) -> dict | None:
-    """Deterministic policy over ``episodes`` seeded episodes; a video and plots of the first.
+    """Deterministic policy over ``episodes`` seeded episodes; a video of the first VIDEO_EPISODES (at most
+    600 frames: one episode may end in a crash, so the video shows more than one) and plots of the first.
     None when ``should_stop()`` (asked before each episode) turns true: a stop cut the eval off."""
     from tensordict.nn import TensorDictModule
     from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -321,7 +325,7 @@ def evaluate(cfg: Config, nets: TD3Nets, episodes: int, seed: int, out_dir: Path
                 env.close()
                 return None
             rollout = env.rollout(100_000, actor.to(device), break_when_any_done=True, auto_cast_to_device=True,
-                                  callback=grab if (record and ep == 0) else None)
+                                  callback=grab if (record and ep < VIDEO_EPISODES) else None)
             first = rollout if first is None else first
             returns.append(float(rollout["next", "reward"].sum()))
             lengths.append(rollout.shape[0])
