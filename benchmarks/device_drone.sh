@@ -3,8 +3,9 @@
 # (20 trees, 64x64 depth), encoder model.temporal in {mamba (VMamba: TemporalMamba + attention), none
 # (K-frame stack), gru} x seeds {0, 1}, all six side by side at EQUAL env steps
 # (configs/drone/gpu_forest.yaml: one encoder shared by actor and critic, 0.65M trainable parameters
-# for VMamba; its header has the measured speeds), updates graphed (train.cuda_graph=true; the cuDNN
-# GRU is refused and updates eagerly, as logged), 2 env worker processes per run, a checkpoint every
+# for VMamba; its header has the measured speeds), updates graphed (train.cuda_graph=true; the GRU
+# temporal stage too since 2026-12-02, unrolled on CUDA instead of cuDNN: until then it updated eagerly
+# at 12-14 env steps/s against the graphed runs' 17-26), 2 env worker processes per run, a checkpoint every
 # 5,000 env steps and at the stop (SIGTERM 25 s before SECONDS: the frame it is on), at the end a 50-episode eval.
 #
 #   bash benchmarks/device_drone.sh [SECONDS]     # default 570; carry ["gpu_carry"] (or its three parts below)

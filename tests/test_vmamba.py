@@ -138,6 +138,70 @@ def test_sequence_encoder_shapes_and_attention():
         enc(depth, torch.randn(3, 5, 11))
 
 
+def test_the_unrolled_gru_is_nn_gru_in_value_and_every_gradient():
+    """gru_unrolled (what TemporalGRU runs on CUDA, where graphs cannot hold cuDNN) == nn.GRU from a
+    zero state, float64: outputs and the gradients of input and all four weights."""
+    from networks.models.vmamba import gru_unrolled
+
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(6, 5, batch_first=True).double()
+    x = torch.randn(3, 4, 6, dtype=F64, requires_grad=True)
+    w = torch.randn(3, 4, 5, dtype=F64)
+    y_ref = gru(x)[0]
+    grads_ref = torch.autograd.grad((y_ref * w).sum(), [x, *gru.parameters()])
+    y = gru_unrolled(gru, x)
+    grads = torch.autograd.grad((y * w).sum(), [x, *gru.parameters()])
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_uncapturable_passes_the_temporal_gru_and_still_names_a_cudnn_rnn(monkeypatch):
+    from agents.algos.cuda_graph_train import uncapturable
+
+    monkeypatch.setattr(torch.backends.cudnn, "enabled", True)
+    enc = SequenceEncoder(**{k: v for k, v in TINY.items() if k != "hidden_dim"}, temporal="gru")
+    assert uncapturable([enc]) is None
+    mixed = torch.nn.ModuleDict({"enc": enc, "memory": torch.nn.GRU(4, 4)})
+    assert "memory is a cuDNN GRU" in uncapturable([mixed])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_temporal_gru_on_cuda_is_captured_by_a_cuda_graph_and_trains_as_eager():
+    """On CUDA TemporalGRU runs unrolled: a GraphedTrainStep holds its forward, backward and Adam
+    step, and 5 replays give the weights 5 eager steps give (and the CPU nn.GRU's output)."""
+    import copy
+
+    from agents.algos.cuda_graph_train import GraphedTrainStep, make_capturable
+    from networks.models.vmamba import TemporalGRU
+
+    torch.manual_seed(0)
+    cpu = TemporalGRU(16)
+    x = torch.randn(8, 4, 16)
+    graphed, eager = copy.deepcopy(cpu).cuda(), copy.deepcopy(cpu).cuda()
+    torch.testing.assert_close(graphed(x.cuda()).cpu(), cpu(x), rtol=1e-4, atol=1e-5)
+    xg = x.cuda()
+    opt_g, opt_e = (torch.optim.Adam(m.parameters(), lr=1e-2) for m in (graphed, eager))
+    make_capturable(opt_g, xg.device)
+
+    def step_fn():
+        loss = graphed(xg).square().mean()
+        loss.backward()
+        opt_g.step()
+        return loss
+
+    step = GraphedTrainStep(step_fn, [graphed], opt_g)   # warm-up steps, undone, then the capture
+    for _ in range(5):
+        step()
+    for _ in range(5):
+        opt_e.zero_grad()
+        eager(xg).square().mean().backward()
+        opt_e.step()
+    for (name, a), b in zip(graphed.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_gru_temporal_stage_is_causal_and_reaches_the_first_step():
     """temporal="gru": the recurrent baseline. Step k's output ignores later steps (a GRU over
     the K steps, zero initial state) and the pooled feature depends on the first frame."""

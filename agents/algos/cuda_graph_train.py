@@ -67,9 +67,13 @@ class NotCapturable(ValueError):
 def uncapturable(modules: list[nn.Module]) -> str | None:
     """Why these modules cannot be captured, or None. cuDNN's RNN kernels (nn.GRU / nn.LSTM) fail
     capture with cudaErrorStreamCaptureInvalidated (seen for training on an H200 and for acting
-    on an H100)."""
+    on an H100). An RNN inside a module that declares ``graph_safe_rnns = True`` is not one: that
+    module runs it without cuDNN on CUDA (networks.models.vmamba.TemporalGRU)."""
     for m in modules:
+        safe = [name for name, sub in m.named_modules() if getattr(sub, "graph_safe_rnns", False)]
         for name, sub in m.named_modules():
+            if any(name.startswith(prefix + ".") if prefix else True for prefix in safe):
+                continue
             if isinstance(sub, nn.RNNBase) and torch.backends.cudnn.enabled:
                 return f"{name or type(m).__name__} is a cuDNN {type(sub).__name__}, whose kernels CUDA graphs cannot capture"
     return None

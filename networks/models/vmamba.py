@@ -207,13 +207,40 @@ class TemporalMamba(nn.Module):
         return x
 
 
+def gru_unrolled(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
+    """nn.GRU's output for a one-layer, batch-first GRU from a zero state, in plain tensor ops:
+    x [B, K, d_in] -> [B, K, d_hidden], with the GRU's own weights (PyTorch's gate order r, z, n).
+
+    Why by hand: CUDA graphs cannot capture cuDNN's RNN kernels (agents/algos/cuda_graph_train.py),
+    so on CUDA a TD3 run with a GRU temporal stage updated eagerly, at ~60% of the graphed runs'
+    rate. For the K=4 steps of a window the unrolled loop is 1 + K small matmuls, which a graph holds.
+    """
+    w_ih, w_hh, b_ih, b_hh = gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+    gi = torch.nn.functional.linear(x, w_ih, b_ih)              # [B, K, 3H], all steps at once
+    h = x.new_zeros(x.shape[0], gru.hidden_size)
+    out = []
+    for t in range(x.shape[1]):
+        gh = torch.nn.functional.linear(h, w_hh, b_hh)          # [B, 3H]
+        i_r, i_z, i_n = gi[:, t].chunk(3, -1)
+        h_r, h_z, h_n = gh.chunk(3, -1)
+        r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = n + z * (h - n)                                     # (1 - z) n + z h
+        out.append(h)
+    return torch.stack(out, 1)
+
+
 class TemporalGRU(nn.Module):
     """The recurrent baseline of TemporalMamba: a GRU over the K steps, [B, K, d] -> [B, K, d].
 
     Each layer is h + GRU(RMSNorm(h)) (a zero initial state: the K steps are one fresh sequence),
     then LayerNorm, exactly TemporalMamba's layout with the mixer swapped, so the cross-attention
-    pool after it and every other part of the encoder stay the same in the comparison.
+    pool after it and every other part of the encoder stay the same in the comparison. On CUDA the
+    GRU runs unrolled (``gru_unrolled``: the same function and weights, no cuDNN), so CUDA graphs can
+    hold it (``graph_safe_rnns``, read by agents/algos/cuda_graph_train.uncapturable); on the CPU it
+    is nn.GRU.
     """
+    graph_safe_rnns = True
 
     def __init__(self, d_model: int, num_layers: int = 1):
         super().__init__()
@@ -223,7 +250,8 @@ class TemporalGRU(nn.Module):
 
     def forward(self, x):                                       # [B, K, d_model]
         for norm_in, gru, norm in zip(self.norms_in, self.grus, self.norms):
-            x = norm(x + gru(norm_in(x))[0])
+            y = gru_unrolled(gru, norm_in(x)) if x.is_cuda else gru(norm_in(x))[0]
+            x = norm(x + y)
         return x
 
 
