@@ -41,6 +41,7 @@
 #     --eval-keys return success_rate collision_rate path_length final_distance
 #   python agents/vmamba_td3.py --export benchmarks/runs/vmamba_td3/forest_mamba_s0-<time>   # float16, CPU
 #   python agents/vmamba_td3.py --eval benchmarks/runs/vmamba_td3/forest_mamba_s0-<time> --episodes 50
+# GRU_GRAPH=false updates the GRU runs eagerly (if the BEFORE hook's CUDA test of its graphed stage fails).
 # EXTRA holds more overrides for every run (e.g. EXTRA="train.total_frames=80000" to extend; train.*
 # keys apply on resume; a key given twice is an error). The first call of a session builds pybullet
 # (~50-70 s) and runs the throughput rows (BEFORE, <= ~120 s, skipped once runs/device/td3_throughput_gpu16.json
@@ -74,6 +75,12 @@ if [ "${1:-}" = --before ]; then   # device_runs.sh's BEFORE hook (runs in the r
     # one file (a call brings back 8: runs.tgz, six checkpoints, this)
     tar czf "$OUT/throughput.tgz" -C runs/device td3_throughput_gpu16.md td3_throughput_gpu16.json 2>/dev/null \
       || echo "throughput rows: no result (see above)"
+  fi
+  # the graphed GRU temporal stage's CUDA test, once per warm machine (its log line comes back in the
+  # call's output): if it fails, run the next calls with GRU_GRAPH=false (the GRU runs update eagerly)
+  if [ "$DEVICE" = cuda ] && [ "$GRAPH" = true ] && [ ! -f runs/device/gru_graph_test.txt ]; then
+    timeout 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_vmamba.py -k temporal_gru 2>&1 \
+      | tail -3 | tee runs/device/gru_graph_test.txt
   fi
   for dir in runs/device/vmamba_td3/forest_*-*; do   # finished runs whose final eval a stop cut off
     [ -d "$dir" ] || continue
@@ -113,7 +120,8 @@ SECS=${1:-570}
 specs=()
 for temporal in mamba none gru; do
   for seed in ${SEEDS:-0 1}; do   # SEEDS=0: the three encoders of one seed (see the header)
-    specs+=("forest_${temporal}_s${seed}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal seed=$seed train.cuda_graph=$GRAPH train.refill_replay=true device=$DEVICE ${EXTRA:-}")
+    graph=$GRAPH; [ $temporal = gru ] && graph=${GRU_GRAPH:-$GRAPH}
+    specs+=("forest_${temporal}_s${seed}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal seed=$seed train.cuda_graph=$graph train.refill_replay=true device=$DEVICE ${EXTRA:-}")
   done
 done
 BEFORE="bash $HERE/device_drone.sh --before" OMP_NUM_THREADS=1 AGENT=vmamba_td3 PACK_ALL=1 \
