@@ -39,6 +39,7 @@ from agents.algos.cuda_graph_train import (GraphedTrainStep, NotCapturable, make
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import check_finite
 from agents.runtime.run_dir import RunDir, rng_state
+from agents.runtime.stop import StopOnSignal
 from agents.manipulation.data import DatasetError, load_dataset
 from agents.manipulation.data import main as data_main
 from networks.models.diffusion_policy import DiffusionPolicy, make_policy
@@ -98,6 +99,13 @@ def param_report(policy: DiffusionPolicy) -> dict:
 
 # ------------------------------------------------------------------------------------ training
 def train(cfg: Config, run: RunDir, state: dict | None) -> None:
+    """Train to train.steps; a SIGTERM (agents/runtime/stop.py) ends the step it arrives in with a
+    checkpoint at that step (a resume continues exactly there) and returns."""
+    with StopOnSignal() as stop:
+        _train(cfg, run, state, stop)
+
+
+def _train(cfg: Config, run: RunDir, state: dict | None, stop: StopOnSignal) -> None:
     from torch.optim.swa_utils import AveragedModel
     from tqdm import tqdm
 
@@ -176,6 +184,11 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             running, n, t0 = 0.0, 0, time.perf_counter()
         if step % cfg.train.checkpoint_every_steps == 0 or step == cfg.train.steps:
             save()
+        elif stop.requested:
+            bar.close()
+            print(f"stopped by {stop.signal_name} at step {step}: checkpoint {save()} written; "
+                  f"`python agents/bc_diffusion.py train --resume {run.path}` continues exactly there", flush=True)
+            return
         if cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:
             result = rollout(cfg, ema.module, data.task, cfg.eval.episodes, cfg.eval.seed, None)
             log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, step)

@@ -21,8 +21,8 @@ A denoiser name may be a variant (``VARIANTS``): ``mamba1_noattn`` is ``<task>_m
 ``policy.attention=false``, run as ``<task>_mamba1_noattn_s<seed>``. Across calls of a time-limited
 machine (benchmarks/device_bc_diffusion.sh): ``--resume`` continues each run found under RUNS
 (``train --resume RUN train.steps=N``; a finished run is skipped, one without a checkpoint started
-again), and ``--stop-s S`` kills the training S seconds after it began (a run loses the steps after
-its latest checkpoint); runs stopped so are not exported.
+again), and ``--stop-s S`` stops the training S seconds after it began: a SIGTERM STOP_GRACE_S before
+(each run saves the step it is on), then a kill; runs stopped so are not exported.
 """
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ AGENT = [sys.executable, str(ROOT / "agents" / "bc_diffusion.py")]
 DENOISERS = ("unet", "mamba1", "mamba2", "bidirectional", "hydra")
 # variant name -> (the config's denoiser, overrides): run like a denoiser, named after the variant
 VARIANTS = {"mamba1_noattn": ("mamba1", ["policy.attention=false"])}
+# --stop-s: the runs get a SIGTERM this long before the kill (bc_diffusion train saves the step it is
+# on: a graphed step takes milliseconds, a save well under a second of it)
+STOP_GRACE_S = 20.0
 
 
 def existing_run(root: Path, name: str) -> Path | None:
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--parallel", type=int, default=None, help="runs at once (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the runs found under --runs (with --steps; "
                    "on resume --set is not applied, the run keeps its config but train.steps)")
-    p.add_argument("--stop-s", type=float, default=None, help="kill the training this many seconds after it began")
+    p.add_argument("--stop-s", type=float, default=None,
+                   help=f"stop the training this many seconds after it began (SIGTERM {STOP_GRACE_S:.0f} s before: a checkpoint at the step each run is on)")
     p.add_argument("--export", default="float16", choices=["none", "float32", "float16", "bfloat16"],
                    help="export each run's acting weights in this dtype (RUN/export/)")
     args = p.parse_args(argv)
@@ -145,7 +149,8 @@ def main(argv=None) -> int:
     todo = jobs(args, root, steps, [], resume=args.resume)
     deadline = None if args.stop_s is None else time.time() + args.stop_s
     try:
-        stopped = run_parallel(todo, root / "logs", limit, env, deadline=deadline)
+        stopped = run_parallel(todo, root / "logs", limit, env, deadline=deadline,
+                               grace=STOP_GRACE_S if deadline is not None else 0.0)
     except SystemExit as e:            # the other runs' results are still worth exporting
         failed = str(e)
     print(f"trained {len(todo)} of {n} runs towards {steps} steps in {time.perf_counter() - t0:.0f} s"

@@ -29,13 +29,24 @@ AGENT = [sys.executable, str(ROOT / "agents" / "bc_navigation.py")]
 
 
 def run_parallel(jobs: list[tuple[str, list[str]]], logs: Path, limit: int, env: dict,
-                 deadline: float | None = None) -> list[str]:
+                 deadline: float | None = None, grace: float = 0.0) -> list[str]:
     """Run (name, argv) jobs, at most ``limit`` at once, each logging to logs/<name>.log. At
     ``deadline`` (a time.time()) the running jobs are killed and the pending ones not started:
-    their names are returned (stopped, not failed)."""
+    their names are returned (stopped, not failed). With ``grace`` > 0 the running jobs get a
+    SIGTERM ``grace`` seconds before the deadline (an agent that checkpoints on it, say
+    bc_diffusion train, saves the step it is on and exits) and no job starts after that; a job that
+    exits after its SIGTERM counts as stopped too."""
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed, stopped = list(jobs), {}, [], []
+    pending, running, failed, stopped, termed = list(jobs), {}, [], [], set()
     while pending or running:
+        if deadline is not None and grace > 0 and time.time() >= deadline - grace and not termed:
+            for name, proc in running.items():
+                proc.terminate()
+                termed.add(name)
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: SIGTERM, {grace:.0f} s before the deadline", flush=True)
+            stopped += [name for name, _ in pending]
+            pending = []
+            termed.add("")                   # sent: once
         if deadline is not None and time.time() >= deadline:
             for name, proc in running.items():
                 proc.kill()
@@ -51,7 +62,9 @@ def run_parallel(jobs: list[tuple[str, list[str]]], logs: Path, limit: int, env:
         for name, proc in list(running.items()):
             if proc.poll() is not None:
                 print(f"[{time.strftime('%H:%M:%S')}] {name} exited {proc.returncode}", flush=True)
-                if proc.returncode:
+                if name in termed:
+                    stopped.append(name)
+                elif proc.returncode:
                     failed.append(name)
                     print((logs / f"{name}.log").read_text()[-2000:], flush=True)
                 del running[name]

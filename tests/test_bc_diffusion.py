@@ -542,3 +542,37 @@ def test_warmup_cosine_is_torchs_curve_and_resumes_over_a_new_length():
     resumed.step()
     assert resumed.get_last_lr()[0] == pytest.approx(lrs(warmup_cosine(sgd(), 5, 20), 9)[-1])
     assert resumed.get_last_lr()[0] > 0.05          # the 10-step schedule would be near its floor (0.01)
+
+
+def test_a_sigterm_checkpoints_that_step_and_the_resumed_run_equals_the_uninterrupted_one(dataset, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """A real SIGTERM at step 4 (tiny.yaml checkpoints at 3 and 6): the run writes ckpt 4 and
+    returns; resumed, it ends at 6 with the weights, EMA and optimiser state of a run never stopped."""
+    import os
+    import signal
+
+    import agents.bc_diffusion as bcd
+    from agents.runtime.run_dir import RunDir, differing_entries
+
+    args = ["--config", str(TINY), f"data.path={dataset.path.parent}", "train.log_every_steps=1"]
+    assert main(["train", *args, f"run_root={tmp_path / 'a'}", "name=a"]) == 0
+    real_log = bcd.log_scalars
+
+    def signalling_log(logger, scalars, step):
+        real_log(logger, scalars, step)
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(bcd, "log_scalars", signalling_log)
+        assert main(["train", *args, f"run_root={tmp_path / 'b'}", "name=b"]) == 0
+    assert "stopped by SIGTERM at step 4" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    (b,) = (tmp_path / "b" / "bc_diffusion").iterdir()
+    assert RunDir(b).latest_checkpoint().name == "ckpt_000000000004.pt"
+    assert main(["train", "--resume", str(b)]) == 0
+    (a,) = (tmp_path / "a" / "bc_diffusion").iterdir()
+    sa, sb = (RunDir.load_checkpoint(RunDir(p).latest_checkpoint()) for p in (a, b))
+    assert sa["step"] == sb["step"] == 6
+    assert differing_entries(sa, sb, ("/config/name", "/config/run_root")) == []

@@ -63,3 +63,21 @@ def test_table_row_of_a_run_without_attention(tmp_path):
     assert denoiser_label(fake_run(tmp_path, "a", [], attention=False), "mamba1") == "mamba1_noattn"
     assert denoiser_label(fake_run(tmp_path, "b", [], attention=True), "mamba1") == "mamba1"
     assert denoiser_label(tmp_path / "no_config", "unet") == "unet"
+
+
+def test_run_parallel_grace_sends_sigterm_first_and_a_job_that_then_exits_counts_as_stopped(tmp_path):
+    """grace: a SIGTERM `grace` s before the deadline; a job that saves and exits 0 on it is stopped,
+    not finished (the grid must not export it); one that ignores it is killed at the deadline."""
+    saver = [sys.executable, "-c", "import signal, sys, time\n"
+             "signal.signal(signal.SIGTERM, lambda *a: (open('saved', 'w').write('1'), sys.exit(0)))\n"
+             "time.sleep(60)"]
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"]
+    quick = [sys.executable, "-c", "pass"]
+    t0 = time.time()
+    stopped = run_parallel([("saver", saver), ("stubborn", stubborn), ("never", quick)],   # never: no free slot
+                           tmp_path, 2, {}, deadline=time.time() + 8, grace=4)
+    took = time.time() - t0
+    assert sorted(stopped) == ["never", "saver", "stubborn"], stopped
+    assert (grid.ROOT / "saved").is_file()          # the jobs run in the repo root (run_parallel's cwd)
+    (grid.ROOT / "saved").unlink()
+    assert 7 <= took < 30, took
