@@ -509,7 +509,9 @@ def test_eval_of_a_checkpoint_file_outside_a_run_writes_next_to_it(base_run, tmp
     elsewhere.mkdir(parents=True)
     shutil.copy(ckpt, elsewhere / ckpt.name)
     assert vmamba_td3.main(["--eval", str(elsewhere / ckpt.name), "--episodes", "1"]) == 0
-    assert (elsewhere / "videos").is_dir() and not (tmp_path / "a" / "videos").exists()
+    # eval_<name>/ beside the file (a shipped policy's folder: ignored by git), nothing in the folder above
+    assert (elsewhere / f"eval_{ckpt.stem}").is_dir() and not (elsewhere / "videos").exists()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["b"]
 
 
 # ---- 10. recovery -----------------------------------------------------------------------------------
