@@ -182,11 +182,11 @@ def _train(cfg: Config, run: RunDir, state: dict | None, stop: StopOnSignal) -> 
                 print(f"step {step}/{cfg.train.steps} loss {running / n:.4f} lr {float(sched.get_last_lr()[0]):.1e} "
                       f"steps/s {n / dt:.1f}", flush=True)
             running, n, t0 = 0.0, 0, time.perf_counter()
-        if step % cfg.train.checkpoint_every_steps == 0 or step == cfg.train.steps:
-            save()
-        elif stop.requested:
+        if step % cfg.train.checkpoint_every_steps == 0 or step == cfg.train.steps or stop.requested:
+            path = save()
+        if stop.requested and step < cfg.train.steps:
             bar.close()
-            print(f"stopped by {stop.signal_name} at step {step}: checkpoint {save()} written; "
+            print(f"stopped by {stop.signal_name} at step {step}: checkpoint {path} written; "
                   f"`python agents/bc_diffusion.py train --resume {run.path}` continues exactly there", flush=True)
             return
         if cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:

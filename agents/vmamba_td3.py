@@ -246,17 +246,23 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
     update = None                         # td3_update or its graphed form, chosen at the first batch
     fpb = cfg.train.frames_per_batch
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
-    if eval_due(cfg, frames, last_eval) and frames < cfg.train.total_frames:
-        # the eval a stop cut off (it left last_eval behind): at the frame it was due, as the run without the stop
+
+    def periodic_eval(frame: int) -> bool:
+        """The train.eval_every_frames eval at ``frame``, logged; False when a stop cut it off (nothing logged)."""
         result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000,
                           should_stop=lambda: stop.requested)
-        if result is None:
+        if result is not None:
+            log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frame)
+            print(f"\neval at {frame}: {format_eval(result)}", flush=True)
+        return result is not None
+
+    if eval_due(cfg, frames, last_eval) and frames < cfg.train.total_frames:
+        # the eval a stop cut off (it left last_eval behind): at the frame it was due, as the run without the stop
+        if not periodic_eval(frames):
             print(f"stopped by {stop.signal_name} during the eval at frame {frames}: nothing new to save; "
                   f"--resume {run.path} evaluates again", flush=True)
             return 0
         last_eval = frames
-        log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
-        print(f"eval at {frames}: {format_eval(result)}", flush=True)
     bar = tqdm(total=cfg.train.total_frames, initial=frames, unit="step", dynamic_ncols=True, disable=None)
     t0, start = time.perf_counter(), frames
     progress = ProgressRate(t0, frames)
@@ -318,14 +324,10 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
                     stopped = True        # the collector stops here; the checkpoint below is this frame's
                     break
                 if eval_due(cfg, frames, last_eval) and not finished:
-                    result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000,
-                                      should_stop=lambda: stop.requested)
-                    if result is None:    # cut off by a stop: last_eval stays, the resumed run evaluates first
+                    if not periodic_eval(frames):   # cut off by a stop: last_eval stays, the resume evaluates first
                         stopped = True
                         break
                     last_eval = frames
-                    log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
-                    print(f"\neval at {frames}: {format_eval(result)}", flush=True)
         finally:                          # also on a crash: no worker processes left behind
             collector.shutdown(close_env=False)
             close_env(env)

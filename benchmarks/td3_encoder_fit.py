@@ -100,6 +100,9 @@ def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int) -> dic
         q1, q2 = critic(depth, state, action)
         return F.mse_loss(q1.squeeze(-1), G) + F.mse_loss(q2.squeeze(-1), G)
 
+    def mean_loss(idx):                        # no shift, in chunks of 256 windows
+        return sum(float(loss_of(idx[i:i + 256], False)) * len(idx[i:i + 256]) for i in range(0, len(idx), 256)) / len(idx)
+
     curve, t0 = [], time.perf_counter()
     for step in range(1, steps + 1):
         idx = train_idx[torch.randint(len(train_idx), (B,), generator=gen)]
@@ -109,10 +112,7 @@ def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int) -> dic
         opt.step()
         if step % every == 0 or step == steps:
             with torch.no_grad():
-                val = sum(float(loss_of(val_idx[i:i + 256], False)) * len(val_idx[i:i + 256])
-                          for i in range(0, len(val_idx), 256)) / len(val_idx)
-                train = sum(float(loss_of(train_idx[i:i + 256], False)) * len(train_idx[i:i + 256])
-                            for i in range(0, min(len(train_idx), 2048), 256)) / min(len(train_idx), 2048)
+                val, train = mean_loss(val_idx), mean_loss(train_idx[:2048])
             curve.append({"step": step, "train": train, "val": val, "time_s": time.perf_counter() - t0})
             print(f"  {cfg.model.temporal:5s} step {step}: train {train:.3f} held-out {val:.3f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -72,7 +72,7 @@ def uncapturable(modules: list[nn.Module]) -> str | None:
     for m in modules:
         safe = [name for name, sub in m.named_modules() if getattr(sub, "graph_safe_rnns", False)]
         for name, sub in m.named_modules():
-            if any(name.startswith(prefix + ".") if prefix else True for prefix in safe):
+            if any(prefix == "" or name.startswith(prefix + ".") for prefix in safe):   # inside one
                 continue
             if isinstance(sub, nn.RNNBase) and torch.backends.cudnn.enabled:
                 return f"{name or type(m).__name__} is a cuDNN {type(sub).__name__}, whose kernels CUDA graphs cannot capture"
