@@ -41,6 +41,8 @@
 #     --eval-keys return success_rate collision_rate path_length final_distance
 #   python agents/vmamba_td3.py --export benchmarks/runs/vmamba_td3/forest_mamba_s0-<time>   # float16, CPU
 #   python agents/vmamba_td3.py --eval benchmarks/runs/vmamba_td3/forest_mamba_s0-<time> --episodes 50
+# RUNS="gru_s0 mamba_s1 none_s1 gru_s1" names the runs instead (TEMPORAL[_POOL]_sSEED each, POOL a
+# model.pool; default: mamba, none and gru x SEEDS), e.g. to finish one run of a triple beside the next.
 # GRU_GRAPH=false updates the GRU runs eagerly (if the BEFORE hook's CUDA test of its graphed stage fails).
 # EXTRA holds more overrides for every run (e.g. EXTRA="train.total_frames=80000" to extend; train.*
 # keys apply on resume; a key given twice is an error). The first call of a session builds pybullet
@@ -117,12 +119,18 @@ PY
 fi
 
 SECS=${1:-570}
+# RUNS names the runs, TEMPORAL[_POOL]_sSEED each (POOL: model.pool, auto if not given), e.g.
+# RUNS="gru_s0 mamba_s1 none_s1 gru_s1" to finish one run of a triple beside the next seed's three;
+# default: the three encoders x SEEDS (SEEDS=0: the three encoders of one seed, see the header).
+runs=${RUNS:-$(for t in mamba none gru; do for s in ${SEEDS:-0 1}; do echo -n "${t}_s$s "; done; done)}
 specs=()
-for temporal in mamba none gru; do
-  for seed in ${SEEDS:-0 1}; do   # SEEDS=0: the three encoders of one seed (see the header)
-    graph=$GRAPH; [ $temporal = gru ] && graph=${GRU_GRAPH:-$GRAPH}
-    specs+=("forest_${temporal}_s${seed}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal seed=$seed train.cuda_graph=$graph train.refill_replay=true device=$DEVICE ${EXTRA:-}")
-  done
+for run in $runs; do
+  seed=${run##*_s}; kind=${run%_s*}; temporal=${kind%%_*}; pool=auto; [ "$kind" != "$temporal" ] && pool=${kind#*_}
+  case "$temporal:$pool:$seed" in
+    mamba:*|none:*|gru:*) ;; *) echo "RUNS: '$run' is not TEMPORAL[_POOL]_sSEED (TEMPORAL mamba, none or gru)"; exit 2 ;;
+  esac
+  graph=$GRAPH; [ $temporal = gru ] && graph=${GRU_GRAPH:-$GRAPH}
+  specs+=("forest_${run}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal model.pool=$pool seed=$seed train.cuda_graph=$graph train.refill_replay=true device=$DEVICE ${EXTRA:-}")
 done
 BEFORE="bash $HERE/device_drone.sh --before" OMP_NUM_THREADS=1 AGENT=vmamba_td3 PACK_ALL=1 \
   bash "$HERE/device_runs.sh" "$SECS" "${specs[@]}"

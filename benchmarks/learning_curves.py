@@ -4,7 +4,8 @@
 
 Reads each run's CSV metrics (``<run>/metrics/scalars/...``, written by agents/runtime/loggers.py),
 groups runs by the ``name`` in their config.yaml, and writes <out>.png (training return vs env
-steps, mean and min-max over seeds) and <out>.md (final evaluation per group: mean +- std over
+steps, mean and min-max over seeds; beside it the same vs wall-clock hours where the runs logged
+time/elapsed_s, and one panel per ``--eval-curves`` key: the in-training evals vs env steps) and <out>.md (final evaluation per group: mean +- std over
 seeds of return, distance, collisions, falls; the per-seed values; the command).
 
 With ``--eval-dir NAME`` the final evaluation is read from the JSON files that ``--eval CKPT --out
@@ -34,6 +35,19 @@ def read_scalar(run: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     return data[:, 0], data[:, 1]
 
 
+def wall_clock(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, hours since the run began) from time/elapsed_s, over resumes: each process logs the
+    seconds since it started, so a drop starts a new segment, which adds on to the previous one's
+    last value (time a stop lost, steps trained again after a kill, is not counted)."""
+    steps, elapsed = read_scalar(run, "time/elapsed_s")
+    offset, total, last = 0.0, np.zeros_like(elapsed), 0.0
+    for i, e in enumerate(elapsed):
+        if e < last:
+            offset += last
+        total[i], last = offset + e, e
+    return steps, total / 3600.0
+
+
 def read_evals(run: Path, eval_dir: str | None, keys: list[str]) -> dict[str, dict]:
     """{mode: {key: values}}, the final evaluation of a run: the logged eval/<key> scalars (mode
     "logged"), or with ``eval_dir`` the --eval JSON files in RUN/eval_dir, by their mode."""
@@ -61,6 +75,8 @@ def main(argv=None) -> int:
                         help="read the final evaluation from RUN/NAME/eval_*_<mode>.json (written by --eval --out)")
     parser.add_argument("--final-metrics", nargs="*", default=[],
                         help="training metrics to add as columns (mean of the last 3 batches), e.g. train/episode_distance")
+    parser.add_argument("--eval-curves", nargs="*", default=[], metavar="KEY",
+                        help="plot the in-training eval/<KEY> scalars vs env steps, one panel per key (e.g. success_rate)")
     args = parser.parse_args(argv)
     groups: dict[str, list[Path]] = defaultdict(list)
     if args.labels is not None and len(args.labels) != len(args.runs):
@@ -74,7 +90,12 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    clocks = {name: [wall_clock(r) for r in runs] for name, runs in groups.items()}
+    timed = any(all(x.size for x, _ in c) for c in clocks.values())
+    panels = 1 + timed + len(args.eval_curves)
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    ax, rest = axes[0, 0], list(axes[0, 1:])
+    ax_time = rest.pop(0) if timed else None
     header = ("| run | seeds | frames | " + " | ".join(f"eval {k}" for k in args.eval_keys)
               + "".join(f" | last {m}" for m in args.final_metrics) + " | first / last training return |")
     rule = "|---|---:|---:|" + "---:|" * (len(args.eval_keys) + len(args.final_metrics) + 1)
@@ -92,8 +113,18 @@ def main(argv=None) -> int:
             continue
         x = curves[0][0][:n]
         ys = np.stack([y[:n] for _, y in curves])
-        ax.plot(x, ys.mean(0), label=f"{name} ({len(runs)} seeds)")
+        line, = ax.plot(x, ys.mean(0), label=f"{name} ({len(runs)} seeds)")
         ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.2)
+        hours = ""
+        if ax_time is not None and all(c[0].size for c in clocks[name]):
+            for run, (t_steps, t_hours) in zip(runs, clocks[name]):   # each seed: its own clock
+                y_steps, y = read_scalar(run, args.metric)
+                ax_time.plot(np.interp(y_steps, t_steps, t_hours), y, color=line.get_color(), alpha=0.8)
+            hours = ", wall-clock " + " / ".join(f"{c[1][-1]:.2f} h" for c in clocks[name])
+        for key, ax_eval in zip(args.eval_curves, rest):
+            for i, run in enumerate(runs):
+                e_steps, e = read_scalar(run, f"eval/{key}")
+                ax_eval.plot(e_steps, e, "o-", color=line.get_color(), label=name if i == 0 else None)
         first, last = ys[:, :3].mean(), ys[:, -3:].mean()   # 3-batch averages at each end
         finals = [np.array([v[-3:].mean() for v in (read_scalar(r, m)[1] for r in runs) if v.size])
                   for m in args.final_metrics]
@@ -107,7 +138,7 @@ def main(argv=None) -> int:
             details.append(f"- {name}, {mode}: " + "; ".join(
                 f"{r.name}: " + ", ".join(f"{k} {e[mode][k][-1]:.2f}" for k in args.eval_keys
                                  if e.get(mode, {}).get(k, np.zeros(0)).size)
-                for r, e in zip(runs, per_run) if mode in e))
+                for r, e in zip(runs, per_run) if mode in e) + hours)
     lines = []
     for mode, rows in tables.items():
         if args.eval_dir is not None:
@@ -116,7 +147,15 @@ def main(argv=None) -> int:
     ax.set_xlabel("env steps")
     ax.set_ylabel(args.metric)
     ax.legend()
-    ax.grid(alpha=0.3)
+    if ax_time is not None:
+        ax_time.set_xlabel("wall-clock hours (each run's own, resumes added up)")
+        ax_time.set_ylabel(args.metric)
+    for key, ax_eval in zip(args.eval_curves, rest):
+        ax_eval.set_xlabel("env steps")
+        ax_eval.set_ylabel(f"eval/{key}")
+        ax_eval.legend()
+    for a in axes[0]:
+        a.grid(alpha=0.3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=120)

@@ -1,7 +1,7 @@
 """Do the drone's temporal encoders fit a value target equally well? The Forest runs' critic loss says no.
 
     python benchmarks/td3_encoder_fit.py --policy RUN_OR_CHECKPOINT [--episodes 24] [--steps 400]
-        [--temporal mamba none gru] [--config configs/drone/gpu_forest.yaml] [key=value ...]
+        [--temporal mamba none gru mamba:concat none:attention] [--config configs/drone/gpu_forest.yaml] [key=value ...]
 
 Why: on the GPU host (2026-12-02, seed 0, configs/drone/gpu_forest.yaml) the VMamba run's critic loss
 stayed 3-5x above the frame stack's and the GRU's from 6k env steps on, while its success lagged
@@ -13,8 +13,8 @@ TemporalMamba encoder fits worse or just sees other data. This probe removes the
    and critic read) with its discounted Monte-Carlo return G_t (gamma of the config; an episode cut
    at max_episode_steps keeps its truncated tail, the same for every encoder); every 4th episode
    is held out;
-2. fit: for each --temporal kind, the agent's critic (agents.drone.build.build_nets on --config with
-   model.temporal=KIND, the same seed, so the same backbone init) regressed on G_t by MSE through both Q
+2. fit: for each --temporal KIND[:POOL], the agent's critic (agents.drone.build.build_nets on --config
+   with model.temporal=KIND and model.pool=POOL, auto if not given; the same seed, so the same backbone init) regressed on G_t by MSE through both Q
    heads, Adam at td3.critic_lr, batch replay.batch_size windows, DrQ's random shift (td3.image_shift),
    --steps steps; train and held-out loss every --every steps, and the time.
 
@@ -79,7 +79,7 @@ def collect(policy_path: str, episodes: int, noise: float, seed: int):
     return data, str(ckpt)
 
 
-def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int) -> dict:
+def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int, label: str) -> dict:
     from agents.drone.build import build_nets, make_env, random_shift
 
     torch.manual_seed(seed)
@@ -114,7 +114,7 @@ def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int) -> dic
             with torch.no_grad():
                 val, train = mean_loss(val_idx), mean_loss(train_idx[:2048])
             curve.append({"step": step, "train": train, "val": val, "time_s": time.perf_counter() - t0})
-            print(f"  {cfg.model.temporal:5s} step {step}: train {train:.3f} held-out {val:.3f} "
+            print(f"  {label:14s} step {step}: train {train:.3f} held-out {val:.3f} "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return {"curve": curve, "parameters": sum(p.numel() for p in critic.parameters())}
 
@@ -122,11 +122,13 @@ def fit(cfg, data, train_idx, val_idx, steps: int, every: int, seed: int) -> dic
 def main(argv=None) -> int:
     from agents.drone.config import Config
     from agents.runtime.config import load_config
+    from networks.models.vmamba import POOLS, TEMPORAL
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--policy", required=True, help="the behaviour policy: a TD3 run directory or checkpoint")
     p.add_argument("--config", default="configs/drone/gpu_forest.yaml", help="the critic's config (model, td3, replay)")
-    p.add_argument("--temporal", nargs="+", default=["mamba", "none", "gru"])
+    p.add_argument("--temporal", nargs="+", default=["mamba", "none", "gru"], metavar="KIND[:POOL]",
+                   help="model.temporal kinds, each with its model.pool after a colon (default: auto)")
     p.add_argument("--episodes", type=int, default=24)
     p.add_argument("--noise", type=float, default=0.3)
     p.add_argument("--steps", type=int, default=400)
@@ -140,6 +142,11 @@ def main(argv=None) -> int:
         p.error(f"--episodes must be >= 4 (every 4th episode is held out), got {args.episodes}")
     if args.steps < 1 or args.every < 1:
         p.error(f"--steps and --every must be >= 1, got {args.steps} and {args.every}")
+    variants = [(kind, *kind.partition(":")[::2]) for kind in args.temporal]
+    for _, kind, pool in variants:                   # before the data is collected, not after it
+        if kind not in TEMPORAL or (pool and pool not in POOLS):
+            p.error(f"--temporal: {kind}:{pool or 'auto'} must be KIND[:POOL] with KIND in {list(TEMPORAL)} "
+                    f"and POOL in {list(POOLS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     load = os.getloadavg()
@@ -149,10 +156,10 @@ def main(argv=None) -> int:
     print(f"{len(data['G'])} windows ({len(train_idx)} train, {len(val_idx)} held out), G mean "
           f"{float(data['G'].mean()):.2f} var {float(data['G'].var()):.2f}, behaviour success {data['success']:.2f}")
     results = {}
-    for kind in args.temporal:
-        cfg = load_config(Config, args.config, [*args.overrides, f"model.temporal={kind}", "device=cpu",
-                                                f"seed={args.seed}"])
-        results[kind] = fit(cfg, data, train_idx, val_idx, args.steps, args.every, args.seed)
+    for label, kind, pool in variants:
+        cfg = load_config(Config, args.config, [*args.overrides, f"model.temporal={kind}",
+                                                f"model.pool={pool or 'auto'}", "device=cpu", f"seed={args.seed}"])
+        results[label] = fit(cfg, data, train_idx, val_idx, args.steps, args.every, args.seed, label)
     report = {"command": "python benchmarks/td3_encoder_fit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "policy": ckpt, "windows": len(data["G"]), "train": len(train_idx), "held_out": len(val_idx),
               "G_var_held_out": float(data["G"][val_idx].var()), "behaviour_success": data["success"],

@@ -70,3 +70,21 @@ def test_logged_eval_scalars_still_make_one_table(tmp_path):
     assert learning_curves.main([str(run), "--out", str(tmp_path / "t"), "--eval-keys", "return"]) == 0
     text = (tmp_path / "t.md").read_text()
     assert "| x | 1 | 300 | 7.50 +- 0.00 | 2.0 / 2.0 |" in text
+
+
+def test_wall_clock_adds_up_resumed_segments_and_eval_curves_are_drawn(tmp_path):
+    """Each process logs seconds since it started; a resume's drop starts a segment that continues
+    the last one, so the clock never runs backwards and ends at the segments' sum."""
+    run = _run(tmp_path, "r", "x", [1, 2, 3, 4])
+    (run / "metrics" / "scalars" / "time").mkdir()
+    (run / "metrics" / "scalars" / "time" / "elapsed_s.csv").write_text("100,360\n200,720\n300,180\n400,540\n")
+    steps, hours = learning_curves.wall_clock(run)
+    assert steps.tolist() == [100, 200, 300, 400]
+    assert hours.tolist() == pytest.approx([0.1, 0.2, 0.25, 0.35])
+    (run / "metrics" / "scalars" / "eval").mkdir()
+    (run / "metrics" / "scalars" / "eval" / "success_rate.csv").write_text("200,0.5\n400,0.75\n")
+    out = tmp_path / "t"
+    assert learning_curves.main([str(run), "--out", str(out), "--eval-keys", "success_rate",
+                                 "--eval-curves", "success_rate"]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "| x | 1 | 400 | 0.75 +- 0.00 |" in text and "wall-clock 0.35 h" in text

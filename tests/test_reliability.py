@@ -282,6 +282,21 @@ def test_resume_overrides_that_do_not_fit_the_checkpoint_exit_2_with_config_unto
     assert (run / "config.yaml").read_bytes() == before
 
 
+def test_a_checkpoint_older_than_a_config_key_resumes_with_its_default_and_keeps_it(base_run, tmp_path, capsys):
+    """A checkpoint written before a frozen-section key existed (model.pool, added 2026-12-03) was
+    trained with that key's default: it resumes, and an override of the key is still refused."""
+    run = copy_run(base_run, tmp_path)
+    for ckpt in (run / "checkpoints").glob("ckpt_*.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        del state["config"]["model"]["pool"]
+        torch.save(state, ckpt)
+    capsys.readouterr()
+    assert vmamba_td3.main(["--resume", str(run), "model.pool=concat"]) == 2
+    assert "config key 'model.pool': the checkpoint ckpt_000000000200.pt was trained with 'auto'" in capsys.readouterr().err
+    assert vmamba_td3.main(["--resume", str(run), "train.total_frames=300"]) == 0
+    assert "resumed at frame 200" in capsys.readouterr().out
+
+
 def test_a_resume_reads_the_checkpoints_config_and_an_empty_config_yaml_is_refused(base_run, tmp_path, capsys):
     run = copy_run(base_run, tmp_path)
     (run / "config.yaml").write_text("")

@@ -308,3 +308,26 @@ def test_ss2d_kernel_matches_pytorch():
     torch.testing.assert_close(out_k, out_t, atol=2e-4, rtol=2e-3)
     for a, b in zip(g_k, g_t):
         torch.testing.assert_close(a, b, atol=2e-3 * b.abs().max().item(), rtol=1e-2)
+
+
+def test_pool_is_chosen_apart_from_the_temporal_stage():
+    """model.pool: auto keeps the seed's pairings (attention after mamba/gru, the frame stack's concat
+    MLP after none); attention/concat cross them, and a wrong name is refused naming the choices."""
+    from networks.models.vmamba import FrameStackMLP
+
+    opts = {k: v for k, v in TINY.items() if k != "hidden_dim"}
+    kinds = {(t, p): type(SequenceEncoder(**opts, temporal=t, pool=p).pool).__name__
+             for t in ("mamba", "none") for p in ("auto", "attention", "concat")}
+    assert kinds == {("mamba", "auto"): "CrossAttentionPool", ("mamba", "attention"): "CrossAttentionPool",
+                     ("mamba", "concat"): "FrameStackMLP", ("none", "auto"): "FrameStackMLP",
+                     ("none", "attention"): "CrossAttentionPool", ("none", "concat"): "FrameStackMLP"}
+    enc = SequenceEncoder(**opts, temporal="mamba", pool="concat")
+    depth, state = torch.randn(3, 4, 1, 16, 16), torch.randn(3, 4, 11)
+    state2 = state.clone()
+    state2[:, 0] += 1.0                                       # the oldest step reaches the feature
+    feat, extras = enc(depth, state, return_attention=True)
+    assert isinstance(enc.pool, FrameStackMLP) and feat.shape == (3, 16)
+    assert (enc(depth, state2) - feat).abs().max() > 1e-4
+    torch.testing.assert_close(extras["attention"], torch.full((3, 1, 4), 0.25))
+    with pytest.raises(ValueError, match=r"pool must be one of \['auto', 'attention', 'concat'\]"):
+        SequenceEncoder(**opts, pool="mean")

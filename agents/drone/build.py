@@ -120,7 +120,7 @@ def build_encoder(cfg: Config, obs_dim: int) -> nn.Module:
     if m.encoder == "vmamba":
         return SequenceEncoder(in_chans=1, image_size=cfg.env.image_size, state_dim=obs_dim,
                                d_model=m.d_model, visual_dim=m.d_model, state_feature_dim=m.d_model,
-                               temporal=m.temporal, seq_len=cfg.replay.seq_len, patch_size=m.patch_size,
+                               temporal=m.temporal, pool=m.pool, seq_len=cfg.replay.seq_len, patch_size=m.patch_size,
                                depths=tuple(m.depths), dims=tuple(m.dims), d_state=m.d_state)
     return MemorySequenceEncoder(obs_dim, m.memory, m.memory_hidden, m.memory_layers)
 

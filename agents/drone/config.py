@@ -41,6 +41,10 @@ class ModelConfig:
     temporal: Literal["mamba", "gru", "none"] = field_spec(   # networks/models/vmamba.py: TEMPORAL
         "mamba", help="vmamba: TemporalMamba + attention pooling; gru: a GRU in its place (same pooling); "
                       "none: K-frame stack MLP baseline")
+    pool: Literal["auto", "attention", "concat"] = field_spec(   # networks/models/vmamba.py: POOLS
+        "auto", help="vmamba: how the K steps become one feature; attention: the last step attends over the K "
+                     "(the seed's); concat: the K features concatenated through an MLP (the frame stack's); "
+                     "auto: attention after mamba/gru, concat after none")
     depths: list[int] = field_spec([2, 2, 4, 2], min=1, length=4, help="vmamba: VSS blocks per stage")
     dims: list[int] = field_spec([64, 64, 80, 96], min=4, length=4, help="vmamba: stage widths")
     patch_size: int = field_spec(4, min=1, max=16, help="vmamba: patch embedding stride")

@@ -186,7 +186,10 @@ def resolve_run(args, config_cls, load_new=None, *, validate=None, frozen=FROZEN
             base = state["config"] if isinstance(state.get("config"), dict) else on_disk
             cfg = from_dict(config_cls, apply_overrides(base, args.overrides, config_cls))   # old key names too
             if isinstance(state.get("config"), dict):
-                check_frozen(state["config"], to_dict(cfg), frozen, f" {ckpt.name}")
+                # the checkpoint's config with the defaults of keys added since it was written (a key it
+                # lacks was trained with its default's behaviour), so that a new key does not stop a resume
+                trained = to_dict(from_dict(config_cls, apply_overrides(state["config"], [], config_cls)))
+                check_frozen(trained, to_dict(cfg), frozen, f" {ckpt.name}")
         except BaseException:
             run.unlock()
             raise

@@ -6,7 +6,9 @@ Per sample: depth [K, 1, H, W], state [K, 11] (K = seq_len, 4 by default).
     concat -> FusionMLP -> TemporalMamba over the K steps      -> [K, d_model]
     CrossAttentionPool (query: last step; keys/values: all K)   -> feature [d_model]
 Baselines (``temporal``): "gru" swaps TemporalMamba for TemporalGRU (same layout and pool);
-"none" is the K-frame stack (FrameStackMLP over the K fused features concatenated, no pool).
+"none" is the K-frame stack (FrameStackMLP over the K fused features concatenated, no attention).
+``pool`` chooses the last stage apart from ``temporal`` ("attention" or "concat", FrameStackMLP; "auto"
+pairs them as above), so that a comparison can separate the temporal stage from the pool.
 Actor: LayerNorm-MLP head -> tanh action [action_dim]. Critic: one encoder, two Q heads.
 Any leading batch dims are accepted: depth [*B, K, 1, H, W], state [*B, K, 11].
 
@@ -256,6 +258,7 @@ class TemporalGRU(nn.Module):
 
 
 TEMPORAL = ("mamba", "gru", "none")   # SequenceEncoder's temporal stages (agents/drone/config.py: model.temporal)
+POOLS = ("auto", "attention", "concat")  # its pools (model.pool); auto: attention after mamba/gru, concat after none
 
 
 class FrameStackMLP(nn.Module):
@@ -307,23 +310,30 @@ class SequenceEncoder(nn.Module):
     def __init__(self, in_chans: int = 1, image_size: int = 64, state_dim: int = 11,
                  visual_dim: int = 128, state_feature_dim: int = 128, d_model: int = 128,
                  temporal_layers: int = 1, temporal_d_state: int = 16, temporal_expand: int = 2,
-                 num_heads: int = 4, temporal: str = "mamba", seq_len: int = 4, **backbone_options):
+                 num_heads: int = 4, temporal: str = "mamba", seq_len: int = 4, pool: str = "auto",
+                 **backbone_options):
         super().__init__()
         if temporal not in TEMPORAL:
             raise ValueError(f"temporal must be one of {list(TEMPORAL)} (none: the K-frame stack baseline), "
                              f"got {temporal!r}")
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {list(POOLS)} (auto: attention after mamba/gru, concat "
+                             f"after none), got {pool!r}")
+        if pool == "auto":
+            pool = "concat" if temporal == "none" else "attention"
         self.state_dim, self.d_model = state_dim, d_model
         self.backbone = VMambaRLTiny(in_chans, image_size, out_dim=visual_dim, **backbone_options)
         self.state_mlp = StateMLP(state_dim, state_feature_dim)
         self.fusion = FusionMLP(visual_dim, state_feature_dim, d_model)
         if temporal == "mamba":
             self.temporal = TemporalMamba(d_model, temporal_layers, temporal_d_state, expand=temporal_expand)
-            self.pool = CrossAttentionPool(d_model, num_heads)
         elif temporal == "gru":
             self.temporal = TemporalGRU(d_model, temporal_layers)
-            self.pool = CrossAttentionPool(d_model, num_heads)
         else:
-            self.temporal, self.pool = nn.Identity(), FrameStackMLP(d_model, seq_len)
+            self.temporal = nn.Identity()
+        # The pool is a separate choice so that the comparison can tell the temporal stage's effect from
+        # the pool's (td3_encoder_fit.md: the seed's pairing, mamba + attention, against mamba + concat).
+        self.pool = CrossAttentionPool(d_model, num_heads) if pool == "attention" else FrameStackMLP(d_model, seq_len)
 
     def forward(self, depth, state, return_attention: bool = False, return_features: bool = False):
         if depth.dim() < 4 or state.dim() < 2 or depth.shape[:-3] != state.shape[:-1]:  # *B may be empty
@@ -406,7 +416,7 @@ TD3_NETWORK_DEFAULTS = dict(
     ssm_ratio=1.0, mlp_ratio=2.0, drop_path=0.0, chunk_size=16, scan="chunked", use_kernels="auto",
     state_dim=11, visual_dim=128, state_feature_dim=128, d_model=128, temporal_layers=1,
     temporal_d_state=16, temporal_expand=2, num_heads=4, action_dim=3, hidden_dim=256,
-    temporal="mamba", seq_len=4,
+    temporal="mamba", seq_len=4, pool="auto",
 )
 
 
