@@ -119,9 +119,7 @@ PY
 fi
 
 SECS=${1:-570}
-# RUNS names the runs, TEMPORAL[_POOL]_sSEED each (POOL: model.pool, auto if not given), e.g.
-# RUNS="gru_s0 mamba_s1 none_s1 gru_s1" to finish one run of a triple beside the next seed's three;
-# default: the three encoders x SEEDS (SEEDS=0: the three encoders of one seed, see the header).
+# RUNS (the header): TEMPORAL[_POOL]_sSEED each; default the three encoders x SEEDS
 runs=${RUNS:-$(for t in mamba none gru; do for s in ${SEEDS:-0 1}; do echo -n "${t}_s$s "; done; done)}
 specs=()
 for run in $runs; do
