@@ -124,8 +124,8 @@ runs=${RUNS:-$(for t in mamba none gru; do for s in ${SEEDS:-0 1}; do echo -n "$
 specs=()
 for run in $runs; do
   seed=${run##*_s}; kind=${run%_s*}; temporal=${kind%%_*}; pool=auto; [ "$kind" != "$temporal" ] && pool=${kind#*_}
-  case "$temporal:$pool:$seed" in
-    mamba:*|none:*|gru:*) ;; *) echo "RUNS: '$run' is not TEMPORAL[_POOL]_sSEED (TEMPORAL mamba, none or gru)"; exit 2 ;;
+  case "$temporal" in
+    mamba|none|gru) ;; *) echo "RUNS: '$run' is not TEMPORAL[_POOL]_sSEED (TEMPORAL mamba, none or gru)"; exit 2 ;;
   esac
   graph=$GRAPH; [ $temporal = gru ] && graph=${GRU_GRAPH:-$GRAPH}
   specs+=("forest_${run}|--config configs/drone/gpu_forest.yaml model.temporal=$temporal model.pool=$pool seed=$seed train.cuda_graph=$graph train.refill_replay=true device=$DEVICE ${EXTRA:-}")

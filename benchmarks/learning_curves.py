@@ -117,8 +117,7 @@ def main(argv=None) -> int:
         ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.2)
         hours = ""
         if ax_time is not None and all(c[0].size for c in clocks[name]):
-            for run, (t_steps, t_hours) in zip(runs, clocks[name]):   # each seed: its own clock
-                y_steps, y = read_scalar(run, args.metric)
+            for (y_steps, y), (t_steps, t_hours) in zip(curves, clocks[name]):   # each seed: its own clock
                 ax_time.plot(np.interp(y_steps, t_steps, t_hours), y, color=line.get_color(), alpha=0.8)
             hours = ", wall-clock " + " / ".join(f"{c[1][-1]:.2f} h" for c in clocks[name])
         for key, ax_eval in zip(args.eval_curves, rest):
