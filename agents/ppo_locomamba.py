@@ -16,7 +16,8 @@ The algorithm, top to bottom:
 5. PPO epochs over minibatches of trajectory slices [slices, slice_len] in sequence mode: each slice
    starts from the memory state recorded at collection and resets where is_init is set. The trunk
    runs once per minibatch; TorchRL's ClipPPOLoss evaluates the heads on its output.
-6. log, checkpoint (atomic), evaluate; stop on a non-finite loss keeping the last good checkpoint.
+6. log, checkpoint (atomic), evaluate; stop on a non-finite loss keeping the last good checkpoint,
+   and on SIGTERM with a checkpoint at the frame it arrived (the batch it is on finishes first).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ from agents.algos.ppo import (NonFiniteLoss, compute_advantages, episode_stats, 
                                make_optimizer, ppo_update, restart_segment, restore_optimizer, seed_everything,
                                segment_seed, slices)
 from agents.algos.ppo import dry_run as ppo_dry_run
-from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
+from agents.runtime.run_dir import RunDir, keep_rng, rng_state, set_rng_state
+from agents.runtime.stop import StopOnSignal
 from agents.quadruped.config import Config, from_locotransformer
 from agents.quadruped.build import (INFO_KEYS, build_policy, check_config, evaluate, make_env, parameter_report,
                                      std_cap_at)
@@ -55,6 +57,13 @@ AGENT = "ppo_locomamba"
 
 # --------------------------------------------------------------------------------- training
 def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
+    """Train to train.total_frames; a SIGTERM (agents/runtime/stop.py) ends the batch it arrives in
+    with a checkpoint at that frame (and the periodic eval due there, if any, left for the resume)."""
+    with StopOnSignal() as stop:
+        return _train(cfg, run, resume_state, stop)
+
+
+def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSignal) -> int:
     from torchrl.collectors import Collector
     from tqdm import tqdm
 
@@ -93,6 +102,8 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
     # continues from exactly the state the uninterrupted run had after its checkpoint
     if resume_state is not None:
         set_rng_state(resume_state["rng"])
+        if resume_state.get("eval_pending"):     # the periodic eval a stop left: at the frame it was due
+            periodic_eval(cfg, nets, logger, start_frames)
     frames, last_return = start_frames, float("nan")
     bar = tqdm(total=cfg.train.total_frames, initial=start_frames, unit="step", dynamic_ncols=True,
                disable=None)
@@ -137,15 +148,24 @@ def train(cfg: Config, run: RunDir, resume_state: dict | None = None) -> int:
                   f"{losses.get('clip_fraction', float('nan')):.3f} ev {losses.get('explained_variance', float('nan')):.2f}",
                   flush=True)
         done = frames >= cfg.train.total_frames
+        eval_due = bool(cfg.train.eval_every_iters) and iteration % cfg.train.eval_every_iters == 0 and not done
+        if stop.requested and not done:
+            # the stop ends a segment here: the resumed run is the run whose checkpoint fell on this frame
+            path = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen, elapsed0 + elapsed,
+                                                        eval_pending=eval_due), frames)
+            bar.close()
+            collector.shutdown()
+            print(f"stopped by {stop.signal_name} at frame {frames}: checkpoint {path} written; "
+                  f"`python agents/ppo_locomamba.py --resume {run.path}` continues the run", flush=True)
+            return 0
         if iteration % cfg.train.checkpoint_every_iters == 0 or done:
             run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen, elapsed0 + elapsed),
                                 frames)
             if not done:
                 # a checkpoint ends a segment: a resumed run continues exactly as this one does
                 restart_segment(collector, segment_seed(cfg.seed, iteration))
-        if cfg.train.eval_every_iters and iteration % cfg.train.eval_every_iters == 0 and not done:
-            log_scalars(logger, {f"eval/{k}": v for k, v in
-                                 evaluate(cfg, nets, cfg.train.eval_episodes, video=None).items()}, frames)
+        if eval_due:
+            periodic_eval(cfg, nets, logger, frames)
         if done:
             break
         t_collect = time.perf_counter()
@@ -167,11 +187,20 @@ def set_threads(cfg: Config) -> int:
     return n
 
 
+def periodic_eval(cfg: Config, nets: nn.Module, logger, frames: int) -> None:
+    """The train.eval_every_iters eval, logged at ``frames``; it leaves the training RNG streams as
+    they were, so a run with evals trains as the run without them (and a resume that runs a pending
+    eval first as the run that ran it in place)."""
+    result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, video=None)
+    log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frames)
+
+
 def checkpoint_state(cfg: Config, nets: nn.Module, optim, frames: int, iteration: int,
-                     gen: torch.Generator, elapsed_s: float) -> dict:
+                     gen: torch.Generator, elapsed_s: float, eval_pending: bool = False) -> dict:
     return {"model": nets.state_dict(), "optimizer": optim.state_dict(), "frames": frames,
             "iteration": iteration, "rng": rng_state(), "minibatch_rng": gen.get_state(),
-            "config": to_dict(cfg), "env_seed": segment_seed(cfg.seed, iteration), "elapsed_s": elapsed_s}
+            "config": to_dict(cfg), "env_seed": segment_seed(cfg.seed, iteration), "elapsed_s": elapsed_s,
+            "eval_pending": eval_pending}
 
 
 # ---------------------------------------------------------------------------------- the CLI

@@ -46,7 +46,7 @@ from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime.stop import StopOnSignal
 from agents.runtime import replay_io
 from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
-from agents.runtime.run_dir import RunDir, RunDirError, rng_state, set_rng_state
+from agents.runtime.run_dir import RunDir, RunDirError, keep_rng, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
 from agents.drone.build import (acting_policy, build_nets, check_slices, close_env, evaluate, make_env, make_replay,
                               make_train_env, parameter_report, random_shift, to_storage, windows)
@@ -361,15 +361,6 @@ def make_collector(cfg: Config, env, policy, device, total: int, frames: int):
 
 def eval_due(cfg: Config, frames: int, last_eval: int) -> bool:
     return bool(cfg.train.eval_every_frames) and frames - last_eval >= cfg.train.eval_every_frames
-
-
-def keep_rng(fn, *args, **kwargs):
-    """``fn(...)`` without touching the training RNG streams (an eval must not shift the run)."""
-    state = rng_state()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        set_rng_state(state)
 
 
 KEEP_CHECKPOINTS = 2   # the newest and one to fall back to; each names its own replay folder

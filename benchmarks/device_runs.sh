@@ -12,8 +12,8 @@
 # there when the machine is still warm, else from gpu_carry/runs/ (a run brought back by an earlier
 # call) or benchmarks/runs/ (the latest checkpoint of a run, committed for a later session), else
 # started with ARGS. Every run is stopped SECONDS after this script started (minus the
-# time for packing): an agent that checkpoints on SIGTERM (vmamba_td3) gets it GRACE=25 s before and
-# saves the frame it is on; the others (GRACE=0) are killed and lose what they trained since their
+# time for packing): an agent that checkpoints on SIGTERM (vmamba_td3, ppo_locomamba) gets it GRACE
+# s before (25, 45) and saves the frame it is on; the others (GRACE=0) are killed and lose what they trained since their
 # last periodic checkpoint (train.checkpoint_every_*). Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
 # CKPT_TAGS="A B" (default: every TAG) names the runs whose checkpoint travels back: a call brings back
@@ -40,9 +40,11 @@ echo "setup done at +$(( $(date +%s) - T0 )) s; $(nproc) cpus; $(python3 -c 'imp
 if [ -n "${BEFORE:-}" ]; then echo "running: $BEFORE"; bash -c "$BEFORE"; echo "before-command done at +$(( $(date +%s) - T0 )) s"; fi
 ROOT=runs/device
 mkdir -p $ROOT/$AGENT
-# agents that checkpoint on SIGTERM at the frame they are on (agents/runtime/stop.py): the others
-# lose what they trained since their last periodic checkpoint when the SIGKILL comes
-case " vmamba_td3 " in *" $AGENT "*) GRACE=${GRACE:-25};; *) GRACE=${GRACE:-0};; esac
+# agents that checkpoint on SIGTERM at the frame they are on (agents/runtime/stop.py), with time for
+# the batch they are on and the save (ppo_locomamba's 16,384-step batch took 14-16 s on the H200 with
+# 16 envs, benchmarks/runs/ppo_locomamba/flatB-*/device.log); the others lose what they trained since
+# their last periodic checkpoint when the SIGKILL comes
+case $AGENT in vmamba_td3) GRACE=${GRACE:-25};; ppo_locomamba) GRACE=${GRACE:-45};; *) GRACE=${GRACE:-0};; esac
 # run_until SECONDS LOG CMD...: CMD (output appended to LOG) for at most SECONDS. With GRACE > 0 its
 # main process alone gets SIGTERM GRACE s before the end (its env worker processes must live until it
 # has saved: a signal to the group would break their pipes); at the end (or when it exits) SIGKILL

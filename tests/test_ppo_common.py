@@ -1,5 +1,7 @@
 """The one PPO of both PPO agents (agents/algos/ppo.py): GAE and slices against plain per-step
 reference loops, the resume-lr fix, the logged diagnostics, and exact resume of ppo_locomamba."""
+import os
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -214,6 +216,50 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
     assert ppo_locomamba.main(["--eval", str(exported), "--episodes", "1", "--stochastic"]) == 0
     assert "over 1 stochastic episodes: return" in capsys.readouterr().out
     assert ppo_locomamba.main(["--export", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_sigterm_checkpoints_the_frame_it_arrives_and_the_resume_equals_the_run_that_checkpointed_there(
+        tmp_path, monkeypatch, capsys):
+    """A real SIGTERM (to this process, from the frame-128 log call) during run B, whose periodic
+    checkpoint is only at the end (256): B finishes that batch, writes ckpt 128 with the eval due
+    there left pending, and exits 0. Resumed, it runs that eval first and trains to 256. Run A,
+    never signalled, checkpoints at 128 by its config: its final state and its eval records (128 and
+    the final one) equal B's, bit for bit."""
+    import signal
+
+    from agents import ppo_locomamba
+
+    tiny = [o for o in TINY if not o.startswith("train.checkpoint_every_iters=")]
+    args = ["--config", "configs/quadruped/quick_flat.yaml", *tiny, "train.total_frames=256",
+            "train.eval_every_iters=2", "name=x"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert ppo_locomamba.main([*args, "train.checkpoint_every_iters=2", f"run_root={a}"]) == 0
+    real_log = ppo_locomamba.log_scalars
+
+    def signalling_log(logger, scalars, step):
+        real_log(logger, scalars, step)
+        if step == 128 and "time/steps_per_s" in scalars:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    capsys.readouterr()
+    with monkeypatch.context() as m:
+        m.setattr(ppo_locomamba, "log_scalars", signalling_log)
+        assert ppo_locomamba.main([*args, "train.checkpoint_every_iters=4", f"run_root={b}"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM at frame 128" in out, out[-2000:]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL          # the handler is given back
+    run_b = next((b / "ppo_locomamba").iterdir())
+    stopped = _final_state(b)
+    assert stopped["frames"] == 128 and stopped["eval_pending"] is True
+    assert not (run_b / "metrics" / "scalars" / "eval").exists()       # the due eval did not run yet
+    assert ppo_locomamba.main(["--resume", str(run_b)]) == 0
+    sa, sb = _final_state(a), _final_state(b)
+    assert sa["frames"] == sb["frames"] == 256
+    diff = [k for k in sa["model"] if not torch.equal(sa["model"][k], sb["model"][k])]
+    assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after the stop and resume, e.g. {diff[:3]}"
+    run_a = next((a / "ppo_locomamba").iterdir())
+    evals = [(r / "metrics" / "scalars" / "eval" / "distance.csv").read_text() for r in (run_a, run_b)]
+    assert evals[0] == evals[1] and [row.split(",")[0] for row in evals[0].split()] == ["128", "256"], evals
 
 
 def test_shipped_quadruped_policies_load_into_their_networks():

@@ -261,3 +261,12 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def keep_rng(fn, *args, **kwargs):
+    """``fn(...)`` without touching the training RNG streams (an eval must not shift the run)."""
+    state = rng_state()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        set_rng_state(state)
