@@ -45,26 +45,7 @@ mkdir -p $ROOT/$AGENT
 # 16 envs, benchmarks/runs/ppo_locomamba/flatB-*/device.log); the others lose what they trained since
 # their last periodic checkpoint when the SIGKILL comes
 case $AGENT in vmamba_td3) GRACE=${GRACE:-25};; ppo_locomamba) GRACE=${GRACE:-45};; *) GRACE=${GRACE:-0};; esac
-# run_until SECONDS LOG CMD...: CMD (output appended to LOG) for at most SECONDS. With GRACE > 0 its
-# main process alone gets SIGTERM GRACE s before the end (its env worker processes must live until it
-# has saved: a signal to the group would break their pipes); at the end (or when it exits) SIGKILL
-# goes to its whole process group (setsid), so no worker outlives it. Exit status: CMD's.
-run_until() {
-  local deadline=$(( $(date +%s) + $1 )) log=$2 termed=0; shift 2
-  setsid "$@" >> "$log" 2>&1 &
-  local pid=$!
-  while kill -0 $pid 2>/dev/null; do
-    local now=$(date +%s)
-    if [ $now -ge $deadline ]; then echo "[run_until] SIGKILL to $1's group at the deadline" >> "$log"; kill -KILL -- -$pid 2>/dev/null; break; fi
-    if [ $GRACE -gt 0 ] && [ $termed = 0 ] && [ $now -ge $(( deadline - GRACE )) ]; then
-      echo "[run_until] SIGTERM to $1 (pid $pid), $GRACE s before the deadline" >> "$log"; kill -TERM $pid; termed=1
-    fi
-    sleep 1
-  done
-  wait $pid; local rc=$?
-  kill -KILL -- -$pid 2>/dev/null   # whatever its group left behind
-  return $rc
-}
+# run_until (benchmarks/device_site.sh, sourced above): SIGTERM GRACE s before the deadline, SIGKILL at it
 run_dir() { ls -d $ROOT/$AGENT/"$1"-* 2>/dev/null | tail -1; }
 STOP=$(( T0 + SECS - 20 ))   # leave time for packing
 pids=()
