@@ -1,5 +1,8 @@
+import contextlib
 import os
+import signal
 
+import pytest
 import torch
 
 # Under pytest-xdist each worker is a process; one torch thread each avoids
@@ -10,3 +13,23 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (and mamba-ssm for the kernel tests)")
+
+
+@pytest.fixture
+def sigterm_after_log(monkeypatch):
+    """``with sigterm_after_log(agent_module, frame): ...``: the agent's ``log_scalars`` sends this
+    process a real SIGTERM right after it logs the scalars of ``frame`` that hold ``key`` (any, with
+    key=None): the stop tests of the agents that checkpoint on SIGTERM."""
+    @contextlib.contextmanager
+    def patch(module, frame: int, key: str | None = "time/steps_per_s"):
+        real_log = module.log_scalars
+
+        def signalling_log(logger, scalars, step):
+            real_log(logger, scalars, step)
+            if step == frame and (key is None or key in scalars):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with monkeypatch.context() as m:
+            m.setattr(module, "log_scalars", signalling_log)
+            yield
+    return patch

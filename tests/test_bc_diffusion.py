@@ -545,10 +545,9 @@ def test_warmup_cosine_is_torchs_curve_and_resumes_over_a_new_length():
 
 
 def test_a_sigterm_checkpoints_that_step_and_the_resumed_run_equals_the_uninterrupted_one(dataset, tmp_path,
-                                                                                       monkeypatch, capsys):
+                                                                                       capsys, sigterm_after_log):
     """A real SIGTERM at step 4 (tiny.yaml checkpoints at 3 and 6): the run writes ckpt 4 and
     returns; resumed, it ends at 6 with the weights, EMA and optimiser state of a run never stopped."""
-    import os
     import signal
 
     import agents.bc_diffusion as bcd
@@ -556,16 +555,8 @@ def test_a_sigterm_checkpoints_that_step_and_the_resumed_run_equals_the_uninterr
 
     args = ["--config", str(TINY), f"data.path={dataset.path.parent}", "train.log_every_steps=1"]
     assert main(["train", *args, f"run_root={tmp_path / 'a'}", "name=a"]) == 0
-    real_log = bcd.log_scalars
-
-    def signalling_log(logger, scalars, step):
-        real_log(logger, scalars, step)
-        if step == 4:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     capsys.readouterr()
-    with monkeypatch.context() as m:
-        m.setattr(bcd, "log_scalars", signalling_log)
+    with sigterm_after_log(bcd, 4, key=None):
         assert main(["train", *args, f"run_root={tmp_path / 'b'}", "name=b"]) == 0
     assert "stopped by SIGTERM at step 4" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

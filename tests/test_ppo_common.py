@@ -1,6 +1,5 @@
 """The one PPO of both PPO agents (agents/algos/ppo.py): GAE and slices against plain per-step
 reference loops, the resume-lr fix, the logged diagnostics, and exact resume of ppo_locomamba."""
-import os
 
 import pytest
 import torch
@@ -219,7 +218,7 @@ def test_ppo_locomamba_resumed_equals_uninterrupted_bit_for_bit(tmp_path, capsys
 
 
 def test_a_sigterm_checkpoints_the_frame_it_arrives_and_the_resume_equals_the_run_that_checkpointed_there(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, capsys, sigterm_after_log):
     """A real SIGTERM (to this process, from the frame-128 log call) during run B, whose periodic
     checkpoint is only at the end (256): B finishes that batch, writes ckpt 128 with the eval due
     there left pending, and exits 0. Resumed, it runs that eval first and trains to 256. Run A,
@@ -234,16 +233,8 @@ def test_a_sigterm_checkpoints_the_frame_it_arrives_and_the_resume_equals_the_ru
             "train.eval_every_iters=2", "name=x"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert ppo_locomamba.main([*args, "train.checkpoint_every_iters=2", f"run_root={a}"]) == 0
-    real_log = ppo_locomamba.log_scalars
-
-    def signalling_log(logger, scalars, step):
-        real_log(logger, scalars, step)
-        if step == 128 and "time/steps_per_s" in scalars:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     capsys.readouterr()
-    with monkeypatch.context() as m:
-        m.setattr(ppo_locomamba, "log_scalars", signalling_log)
+    with sigterm_after_log(ppo_locomamba, 128):
         assert ppo_locomamba.main([*args, "train.checkpoint_every_iters=4", f"run_root={b}"]) == 0
     out = capsys.readouterr().out
     assert "stopped by SIGTERM at frame 128" in out, out[-2000:]

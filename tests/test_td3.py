@@ -440,8 +440,8 @@ def test_a_checkpoint_trained_on_cuda_evaluates_on_a_cpu_machine(tmp_path, caplo
     assert any("trained with device=cuda" in r.getMessage() for r in caplog.records)
 
 
-def test_a_sigterm_checkpoints_at_that_frame_and_the_resumed_run_equals_one_checkpointed_there(tmp_path, monkeypatch,
-                                                                                           capsys):
+def test_a_sigterm_checkpoints_at_that_frame_and_the_resumed_run_equals_one_checkpointed_there(tmp_path, capsys,
+                                                                                           sigterm_after_log):
     """A real SIGTERM (to this process, from the frame-250 log call) during run B, whose periodic
     checkpoint is only at 300: B finishes that batch, writes ckpt 250 and exits 0. Resumed, it trains
     to 300. Run A, never signalled, checkpoints at 250 by its config: its final checkpoint, replay
@@ -452,16 +452,8 @@ def test_a_sigterm_checkpoints_at_that_frame_and_the_resumed_run_equals_one_chec
 
     args = ["--config", PENDULUM, *TINY, "train.total_frames=300", "train.eval_every_frames=150", "logger=csv"]
     assert run([*args, "train.checkpoint_every_frames=250", f"run_root={tmp_path / 'a'}", "name=a"]) == 0
-    real_log = vmamba_td3.log_scalars
-
-    def signalling_log(logger, scalars, step):
-        real_log(logger, scalars, step)
-        if step == 250 and "time/steps_per_s" in scalars:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     capsys.readouterr()
-    with monkeypatch.context() as m:
-        m.setattr(vmamba_td3, "log_scalars", signalling_log)
+    with sigterm_after_log(vmamba_td3, 250):
         assert run([*args, "train.checkpoint_every_frames=300", f"run_root={tmp_path / 'b'}", "name=b"]) == 0
     out = capsys.readouterr().out
     assert "stopped by SIGTERM at frame 250" in out and "eval at 150" in out, out[-2000:]
