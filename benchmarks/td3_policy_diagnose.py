@@ -7,7 +7,9 @@ in-training evals (seed + 10000, the first ones of the 50), and on every window 
 - **value**: the critic's Q1(s, pi(s)) against the discounted return that followed (gamma of the
   run), over the steps of episodes that ended by success or collision (a 200-step timeout leaves
   the return after it unknown): bias (mean Q - return) and correlation. A critic that does not
-  rank states by what follows cannot steer the actor.
+  rank states by what follows cannot steer the actor. Beside it, the twin heads' disagreement
+  |Q1 - Q2| and the bias of min(Q1, Q2), TD3's target: clipped double Q only counters
+  overestimation where the heads err differently.
 - **dormant units** (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL", tau = 0.025):
   the fraction of ReLU units whose mean activation, over the windows, is below tau times their
   layer's mean, per stage: the (shared) encoder's state MLP, fusion and frame-stack pool, the actor
@@ -119,16 +121,17 @@ def diagnose(cfg, nets, episodes: int) -> dict:
     hooks = relu_activations(enc.state_mlp, "encoder/state", acts) + relu_activations(enc.fusion, "encoder/fusion", acts)
     hooks += relu_activations(enc.pool, "encoder/pool", acts) + relu_activations(nets.actor.head, "actor_head", acts)
     hooks += relu_activations(nets.critic.q1, "q1", acts)
-    feats, q1s, atts = [], [], []
+    feats, q1s, q2s, atts = [], [], [], []
     with torch.no_grad():
         for i in range(0, len(depth), 256):
             f, extras = enc(depth[i:i + 256], state[i:i + 256], return_attention=True)
             a = nets.actor.act(f)
-            q1, _ = nets.critic.q_heads(f, a)
-            feats.append(f), q1s.append(q1.reshape(-1)), atts.append(extras["attention"].mean(1))
+            q1, q2 = nets.critic.q_heads(f, a)
+            feats.append(f), q1s.append(q1.reshape(-1)), q2s.append(q2.reshape(-1))
+            atts.append(extras["attention"].mean(1))
     for h in hooks:
         h.remove()
-    feat, q1, att = torch.cat(feats), torch.cat(q1s), torch.cat(atts)
+    feat, q1, q2, att = torch.cat(feats), torch.cat(q1s), torch.cat(q2s), torch.cat(atts)
     K = att.shape[-1]
     entropy = float(-(att.clamp_min(1e-12).log() * att).sum(-1).mean())
     # input reliance: shuffle one input's windows across the batch (a fixed permutation)
@@ -138,7 +141,7 @@ def diagnose(cfg, nets, episodes: int) -> dict:
         no_depth = torch.cat([nets.actor(depth[perm][i:i + 256], state[i:i + 256]) for i in range(0, len(depth), 256)])
         no_state = torch.cat([nets.actor(depth[i:i + 256], state[perm][i:i + 256]) for i in range(0, len(depth), 256)])
     spread = (base - base.mean(0)).abs().mean()
-    q_e, g_e = q1[ended], returns[ended]
+    q_e, g_e, q2_e = q1[ended], returns[ended], q2[ended]
     dormant = {}
     for key, chunks in acts.items():
         stage = key.split("/")[0] if not key.startswith("encoder") else "/".join(key.split("/")[:2])
@@ -150,6 +153,8 @@ def diagnose(cfg, nets, episodes: int) -> dict:
         "value_windows": int(ended.sum()),
         "q_bias": float((q_e - g_e).mean()) if len(q_e) else math.nan,
         "q_return_corr": float(torch.corrcoef(torch.stack([q_e, g_e]))[0, 1]) if len(q_e) > 2 else math.nan,
+        "q_min_bias": float((torch.minimum(q_e, q2_e) - g_e).mean()) if len(q_e) else math.nan,
+        "q_heads_gap": float((q1 - q2).abs().mean()),
         "dormant": {k: sum(v) / len(v) for k, v in dormant.items()},
         "feature_srank": srank(feat), "d_model": feat.shape[-1],
         "attention_entropy": entropy, "attention_max_entropy": math.log(K),
@@ -162,12 +167,14 @@ def diagnose(cfg, nets, episodes: int) -> dict:
 
 def table(results: dict) -> str:
     stages = sorted({s for r in results.values() for s in r["dormant"]})
-    head = ["run", "success / collisions", "windows", "Q - return (corr)", *[f"dormant {s}" for s in stages],
+    head = ["run", "success / collisions", "windows", "Q1 - return (corr)", "min(Q1,Q2) - return", "abs(Q1 - Q2)",
+            *[f"dormant {s}" for s in stages],
             "feature srank", "attention entropy / newest", "action change: depth / state shuffled"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in results.items():
         cells = [label, f"{r['success_rate']:.0%} / {r['collision_rate']:.0%}", str(r["windows"]),
                  f"{r['q_bias']:+.2f} ({r['q_return_corr']:.2f}, {r['value_windows']} windows)",
+                 f"{r['q_min_bias']:+.2f}", f"{r['q_heads_gap']:.2f}",
                  *[f"{r['dormant'][s]:.0%}" if s in r["dormant"] else "-" for s in stages],
                  f"{r['feature_srank']} / {r['d_model']}",
                  f"{r['attention_entropy']:.2f} of {r['attention_max_entropy']:.2f} / {r['attention_newest']:.2f}",
