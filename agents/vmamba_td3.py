@@ -249,7 +249,7 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
 
     def periodic_eval(frame: int) -> bool:
         """The train.eval_every_frames eval at ``frame``, logged; False when a stop cut it off (nothing logged)."""
-        result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000,
+        result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
                           should_stop=lambda: stop.requested)
         if result is not None:
             log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frame)
@@ -342,7 +342,7 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
               f"`python agents/vmamba_td3.py --resume {run.path}` continues the run (the stop ends a segment "
               "there: the resumed run is the run whose checkpoint fell on this frame, bit for bit)", flush=True)
         return 0
-    result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 10_000, out_dir=run.videos / f"eval_{frames}")
+    result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, out_dir=run.videos / f"eval_{frames}")
     log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
     print(f"done: {frames} frames, {updates} updates in {time.perf_counter() - t0:.0f} s; eval {format_eval(result)}")
     print(f"run directory: {run.path}")
@@ -398,10 +398,17 @@ def validate_checkpoint(run: RunDir, state: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------- the CLI
+EVAL_SEED_OFFSET, HELDOUT_SEED_OFFSET = 10_000, 12345   # in-training evals' episodes; --eval's by default
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    return agent_parser("vmamba_td3.py", "TD3 with VMamba (drone) or make_memory (vector obs) encoders "
-                        "over K-step windows.", Config,
-                        "YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)").parse_args(argv)
+    parser = agent_parser("vmamba_td3.py", "TD3 with VMamba (drone) or make_memory (vector obs) encoders "
+                          "over K-step windows.", Config, "YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)")
+    parser.sections["eval"].add_argument(
+        "--eval-seed", type=int, default=None, metavar="N",
+        help=f"seed of --eval's episodes (the drone's layouts); default the run's seed + {HELDOUT_SEED_OFFSET}, "
+             f"episodes no in-training eval flew; seed + {EVAL_SEED_OFFSET} flies the in-training evals' episodes")
+    return parser.parse_args(argv)
 
 
 PROGRESS_EVERY_S = 20.0     # without a terminal, a progress line at least this often
@@ -494,8 +501,9 @@ def run_eval(args) -> int:
     # which .gitignore keeps out of agents/policies/
     root = output_root(ckpt)
     out_dir = eval_out_dir(args, ckpt, (root / "videos" if root != ckpt.parent else root) / f"eval_{ckpt.stem}")
-    result = evaluate(cfg, nets, episodes, seed=cfg.seed + 12345, out_dir=out_dir)
-    print(f"eval of {ckpt} over {episodes} episodes: {format_eval(result)}")
+    seed = cfg.seed + HELDOUT_SEED_OFFSET if args.eval_seed is None else args.eval_seed
+    result = evaluate(cfg, nets, episodes, seed=seed, out_dir=out_dir)
+    print(f"eval of {ckpt} over {episodes} episodes (seed {seed}): {format_eval(result)}")
     return 0
 
 

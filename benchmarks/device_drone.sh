@@ -51,7 +51,9 @@
 #   python3 benchmarks/td3_throughput.py --config configs/drone/seed_vmamba.yaml --envs 16 --seconds 5
 #     --updates 20 --frames 288 env.num_envs=16 train.frames_per_batch=96 train.cuda_graph=true device=cuda
 # A later call's BEFORE also runs the eval of a run whose training finished but whose final eval a stop
-# cut off (its resume would only say "nothing to do"): 50 episodes (RESCUE_EPISODES), the result line in
+# cut off (its resume would only say "nothing to do"): 50 episodes (RESCUE_EPISODES) on the final eval's own
+# layouts (--eval-seed: the run's seed + vmamba_td3.EVAL_SEED_OFFSET; until 2026-12-03 the rescue flew
+# --eval's held-out ones, seed + 12345), the result line in
 # RUN/eval_rescue.txt, also written as the run's eval/ scalars at its last frame (what learning_curves.py reads).
 #
 # Smoke on a CPU machine (no GPU):
@@ -88,12 +90,15 @@ if [ "${1:-}" = --before ]; then   # device_runs.sh's BEFORE hook (runs in the r
     [ -d "$dir" ] || continue
     ck=$(ls "$dir"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1); [ -n "$ck" ] || continue
     done_at=$(basename "$ck" .pt); done_at=$((10#${done_at#ckpt_}))
-    total=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['train']['total_frames'])" "$dir/config.yaml")
+    # the run's length, and the seed of its in-training evals' episodes (the final eval's own layouts)
+    read total eval_seed < <(python3 -c "import sys, yaml; from agents.vmamba_td3 import EVAL_SEED_OFFSET as o
+c = yaml.safe_load(open(sys.argv[1])); print(c['train']['total_frames'], c['seed'] + o)" "$dir/config.yaml")
     # the final eval is logged at the last frame (intermediate ones, train.eval_every_frames, come before it)
     last_eval=$(tail -1 "$dir/metrics/scalars/eval/return.csv" 2>/dev/null | cut -d, -f1)
     if [ "$done_at" -ge "$total" ] && [ "${last_eval:-0}" != "$done_at" ] && [ ! -f "$dir/eval_rescue.txt" ]; then
       echo "[$(basename "$dir")] finished at $done_at without its final eval: --eval, ${RESCUE_EPISODES:-50} episodes"
-      timeout -s KILL 240 python3 agents/vmamba_td3.py --eval "$dir" --episodes "${RESCUE_EPISODES:-50}" --out "$dir/eval_rescue" \
+      timeout -s KILL 240 python3 agents/vmamba_td3.py --eval "$dir" --episodes "${RESCUE_EPISODES:-50}" \
+        --eval-seed "$eval_seed" --out "$dir/eval_rescue" \
         > "$dir/eval_rescue.log" 2>&1 && grep "^eval of" "$dir/eval_rescue.log" > "$dir/eval_rescue.txt" &
     fi
   done
@@ -105,7 +110,7 @@ from pathlib import Path
 for txt in map(Path, sys.argv[1:]):
     out = txt.parent / "metrics" / "scalars" / "eval"
     line = txt.read_text() if txt.is_file() else ""
-    m = re.search(r"ckpt_(\d+)\.pt over \d+ episodes: (.*)", line)
+    m = re.search(r"ckpt_(\d+)\.pt over \d+ episodes(?: \(seed \d+\))?: (.*)", line)
     rows = (out / "return.csv").read_text().split() if (out / "return.csv").is_file() else []
     if not m or (rows and rows[-1].split(",")[0] == str(int(m.group(1)))):   # logged already
         continue

@@ -64,8 +64,9 @@ def rollouts(cfg, nets, episodes: int) -> list:
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
     from agents.drone.build import make_env, seq_keys
+    from agents.vmamba_td3 import EVAL_SEED_OFFSET
 
-    env = make_env(cfg, seed=cfg.seed + 10_000)          # agents/vmamba_td3.py's in-training eval layouts
+    env = make_env(cfg, seed=cfg.seed + EVAL_SEED_OFFSET)    # the in-training evals' layouts
     actor = TensorDictModule(nets.actor, in_keys=seq_keys(cfg), out_keys=["action"])
     with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
         out = [env.rollout(100_000, actor, break_when_any_done=True) for _ in range(episodes)]

@@ -91,7 +91,16 @@ def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resumed at frame 300" in out and "replay 300 steps" in out
     assert sorted(os.listdir(os.path.join(run_dir, "checkpoints")))[-1] == "ckpt_000000000400.pt"
+    final = open(os.path.join(run_dir, "metrics", "scalars", "eval", "return.csv")).read().split()[-1]
+    assert final.startswith("400,")
+    # --eval-seed seed + EVAL_SEED_OFFSET flies the final eval's own episodes: its return, to the digit;
+    # the default flies others (seed + HELDOUT_SEED_OFFSET)
+    capsys.readouterr()
+    assert run(["--eval", run_dir, "--episodes", "1", "--eval-seed", str(vmamba_td3.EVAL_SEED_OFFSET)]) == 0
+    out = capsys.readouterr().out
+    assert f"(seed {vmamba_td3.EVAL_SEED_OFFSET}): return {float(final.split(',')[1]):.3f}" in out, (final, out)
     assert run(["--eval", run_dir, "--episodes", "1"]) == 0
+    assert f"(seed {vmamba_td3.HELDOUT_SEED_OFFSET}): return" in capsys.readouterr().out
     # the export holds the acting weights alone (no optimiser, OU or replay state) and evaluates
     export = str(tmp_path / "policy.pt")
     assert run(["--export", run_dir, "--out", export]) == 0
