@@ -149,18 +149,16 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
                   flush=True)
         done = frames >= cfg.train.total_frames
         eval_due = bool(cfg.train.eval_every_iters) and iteration % cfg.train.eval_every_iters == 0 and not done
-        if stop.requested and not done:
-            # the stop ends a segment here: the resumed run is the run whose checkpoint fell on this frame
+        stopping = stop.requested and not done    # a stop's checkpoint ends a segment like a periodic one
+        if iteration % cfg.train.checkpoint_every_iters == 0 or done or stopping:
             path = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen, elapsed0 + elapsed,
-                                                        eval_pending=eval_due), frames)
-            bar.close()
-            collector.shutdown()
-            print(f"stopped by {stop.signal_name} at frame {frames}: checkpoint {path} written; "
-                  f"`python agents/ppo_locomamba.py --resume {run.path}` continues the run", flush=True)
-            return 0
-        if iteration % cfg.train.checkpoint_every_iters == 0 or done:
-            run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, gen, elapsed0 + elapsed),
-                                frames)
+                                                        eval_pending=stopping and eval_due), frames)
+            if stopping:     # the resumed run is the run whose checkpoint fell on this frame
+                bar.close()
+                collector.shutdown()
+                print(f"stopped by {stop.signal_name} at frame {frames}: checkpoint {path} written; "
+                      f"`python agents/ppo_locomamba.py --resume {run.path}` continues the run", flush=True)
+                return 0
             if not done:
                 # a checkpoint ends a segment: a resumed run continues exactly as this one does
                 restart_segment(collector, segment_seed(cfg.seed, iteration))

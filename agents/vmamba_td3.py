@@ -359,6 +359,9 @@ def make_collector(cfg: Config, env, policy, device, total: int, frames: int):
                      auto_register_policy_transforms=True)
 
 
+EVAL_SEED_OFFSET, HELDOUT_SEED_OFFSET = 10_000, 12345   # in-training evals' episodes; --eval's by default
+
+
 def eval_due(cfg: Config, frames: int, last_eval: int) -> bool:
     return bool(cfg.train.eval_every_frames) and frames - last_eval >= cfg.train.eval_every_frames
 
@@ -398,9 +401,6 @@ def validate_checkpoint(run: RunDir, state: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------- the CLI
-EVAL_SEED_OFFSET, HELDOUT_SEED_OFFSET = 10_000, 12345   # in-training evals' episodes; --eval's by default
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = agent_parser("vmamba_td3.py", "TD3 with VMamba (drone) or make_memory (vector obs) encoders "
                           "over K-step windows.", Config, "YAML config (configs/drone/*.yaml, configs/pendulum/*.yaml)")

@@ -90,13 +90,14 @@ if [ "${1:-}" = --before ]; then   # device_runs.sh's BEFORE hook (runs in the r
     [ -d "$dir" ] || continue
     ck=$(ls "$dir"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1); [ -n "$ck" ] || continue
     done_at=$(basename "$ck" .pt); done_at=$((10#${done_at#ckpt_}))
-    # the run's length, and the seed of its in-training evals' episodes (the final eval's own layouts)
-    read total eval_seed < <(python3 -c "import sys, yaml; from agents.vmamba_td3 import EVAL_SEED_OFFSET as o
-c = yaml.safe_load(open(sys.argv[1])); print(c['train']['total_frames'], c['seed'] + o)" "$dir/config.yaml")
+    total=$(python3 -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['train']['total_frames'])" "$dir/config.yaml")
     # the final eval is logged at the last frame (intermediate ones, train.eval_every_frames, come before it)
     last_eval=$(tail -1 "$dir/metrics/scalars/eval/return.csv" 2>/dev/null | cut -d, -f1)
     if [ "$done_at" -ge "$total" ] && [ "${last_eval:-0}" != "$done_at" ] && [ ! -f "$dir/eval_rescue.txt" ]; then
       echo "[$(basename "$dir")] finished at $done_at without its final eval: --eval, ${RESCUE_EPISODES:-50} episodes"
+      # the seed of its in-training evals' episodes (the final eval's own layouts); only here: it imports torch
+      eval_seed=$(python3 -c "import sys, yaml; from agents.vmamba_td3 import EVAL_SEED_OFFSET as o
+print(yaml.safe_load(open(sys.argv[1]))['seed'] + o)" "$dir/config.yaml")
       timeout -s KILL 240 python3 agents/vmamba_td3.py --eval "$dir" --episodes "${RESCUE_EPISODES:-50}" \
         --eval-seed "$eval_seed" --out "$dir/eval_rescue" \
         > "$dir/eval_rescue.log" 2>&1 && grep "^eval of" "$dir/eval_rescue.log" > "$dir/eval_rescue.txt" &

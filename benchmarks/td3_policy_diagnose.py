@@ -12,8 +12,9 @@ in-training evals (seed + 10000, the first ones of the 50), and on every window 
   overestimation where the heads err differently.
 - **dormant units** (Sokar et al. 2023, "The Dormant Neuron Phenomenon in Deep RL", tau = 0.025):
   the fraction of ReLU units whose mean activation, over the windows, is below tau times their
-  layer's mean, per stage: the (shared) encoder's state MLP, fusion and frame-stack pool, the actor
-  head, Q1 (the ReLU stages; the VMamba backbone's GELUs are not counted).
+  layer's mean, per stage: the critic's encoder (the actor's too when shared: model.shared_encoder)
+  in its state MLP, fusion and frame-stack pool, the actor head, Q1 (the ReLU stages; the VMamba
+  backbone's GELUs are not counted).
 - **feature rank** (srank, Kumar et al. 2021, delta = 0.01): how many singular directions hold 99%
   of the encoder feature's spectrum over the windows (of d_model).
 - **attention**: entropy of the pool's weights over the K steps (log K = uniform) and the weight
@@ -74,15 +75,20 @@ def rollouts(cfg, nets, episodes: int) -> list:
     return out
 
 
-def relu_activations(module: nn.Module, prefix: str, store: dict) -> list:
-    """Forward hooks that append each ReLU's output, flattened to [N, units], under prefix/name."""
+def relu_activations(module: nn.Module, stage: str, store: dict) -> list:
+    """Forward hooks that append each ReLU's output, flattened to [N, units], under (stage, its name)."""
     hooks = []
     for name, m in module.named_modules():
         if isinstance(m, nn.ReLU):
-            def hook(_m, _i, out, key=f"{prefix}/{name}"):
+            def hook(_m, _i, out, key=(stage, name)):
                 store.setdefault(key, []).append(out.detach().reshape(-1, out.shape[-1]))
             hooks.append(m.register_forward_hook(hook))
     return hooks
+
+
+def in_batches(fn, *tensors, size: int = 256) -> torch.Tensor:
+    """fn over the windows in batches of ``size`` (the visited windows of 20 episodes do not fit one pass)."""
+    return torch.cat([fn(*(t[i:i + size] for t in tensors)) for i in range(0, len(tensors[0]), size)])
 
 
 def dormant_fraction(acts: torch.Tensor) -> float:
@@ -104,7 +110,6 @@ def diagnose(cfg, nets, episodes: int) -> dict:
     depth_key, state_key = seq_keys(cfg)
     depth = torch.cat([r[depth_key] for r in eps])
     state = torch.cat([r[state_key] for r in eps])
-    actions = torch.cat([r["action"] for r in eps])
     # discounted return that followed each step, and which episodes ended by success or collision
     returns, ended = [], []
     for r in eps:
@@ -117,35 +122,35 @@ def diagnose(cfg, nets, episodes: int) -> dict:
         done_by_event = bool(r["next", "terminated"].reshape(-1)[-1])
         ended.append(torch.full_like(rew, float(done_by_event)))
     returns, ended = torch.cat(returns), torch.cat(ended).bool()
-    acts: dict[str, list] = {}
-    enc = nets.critic.encoder
+    acts: dict[tuple, list] = {}
+    enc = nets.critic.encoder                  # the actor's too with model.shared_encoder
     hooks = relu_activations(enc.state_mlp, "encoder/state", acts) + relu_activations(enc.fusion, "encoder/fusion", acts)
     hooks += relu_activations(enc.pool, "encoder/pool", acts) + relu_activations(nets.actor.head, "actor_head", acts)
     hooks += relu_activations(nets.critic.q1, "q1", acts)
-    feats, q1s, q2s, atts = [], [], [], []
+
+    def critic_pass(d, s):    # -> [n, d_model + action_dim + 2 + K]: feature, action, q1, q2, attention
+        f, extras = enc(d, s, return_attention=True)
+        a = nets.actor.act(f) if nets.shared else nets.actor(d, s)
+        q1, q2 = nets.critic.q_heads(f, a)
+        return torch.cat([f, a, q1, q2, extras["attention"].mean(1)], -1)
+
     with torch.no_grad():
-        for i in range(0, len(depth), 256):
-            f, extras = enc(depth[i:i + 256], state[i:i + 256], return_attention=True)
-            a = nets.actor.act(f)
-            q1, q2 = nets.critic.q_heads(f, a)
-            feats.append(f), q1s.append(q1.reshape(-1)), q2s.append(q2.reshape(-1))
-            atts.append(extras["attention"].mean(1))
+        out = in_batches(critic_pass, depth, state)
     for h in hooks:
         h.remove()
-    feat, q1, q2, att = torch.cat(feats), torch.cat(q1s), torch.cat(q2s), torch.cat(atts)
+    feat, base, q1, q2, att = out.split([enc.d_model, nets.critic.action_dim, 1, 1, depth.shape[1]], -1)
+    q1, q2 = q1.reshape(-1), q2.reshape(-1)
     K = att.shape[-1]
     entropy = float(-(att.clamp_min(1e-12).log() * att).sum(-1).mean())
     # input reliance: shuffle one input's windows across the batch (a fixed permutation)
     perm = torch.randperm(len(depth), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        base = torch.cat([nets.actor(depth[i:i + 256], state[i:i + 256]) for i in range(0, len(depth), 256)])
-        no_depth = torch.cat([nets.actor(depth[perm][i:i + 256], state[i:i + 256]) for i in range(0, len(depth), 256)])
-        no_state = torch.cat([nets.actor(depth[i:i + 256], state[perm][i:i + 256]) for i in range(0, len(depth), 256)])
+        no_depth = in_batches(nets.actor, depth[perm], state)
+        no_state = in_batches(nets.actor, depth, state[perm])
     spread = (base - base.mean(0)).abs().mean()
     q_e, g_e, q2_e = q1[ended], returns[ended], q2[ended]
     dormant = {}
-    for key, chunks in acts.items():
-        stage = key.split("/")[0] if not key.startswith("encoder") else "/".join(key.split("/")[:2])
+    for (stage, _name), chunks in acts.items():
         dormant.setdefault(stage, []).append(dormant_fraction(torch.cat(chunks)))
     info = {k: [float(r["next", k].reshape(-1)[-1]) for r in eps] for k in ("success", "collision")}
     return {
