@@ -10,7 +10,8 @@ The algorithm is the quadruped agent's (agents/algos/ppo.py holds the shared pie
    one-hot actions, TanhNormal for the pendulums) and value head, one shared trunk.
 3. collect train.frames_per_batch steps with a TorchRL Collector (or RayCollector, collector.backend=ray).
 4. GAE over the batch with sequence-mode values; PPO epochs over trajectory slices in sequence mode.
-5. log return vs env steps and wall-clock (CSV), checkpoint atomically, evaluate greedily at the end.
+5. log return vs env steps and wall-clock (CSV), checkpoint atomically, evaluate greedily at the end;
+   on SIGTERM stop with a checkpoint at the frame it arrived (the batch it is on finishes first).
 ``train(cfg)`` returns a dict of results (the sweep runner, benchmarks/sweep.py, calls it).
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from agents.algos.ppo import (compute_advantages, episode_stats, lr_scale, make_
                                restart_segment, restore_optimizer, seed_everything, segment_seed)
 from agents.algos.ppo import dry_run as ppo_dry_run
 from agents.runtime.run_dir import RunDir, rng_state, set_rng_state
+from agents.runtime.stop import StopOnSignal
 from agents.pomdp.build import (Config, EnvFactory, MemoryPolicy, check_consistency, evaluate, make_env,
                                 measure_obs_stats)
 
@@ -111,7 +113,20 @@ def write_curve(path: Path, curve: list[dict]) -> None:
 def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = None, verbose: bool = True) -> dict:
     """Train; returns final_return (greedy eval), final_train_return, best_return, steps_to_threshold,
     seconds_to_threshold (None if never reached), params, env_steps_per_s, wall_s, frames, curve
-    (per-batch dicts of CURVE_FIELDS) and run_dir. Raises NonFiniteLoss (last checkpoint kept)."""
+    (per-batch dicts of CURVE_FIELDS) and run_dir. Raises NonFiniteLoss (last checkpoint kept).
+    A SIGTERM (agents/runtime/stop.py) ends the batch it arrives in with a checkpoint at that frame;
+    the result then has ``stopped: True`` and no final_return (the run is not finished)."""
+    # cfg.threads is this run's: give the caller its own back, as run_agent does for main() (a
+    # threads=1 left by an in-process call, a test's or a --workers 0 sweep's, changed later runs' numerics)
+    threads = torch.get_num_threads()
+    try:
+        with StopOnSignal() as stop:
+            return _train(cfg, run, resume_state, verbose, stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: Config, run: RunDir | None, resume_state: dict | None, verbose: bool, stop: StopOnSignal) -> dict:
     check_consistency(cfg)
     if run is None:
         run = RunDir.create(cfg.run_root, AGENT, cfg.name)
@@ -143,6 +158,7 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     t0 = time.perf_counter()
     wall = lambda: elapsed0 + time.perf_counter() - t0        # noqa: E731  (wall-clock across resumes)
     start_frames = frames
+    stopping = False
     if remaining > 0:
         fpb = cfg.train.frames_per_batch
         collector = make_collector(cfg, nets, segment_seed(cfg.seed, iteration), math.ceil(remaining / fpb) * fpb)
@@ -177,12 +193,14 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
                     say(f"frames {frames} return {last:.3f} steps/s {rate:.0f} (average {sps:.0f}) wall {wall():.0f}s",
                         flush=True)
                 done = frames >= cfg.train.total_frames
-                if iteration % cfg.train.checkpoint_every_iters == 0 or done:
-                    run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve, gen),
-                                        frames)
-                    if not done and cfg.collector.backend == "local":   # Ray collectors: resume is close, not exact
+                stopping = stop.requested and not done   # a stop's checkpoint ends a segment like a periodic one
+                if iteration % cfg.train.checkpoint_every_iters == 0 or done or stopping:
+                    path = run.save_checkpoint(checkpoint_state(cfg, nets, optim, frames, iteration, wall(), curve,
+                                                                gen), frames)
+                    # Ray collectors: resume is close, not exact
+                    if not (done or stopping) and cfg.collector.backend == "local":
                         restart_segment(collector, segment_seed(cfg.seed, iteration))
-                if done:
+                if done or stopping:
                     break
         finally:
             collector.shutdown()
@@ -190,8 +208,14 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     write_curve(run.path / "curve.csv", curve)
     result = summarize(curve, cfg.train.threshold, params["total"], frames, wall_s, (frames - start_frames) /
                        max(time.perf_counter() - t0, 1e-9) if frames > start_frames else float("nan"))
-    result["final_return"] = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 12345)["return"]
     result["run_dir"] = str(run.path)
+    if stopping:        # the resumed run is the run whose checkpoint fell on this frame
+        result["stopped"] = True
+        # printed also when not verbose: a sweep's log must say why a run has no result
+        print(f"stopped by {stop.signal_name} at frame {frames}: checkpoint {path} written; "
+              f"`python agents/ppo_memory.py --resume {run.path}` continues the run", flush=True)
+        return result
+    result["final_return"] = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + 12345)["return"]
     log_scalars(logger, {"eval/return": result["final_return"]}, frames)
     say(f"done: {frames} frames in {wall_s:.0f} s; greedy eval return {result['final_return']:.3f}; "
         f"best training return {result['best_return']:.3f}; threshold {cfg.train.threshold} reached at "

@@ -34,9 +34,11 @@ Overrides apply in this order (later wins): the env's config file, sweep overrid
 overrides, size, kind_overrides, the env's overrides, then the run's kind, seed, name, run_root.
 Every run writes ``<results>/runs/<run_id>.json`` (atomically: temp file + rename) and
 ``<results>/curves/<run_id>.csv``; a run whose JSON row says status "ok" is skipped on restart,
-failed runs (status "error", with the message) are tried again. The default results folder is
-``<run_root>/results`` (under runs/, not committed), so a fresh clone runs the whole sweep instead of
-finding the committed rows finished; ``--committed`` reads and extends the sweep file's ``results``.
+failed runs (status "error", with the message) and runs a SIGTERM stopped (status "stopped", no
+curve; with ``--workers 0`` the sweep ends there) are run again from the start. The default results
+folder is ``<run_root>/results`` (under runs/, not committed), so a fresh clone runs the whole sweep
+instead of finding the committed rows finished; ``--committed`` reads and extends the sweep file's
+``results``.
 Runs of an algorithm whose optional package is missing (``REQUIRES``: sb3-contrib for the sb3
 baseline) are skipped with one line, not failed.
 """
@@ -186,8 +188,12 @@ def execute(spec: dict, results: str) -> dict:
         result = ALGORITHMS[spec["algorithm"]](spec)
         from agents.ppo_memory import write_curve
 
-        write_curve(results / "curves" / f"{spec['run_id']}.csv", result.pop("curve"))     # atomic
-        row.update(result, status="ok")
+        curve = result.pop("curve")
+        if result.get("stopped"):       # a SIGTERM ended it early: not a finished run, no curve of one
+            row.update(result, status="stopped", error=f"stopped by a signal at frame {result['frames']}")
+        else:
+            write_curve(results / "curves" / f"{spec['run_id']}.csv", curve)     # atomic
+            row.update(result, status="ok")
     except Exception as err:    # noqa: BLE001 -- a failed run is recorded and the sweep goes on
         row.update(status="error", error=f"{type(err).__name__}: {err}",
                    traceback=traceback.format_exc()[-3000:])
@@ -262,6 +268,8 @@ def run_local(specs: list[dict], results: Path, workers: int) -> list[dict]:
         for i, spec in enumerate(specs):
             rows.append(execute(spec, str(results)))
             print(f"[{i + 1}/{len(specs)}] {_describe(rows[-1])}", flush=True)
+            if rows[-1]["status"] == "stopped":     # the SIGTERM was this process's: the sweep stops too
+                break
         return rows
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed

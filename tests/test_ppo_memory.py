@@ -1,6 +1,7 @@
-"""PPO + memory on the POMDP suite: a tiny run with checkpoint, --resume and --eval; config errors
-exit 2 naming the key; and a learning test (a Mamba policy learns repeat_previous, which a
-memoryless policy cannot)."""
+"""PPO + memory on the POMDP suite: a tiny run with checkpoint, --resume and --eval; a SIGTERM's
+checkpoint and its exact resume; config errors exit 2 naming the key; and a learning test (a Mamba
+policy learns repeat_previous, which a memoryless policy cannot)."""
+import csv
 import re
 from pathlib import Path
 
@@ -45,6 +46,51 @@ def test_tiny_run_checkpoint_resume_eval(tmp_path, capsys, task, kind):
     assert any(not torch.equal(state["model"][k], resumed["model"][k]) for k in state["model"])
     assert ppo_memory.main(["--eval", str(run.path), "--episodes", "3"]) == 0
     assert "over 3 greedy episodes: return" in capsys.readouterr().out
+
+
+def test_a_sigterm_checkpoints_the_frame_it_arrives_and_the_resume_equals_the_run_that_checkpointed_there(
+        tmp_path, capsys, sigterm_after_log):
+    """A real SIGTERM (to this process, from the frame-128 log call) during run B, whose periodic
+    checkpoint is only at 256: B finishes that batch, writes ckpt 128 and curve.csv, skips the final
+    eval and exits 0. Resumed, it trains to 384. Run A, never signalled, checkpoints at 128 and 256
+    by its config: its final weights, curve and logged metrics (time aside) equal B's, bit for bit.
+    A resume from anything but the stop frame (frame 0 is B's only other start) would differ."""
+    import signal
+
+    tiny = [o for o in TINY if not o.startswith(("train.total_frames=", "train.checkpoint_every_iters="))]
+    args = [*tiny, "env.task=stateless_cartpole", "model.memory=gru", "train.total_frames=384"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert ppo_memory.main([*args, "train.checkpoint_every_iters=2", f"run_root={a}"]) == 0
+    capsys.readouterr()
+    with sigterm_after_log(ppo_memory, 128):
+        assert ppo_memory.main([*args, "train.checkpoint_every_iters=4", f"run_root={b}"]) == 0
+    out = capsys.readouterr().out
+    run_a, run_b = _only_run(a), _only_run(b)
+    assert (f"stopped by SIGTERM at frame 128: checkpoint {run_b.checkpoints / 'ckpt_000000000128.pt'} written; "
+            f"`python agents/ppo_memory.py --resume {run_b.path}` continues the run") in out, out[-2000:]
+    assert "greedy eval return" not in out                              # no final eval of a stopped run
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL          # the handler is given back
+    assert [p.name for p in run_b.checkpoints.glob("*.pt")] == ["ckpt_000000000128.pt"]
+    stopped = RunDir.load_checkpoint(run_b.latest_checkpoint())
+    assert stopped["frames"] == 128 and stopped["iteration"] == 2
+    assert len((run_b.path / "curve.csv").read_text().splitlines()) == 1 + len(stopped["curve"])
+    assert not list((run_b.path / "metrics").rglob("*eval*"))
+    assert ppo_memory.main(["--resume", str(run_b.path)]) == 0
+    sa, sb = (RunDir.load_checkpoint(r.latest_checkpoint()) for r in (run_a, run_b))
+    assert sa["frames"] == sb["frames"] == 384
+    diff = [k for k in sa["model"] if not torch.equal(sa["model"][k], sb["model"][k])]
+    assert not diff, f"{len(diff)} of {len(sa['model'])} tensors differ after the stop and resume, e.g. {diff[:3]}"
+
+    def logged(run):      # curve.csv and the metrics, less the wall-clock figures (a resume has its own)
+        curve = [{k: v for k, v in row.items() if k != "wall_s"}
+                 for row in csv.DictReader((run.path / "curve.csv").read_text().splitlines())]
+        metrics = {name: p.read_text() for p in (run.path / "metrics").rglob("*.csv")
+                   if not (name := p.relative_to(run.path).as_posix()).startswith("metrics/scalars/time")}
+        return curve, metrics
+
+    (curve_a, metrics_a), (curve_b, metrics_b) = logged(run_a), logged(run_b)
+    assert curve_a == curve_b and len(curve_a) == 6, curve_a          # a point per batch
+    assert metrics_a == metrics_b and "metrics/scalars/eval/return.csv" in metrics_a, sorted(metrics_a)
 
 
 def test_train_returns_the_sweep_row(tmp_path):

@@ -1,5 +1,5 @@
 """Sweep runner and report: a 2-run sweep in a process pool, restart skips finished runs (and retries
-failed ones), the sb3 baseline runner, report generation. The Ray path: tests/test_ray.py."""
+failed and stopped ones), the sb3 baseline runner, report generation. The Ray path: tests/test_ray.py."""
 import importlib.util
 import json
 from pathlib import Path
@@ -85,6 +85,25 @@ def test_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert sweep.main([str(path), "--workers", "0"]) == 1
     row = rows(tmp_path)["ppo__cartpole__none__h8__s0"]
     assert row["status"] == "error" and "ppo.slice_len" in row["error"]
+
+
+def test_a_run_stopped_by_sigterm_is_not_finished_and_ends_an_in_process_sweep(tmp_path, capsys, sigterm_after_log):
+    """--workers 0: the sweep's SIGTERM stops the run it is in (status "stopped", no curve) and the
+    sweep with it (the next run does not start); a restart runs the stopped run again."""
+    from agents import ppo_memory
+
+    path = write_sweep(tmp_path, ["none"], [0, 1])
+    with sigterm_after_log(ppo_memory, 64):
+        assert sweep.main([str(path), "--workers", "0"]) == 1
+    assert "stopped by SIGTERM at frame 64" in capsys.readouterr().out
+    run_id = "ppo__cartpole__none__h8__s0"
+    assert list(rows(tmp_path)) == [run_id]
+    row = rows(tmp_path)[run_id]
+    assert row["status"] == "stopped" and row["frames"] == 64 and "final_return" not in row
+    assert not (results_dir(tmp_path) / "curves" / f"{run_id}.csv").exists()
+    assert sweep.main([str(path), "--workers", "0"]) == 0
+    assert "2 runs, 0 finished (skipped), 2 to run" in capsys.readouterr().out
+    assert {row["status"] for row in rows(tmp_path).values()} == {"ok"}
 
 
 def test_shipped_sweep_file_expands():
