@@ -15,11 +15,13 @@
 # (checkpoint only: train.refill_replay=true, in every run's overrides, refills the buffer with the
 # resumed policy for train.learning_starts steps before the updates go on). So a session is ~3 calls
 # chained while warm. Across sessions the limit is the 64 MiB (67.1 MB) working tree a call sends
-# (tracked files + what is carried): 17.7 MB tracked since 2026-12-02 (the quadruped's 21.2 MB
-# checkpoint left the tree then: benchmarks/runs/ppo_locomamba/flatB-*/CHECKPOINT.md), and carry
-# only what this script needs, ["gpu_carry/py312", "gpu_carry/build_pybullet.sh",
-# "gpu_carry/pybullet-3.2.7-trim.tar.gz"] (14 MB; benchmarks/gpu_carry.sh makes gpu_carry/). That
-# leaves ~35 MB: three ~10.5 MB checkpoints, not six. So either a comparison finishes inside one
+# (tracked files + what is carried; measure the tracked part with
+# `git ls-files -z | xargs -0 du -cb | tail -1`), and carry only what this script needs,
+# ["gpu_carry/py312", "gpu_carry/build_pybullet.sh", "gpu_carry/pybullet-3.2.7-trim.tar.gz"]
+# (14.2 MB; benchmarks/gpu_carry.sh makes gpu_carry/). The limit counts more than the raw bytes:
+# 51.9 MB tracked + 14.2 MB carried (63.0 MiB) was refused on 2026-12-03, 44.8 + 14.2 passed. The
+# shipped policies take ~14 MB of the tree (2026-12-04: 32.7 MB tracked with one Forest checkpoint),
+# so three ~10.5 MB checkpoints fit beside them, not six. So either a comparison finishes inside one
 # session, or ONE SEED's three runs train at a time (SEEDS=0 until done, then SEEDS=1): a triple's
 # checkpoints committed under benchmarks/runs/vmamba_td3/ continue in the next session, and three
 # processes share the GPU instead of six (the six together reached ~80 updates/s in all, 12-14 a run,
