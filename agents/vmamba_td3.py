@@ -44,6 +44,7 @@ from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401 
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
 from agents.runtime.stop import StopOnSignal
+from agents.runtime.best_export import keep_best
 from agents.runtime import replay_io
 from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, keep_rng, rng_state, set_rng_state
@@ -203,6 +204,7 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
     replay = make_replay(cfg, run.path / "replay_storage")
     episode = 0  # running episode id stored with each step: the SliceSampler's trajectory key
     returns, losses, last_eval, rng = [], [], frames, None
+    best = st.get("best_eval")            # the best eval's record (agents/runtime/best_export.py)
     refill_until = 0  # frame before which no update runs (learning_starts; on a refilled resume later)
     if resume_state is not None:
         nets.load_state_dict(resume_state["model"])
@@ -247,13 +249,21 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
     fpb = cfg.train.frames_per_batch
     logger = make_logger(cfg.logger, run.path, "metrics", config=to_dict(cfg))
 
+    def keep_if_best(result: dict, frame: int) -> None:
+        nonlocal best
+        best = keep_best(run.path, {"model": nets.state_dict(), "config": to_dict(cfg), "frames": frame,
+                                    "updates": updates}, result, frame, best,
+                         key="success_rate" if "success_rate" in result else "return")
+
     def periodic_eval(frame: int) -> bool:
-        """The train.eval_every_frames eval at ``frame``, logged; False when a stop cut it off (nothing logged)."""
+        """The train.eval_every_frames eval at ``frame``, logged (and exported if the best so far); False when
+        a stop cut it off (nothing logged)."""
         result = keep_rng(evaluate, cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET,
                           should_stop=lambda: stop.requested)
         if result is not None:
             log_scalars(logger, {f"eval/{k}": v for k, v in result.items()}, frame)
             print(f"\neval at {frame}: {format_eval(result)}", flush=True)
+            keep_if_best(result, frame)
         return result is not None
 
     if eval_due(cfg, frames, last_eval) and frames < cfg.train.total_frames:
@@ -334,7 +344,8 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
         env = None
         rng = rng_state()
         path = save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
-                    rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until)
+                    rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until,
+                    best_eval=best)
         episode += 1                      # the next segment's env starts a new episode, as on resume
     bar.close()
     if stopped:
@@ -344,6 +355,7 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
         return 0
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, out_dir=run.videos / f"eval_{frames}")
     log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
+    keep_if_best({k: v for k, v in result.items() if isinstance(v, float)}, frames)
     print(f"done: {frames} frames, {updates} updates in {time.perf_counter() - t0:.0f} s; eval {format_eval(result)}")
     print(f"run directory: {run.path}")
     return 0
@@ -370,7 +382,7 @@ KEEP_CHECKPOINTS = 2   # the newest and one to fall back to; each names its own 
 
 
 def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=None, returns=(), losses=(),
-         last_eval=0, refill_until=0) -> Path:
+         last_eval=0, refill_until=0, best_eval=None) -> Path:
     """Crash-consistent: the replay goes to its own folder replay/<frame>/ (fsynced, with a manifest),
     then the checkpoint (atomic rename) names that folder and the manifest's sha256, then folders
     that no kept checkpoint names are deleted. A kill at any point leaves the newest checkpoint
@@ -379,6 +391,7 @@ def save(cfg, run, nets, optims, ou, replay, frames, updates, episode, *, rng=No
     state = {"model": nets.state_dict(), "frames": frames, "updates": updates, "episode": episode,
              "ou": ou.state_dict(), "replay": entry, "returns": [float(r) for r in returns],
              "losses": [dict(l) for l in losses], "last_eval": int(last_eval), "refill_until": int(refill_until),
+             "best_eval": best_eval,
              "rng": rng if rng is not None else rng_state(), "config": to_dict(cfg),
              # as an ordinary optimiser saves it, also from a graphed run: checkpoints resume anywhere
              **{"optim_" + k: portable_optimizer_state(o.state_dict()) for k, o in optims.items()}}

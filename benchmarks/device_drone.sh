@@ -31,7 +31,9 @@
 # cuts the update's matmul work 3.3x, 21.8 -> 6.7 GFLOP; batch 64 halves it; measure them first with
 # `bash benchmarks/device_td3_profile.sh`, then give the choice as EXTRA).
 # What comes back ($OUT, 7 files): runs.tgz (every run's config, metrics, eval scalars, attention
-# PNGs, device.log; no checkpoints or replay) and each run's latest checkpoint, TAG.ckpt_<frame>.pt.part00
+# PNGs, device.log, export/best_float16.pt + best.json: the policy of its best eval so far, ~2.5 MB;
+# no checkpoints or replay; commit the best exports once for history and git rm them in the next
+# commit, as the checkpoints, unless one is shipped: the tree's 64 MiB again) and each run's latest checkpoint, TAG.ckpt_<frame>.pt.part00
 # (~10.5 MB: one part), and from a session's first call throughput.tgz (td3_throughput_gpu16.md/.json, BEFORE below).
 # Then, here (a checkpoint to commit for the next session only if the tree stays under 64 MiB):
 #   tar xzf .../runs.tgz -C benchmarks/runs/vmamba_td3/

@@ -1,4 +1,5 @@
 """TD3 agent (agents/vmamba_td3.py): sequence replay, tiny runs, resume, config errors."""
+import json
 import glob
 import os
 import re
@@ -509,3 +510,41 @@ def test_a_sigterm_during_an_eval_cuts_it_off_and_the_checkpoint_keeps_it_due(tm
     assert run(["--resume", r]) == 0                                   # no signal: the due eval, then on to 300
     rows = open(os.path.join(r, "metrics", "scalars", "eval", "return.csv")).read().split()
     assert [row.split(",")[0] for row in rows] == ["200", "300"], rows
+
+
+def test_the_best_eval_s_policy_is_exported_and_a_resume_keeps_the_record(tmp_path, monkeypatch, capsys):
+    """Evals scripted as success 0.5 (frame 100), 0.8 (200), 0.3 (250, the first run's final eval), then
+    after a resume 0.8 with a lower return (300: a tie lost) and 0.6 (400): RUN/export/best_float16.pt
+    stays the float16 export of the checkpoint at 200, since the checkpoint carried the record across
+    the resume (without it the first eval after the resume would have replaced the export)."""
+    from agents.runtime.best_export import BEST_EXPORT, BEST_RECORD
+    from agents.runtime.export import export_checkpoint
+
+    script = {100: (0.5, 1.0), 200: (0.8, 0.0), 250: (0.3, 2.0), 300: (0.8, -1.0), 400: (0.6, 3.0)}
+    frames_at = []
+
+    def scripted_evaluate(cfg, nets, episodes, seed, should_stop=None, out_dir=None):
+        frame = frames_at[-1]
+        return {"return": script[frame][1], "success_rate": script[frame][0]}
+
+    real_log = vmamba_td3.log_scalars
+    monkeypatch.setattr(vmamba_td3, "log_scalars", lambda lg, s, f: frames_at.append(f) or real_log(lg, s, f))
+    monkeypatch.setattr(vmamba_td3, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(vmamba_td3, "KEEP_CHECKPOINTS", 10)
+    args = ["--config", PENDULUM, *TINY, "train.total_frames=250", "train.eval_every_frames=100",
+            "train.checkpoint_every_frames=100", "logger=csv", f"run_root={tmp_path}", "name=r"]
+    assert run(args) == 0
+    (r,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    assert json.load(open(os.path.join(r, "export", BEST_RECORD)))["frame"] == 200
+    assert run(["--resume", r, "train.total_frames=400"]) == 0
+    assert "best eval so far (success_rate 0.800 at frame 200)" in capsys.readouterr().out
+    record = json.load(open(os.path.join(r, "export", BEST_RECORD)))
+    assert record == {"frame": 200, "return": 0.0, "success_rate": 0.8}, record
+    best = torch.load(os.path.join(r, "export", BEST_EXPORT), weights_only=True)
+    assert best["best_eval"] == record and best["frames"] == 200
+    at_200 = export_checkpoint(torch.load(os.path.join(r, "checkpoints", "ckpt_000000000200.pt"), weights_only=True),
+                               "ckpt 200")["model"]
+    assert best["model"].keys() == at_200.keys()
+    assert all(torch.equal(best["model"][k], at_200[k]) for k in at_200), "not the policy of frame 200"
+    monkeypatch.undo()
+    assert run(["--eval", os.path.join(r, "export", BEST_EXPORT), "--episodes", "1"]) == 0
