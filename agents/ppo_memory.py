@@ -29,7 +29,8 @@ if __package__ in (None, ""):   # run as a script: make the repository importabl
 
 import torch
 
-from agents.runtime.cli import agent_parser, eval_out_dir, eval_run, format_eval, pick_device, run_agent
+from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eval, pick_device, run_agent,
+                                threads_restored)
 from agents.runtime.atomic_io import atomic_open
 from agents.runtime.config import save_config, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
@@ -116,14 +117,9 @@ def train(cfg: Config, run: RunDir | None = None, resume_state: dict | None = No
     (per-batch dicts of CURVE_FIELDS) and run_dir. Raises NonFiniteLoss (last checkpoint kept).
     A SIGTERM (agents/runtime/stop.py) ends the batch it arrives in with a checkpoint at that frame;
     the result then has ``stopped: True`` and no final_return (the run is not finished)."""
-    # cfg.threads is this run's: give the caller its own back, as run_agent does for main() (a
-    # threads=1 left by an in-process call, a test's or a --workers 0 sweep's, changed later runs' numerics)
-    threads = torch.get_num_threads()
-    try:
-        with StopOnSignal() as stop:
-            return _train(cfg, run, resume_state, verbose, stop)
-    finally:
-        torch.set_num_threads(threads)
+    # cfg.threads is this run's; the sweep calls train() without main()'s run_agent, which restores them too
+    with threads_restored(), StopOnSignal() as stop:
+        return _train(cfg, run, resume_state, verbose, stop)
 
 
 def _train(cfg: Config, run: RunDir | None, resume_state: dict | None, verbose: bool, stop: StopOnSignal) -> dict:

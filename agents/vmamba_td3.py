@@ -252,8 +252,7 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
     def keep_if_best(result: dict, frame: int) -> None:
         nonlocal best
         best = keep_best(run.path, {"model": nets.state_dict(), "config": to_dict(cfg), "frames": frame,
-                                    "updates": updates}, result, frame, best,
-                         key="success_rate" if "success_rate" in result else "return")
+                                    "updates": updates}, result, frame, best)
 
     def periodic_eval(frame: int) -> bool:
         """The train.eval_every_frames eval at ``frame``, logged (and exported if the best so far); False when
@@ -354,8 +353,9 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
               "there: the resumed run is the run whose checkpoint fell on this frame, bit for bit)", flush=True)
         return 0
     result = evaluate(cfg, nets, cfg.train.eval_episodes, seed=cfg.seed + EVAL_SEED_OFFSET, out_dir=run.videos / f"eval_{frames}")
-    log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, frames)
-    keep_if_best({k: v for k, v in result.items() if isinstance(v, float)}, frames)
+    figures = {k: v for k, v in result.items() if isinstance(v, float)}   # less the video and plot paths
+    log_scalars(logger, {f"eval/{k}": v for k, v in figures.items()}, frames)
+    keep_if_best(figures, frames)
     print(f"done: {frames} frames, {updates} updates in {time.perf_counter() - t0:.0f} s; eval {format_eval(result)}")
     print(f"run directory: {run.path}")
     return 0

@@ -30,10 +30,12 @@ def is_better(result: dict, best: dict | None, key: str, tie: str) -> bool:
 def keep_best(run_path: Path, state: dict, result: dict, frame: int, best: dict | None, *,
               key: str = "success_rate", tie: str = "return") -> dict | None:
     """After an eval at ``frame`` with figures ``result``: if it beats ``best`` (the record this returned
-    last time; a checkpoint carries it across resumes), export ``state`` (config and ``model``: the
+    last time; a checkpoint carries it across resumes) on ``key`` (on ``tie`` alone where a task has no
+    ``key``: return where there is no success rate), export ``state`` (config and ``model``: the
     acting weights) to RUN/export/best_float16.pt and its record to best.json, both atomically, and
     return the new record; else return ``best``. The export carries the record too (``best_eval``)."""
-    if key not in result or not is_better(result, best, key, tie):
+    key = key if key in result else tie
+    if not is_better(result, best, key, tie):
         return best
     record = {"frame": int(frame), **{k: float(v) for k, v in result.items() if isinstance(v, (int, float))}}
     exported = export_checkpoint(state, f"{run_path} at frame {frame}", torch.float16)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -372,19 +373,28 @@ def run_agent(args, *, config_cls, agent: str, check, run_eval, dry_run, train, 
     ``run_export``."""
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(levelname)s %(message)s")
     box = []
-    # an agent sets torch's intra-op threads for its run (the `threads` keys); give them back, so
-    # that main() called in-process (tests, notebooks) leaves no global state behind: measured,
-    # ppo_memory's threads=1 left in the process changed the numerics of the next test's runs
+    with threads_restored():
+        try:
+            return _run_agent(args, box, config_cls=config_cls, agent=agent, check=check, run_eval=run_eval,
+                              dry_run=dry_run, train=train, load_new=load_new,
+                              save_config_on_resume=save_config_on_resume, launch_errors=launch_errors,
+                              validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume,
+                              device_key=device_key, prog=prog or f"agents/{agent}.py", add_facts=add_facts)
+        finally:
+            for run in box:
+                run.unlock()
+
+
+@contextmanager
+def threads_restored():
+    """torch's intra-op thread count as it was on entry, also after an error. An agent sets its own for
+    its run (the `threads` keys); a caller in the same process (tests, notebooks, a --workers 0 sweep)
+    gets its own back: measured, ppo_memory's threads=1 left in the process changed the numerics of
+    the next test's runs."""
     threads = torch.get_num_threads()
     try:
-        return _run_agent(args, box, config_cls=config_cls, agent=agent, check=check, run_eval=run_eval,
-                          dry_run=dry_run, train=train, load_new=load_new,
-                          save_config_on_resume=save_config_on_resume, launch_errors=launch_errors,
-                          validate_checkpoint=validate_checkpoint, frozen_on_resume=frozen_on_resume,
-                          device_key=device_key, prog=prog or f"agents/{agent}.py", add_facts=add_facts)
+        yield
     finally:
-        for run in box:
-            run.unlock()
         torch.set_num_threads(threads)
 
 
