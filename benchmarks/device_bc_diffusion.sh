@@ -32,7 +32,9 @@
 # cannot carry over to the next one (all 12 latest checkpoints are 502 MB, 32 parts of 15 MiB, see
 # MODE=ckpt, and a call carries in 64 MiB). The same device time trains ONE task's 6 runs for twice the steps:
 # TASKS=push STEPS=7200 in one session, TASKS=pick_place STEPS=7200 in the next (use another ROOT per
-# task if both run on one warm machine). After each call, the status lines give every run's step and
+# task if both run on one warm machine). Measured 2026-12-04 (benchmarks/results/bc_diffusion_gpu_push7200.md):
+# TASKS=push STEPS=7200 took calls of 570, 570 and (FINAL=1) 585 s, 512 + 513 + 523 s of wall and
+# 1,623 s of device time; 353 + 494 + 498 s of training; all six runs done with ~30 s to spare. After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
 #
 # What comes back ($OUT), each call: runs.tgz (every run's config.yaml, metrics CSVs, per-run training

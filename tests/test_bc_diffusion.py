@@ -374,7 +374,17 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
     returned = shutil.copytree(run, tmp_path / "returned" / run.name, ignore=shutil.ignore_patterns("checkpoints"))
     row = latest_result(returned, evaluate=False, episodes=None)
     assert row is not None and row["episodes"] == 1 and row["run"] == str(returned)
-    assert 0.0 <= open_loop_error(returned, windows=4) < 2.0
+    fit = open_loop_error(returned, windows=4)
+    assert 0.0 <= fit < 2.0
+    # --heldout: the same error on demos the run never saw (another dataset of the task)
+    heldout = open_loop_error(returned, windows=4, data=synthetic_dataset(tmp_path / "unseen"))
+    assert 0.0 <= heldout < 2.0 and heldout != fit
+    from benchmarks.bc_diffusion_table import main as table_main
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        table_main([str(returned), "--heldout", str(tmp_path / "nothing"), "--out", str(tmp_path / "t.md")])
+    assert exit_info.value.code == 2 and f"--heldout {tmp_path / 'nothing'}: no dataset there" in capsys.readouterr().err
+    assert not (tmp_path / "t.md").exists()
     assert main(["eval", str(returned), "--episodes", "1", "--no-video"]) == 0     # its export, too
     assert f"eval of {returned / 'export' / half.name}" in capsys.readouterr().out
     assert main(["export", str(returned)]) == 2                                   # no training checkpoint
