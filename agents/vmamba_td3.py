@@ -219,6 +219,10 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
             refill_until = frames + cfg.train.learning_starts
             print(f"replay folder {saved} is missing: train.refill_replay collects {cfg.train.learning_starts} "
                   f"steps with the resumed policy before updating again (until frame {refill_until})")
+            if refill_until >= cfg.train.total_frames:   # seen: a Forest run resumed 1.8k steps from its end
+                print(f"warning: the refill reaches train.total_frames={cfg.train.total_frames}: no update runs "
+                      f"in the rest of this run (its final eval is the resumed policy's); raise "
+                      f"train.total_frames to train on, or resume with the replay folder", flush=True)
         else:
             try:
                 replay_io.load(replay, run.path / "replay", resume_state["replay"])

@@ -205,10 +205,19 @@ def test_resume_without_its_replay_refills_it_only_when_asked(tmp_path, capsys):
     assert run(["--resume", run_dir, "train.total_frames=500"]) != 0
     assert "train.refill_replay=true" in capsys.readouterr().err
     assert run(["--resume", run_dir, "train.total_frames=500", "train.refill_replay=true"]) == 0
-    assert "collects 100 steps with the resumed policy before updating again (until frame 400)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "collects 100 steps with the resumed policy before updating again (until frame 400)" in out
+    assert "the refill reaches" not in out
     after = torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000500.pt"), weights_only=True)
     # batches of 50 frames at 0.2 updates a frame: only those ending at 400, 450 and 500 update
     assert after["updates"] - before == 3 * 10 and after["refill_until"] == 400
+    # a refill that reaches the end says the rest of the run does not update
+    shutil.rmtree(os.path.join(run_dir, "replay"))
+    assert run(["--resume", run_dir, "train.total_frames=550", "train.refill_replay=true"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the refill reaches train.total_frames=550: no update runs" in out
+    final = torch.load(os.path.join(run_dir, "checkpoints", "ckpt_000000000550.pt"), weights_only=True)
+    assert final["updates"] == after["updates"]
 
 
 def test_config_errors_name_the_key(capsys):
