@@ -52,9 +52,9 @@ AGENT = "bc_diffusion"
 class Windows:
     """The dataset in memory + Diffusion Policy's window sampler: ``sample(B)`` -> training batch."""
 
-    def __init__(self, cfg: Config, device: torch.device):
+    def __init__(self, cfg: Config, device: torch.device, path: str | None = None):
         p = cfg.policy
-        self.demos = load_dataset(cfg.data.path)
+        self.demos = load_dataset(path or cfg.data.path)        # path: another dataset (data.val_path)
         meta = self.demos.meta["config"]
         self.task, self.num_points = meta["task"], int(meta["num_points"])
         data = self.demos.data
@@ -68,6 +68,29 @@ class Windows:
         rows = self.index[pick]                                                              # [B, T]
         obs = rows[:, : self.n_obs]                                                          # [B, To]
         return {"point_cloud": self.pc[obs], "agent_pos": self.pos[obs], "action": self.act[rows]}
+
+
+@torch.no_grad()
+def open_loop_error(policy: DiffusionPolicy, batch: dict, generator: torch.Generator) -> float:
+    """Mean |sampled action - expert action| over the executed steps of a batch of windows, in
+    normalised action units ([-1, 1]): how well the policy reproduces these demos open loop."""
+    To, Ta = policy.n_obs_steps, policy.n_action_steps
+    pred = policy.predict_action({k: batch[k][:, :To] for k in ("point_cloud", "agent_pos")},
+                                 generator=generator)["action"]
+    norm = policy.action_norm
+    return float((norm(pred) - norm(batch["action"][:, To - 1: To - 1 + Ta])).abs().mean())
+
+
+@torch.no_grad()
+def validate(policy: DiffusionPolicy, batch: dict, device: torch.device) -> dict:
+    """The (EMA) policy on fixed held-out windows: noise-MSE at fixed noise and DDPM steps, and the
+    open-loop action error at fixed sampling noise, so successive validations differ by the weights."""
+    was_training = policy.training
+    policy.eval()
+    loss = float(policy.compute_loss(batch, generator=torch.Generator(device).manual_seed(0)))
+    error = open_loop_error(policy, batch, torch.Generator(device).manual_seed(1))
+    policy.train(was_training)
+    return {"val/loss": loss, "val/open_loop_error": error}
 
 
 @torch.no_grad()
@@ -131,6 +154,13 @@ def _train(cfg: Config, run: RunDir, state: dict | None, stop: StopOnSignal) -> 
     print(f"parameters ({cfg.policy.denoiser}): encoder {counts['encoder']:,}, denoiser {counts['denoiser']:,}, "
           f"total {counts['total']:,}")
     logger = make_logger(cfg.logger, run.path, AGENT, config=to_dict(cfg))
+    val_batch = None
+    if cfg.train.val_every_steps:    # the same 256 held-out windows at every validation
+        val = Windows(cfg, device, cfg.data.val_path)
+        val_batch = val.sample(256, torch.Generator(device).manual_seed(0))
+        print(f"validation every {cfg.train.val_every_steps} steps on {len(val.demos.episodes)} held-out episodes "
+              f"({cfg.data.val_path}): 256 windows")
+        del val
 
     def save() -> Path:
         return run.save_checkpoint({
@@ -189,6 +219,11 @@ def _train(cfg: Config, run: RunDir, state: dict | None, stop: StopOnSignal) -> 
             print(f"stopped by {stop.signal_name} at step {step}: checkpoint {path} written; "
                   f"`python agents/bc_diffusion.py train --resume {run.path}` continues exactly there", flush=True)
             return
+        if val_batch is not None and (step % cfg.train.val_every_steps == 0 or step == cfg.train.steps):
+            scores = validate(ema.module, val_batch, device)
+            log_scalars(logger, scores, step)
+            print(f"step {step} val loss {scores['val/loss']:.4f} open-loop error {scores['val/open_loop_error']:.4f}",
+                  flush=True)
         if cfg.train.eval_every_steps and step % cfg.train.eval_every_steps == 0:
             result = rollout(cfg, ema.module, data.task, cfg.eval.episodes, cfg.eval.seed, None)
             log_scalars(logger, {f"eval/{k}": v for k, v in result.items() if isinstance(v, float)}, step)
@@ -285,8 +320,15 @@ def dry_run(cfg: Config) -> int:
 
 
 def check(cfg: Config) -> None:
-    """The dataset opens and validates (before bc_main creates a run directory)."""
-    load_dataset(cfg.data.path)
+    """The datasets open and validate (before bc_main creates a run directory); held-out demos must
+    be of the training data's task and point count."""
+    meta = load_dataset(cfg.data.path).meta["config"]
+    if cfg.data.val_path:
+        val = load_dataset(cfg.data.val_path).meta["config"]
+        for key in ("task", "num_points"):
+            if val[key] != meta[key]:
+                raise DatasetError(f"data.val_path={cfg.data.val_path}: {key} {val[key]!r}, but data.path="
+                                   f"{cfg.data.path} has {meta[key]!r}")
 
 
 def main(argv=None) -> int:

@@ -85,6 +85,8 @@ def jobs(args, root: Path, steps: int, extra: list[str], resume: bool = False) -
                 argv = [*AGENT, "train", "--config", str(ROOT / "configs" / "manip" / f"{task}_{base}.yaml"),
                         f"seed={seed}", f"name={name}", f"run_root={root}", f"train.steps={steps}",
                         *([f"policy.down_dims=[{','.join(map(str, dims))}]"] if dims else []), *variant,
+                        *([f"data.val_path={Path(args.val_root) / task}",
+                           f"train.val_every_steps={args.val_every}"] if args.val_root else []),
                         *args.set, *extra]
                 out.append((name, argv))
     return out
@@ -114,6 +116,10 @@ def main(argv=None) -> int:
     p.add_argument("--calibration-steps", type=int, default=60)
     p.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every run")
     p.add_argument("--runs", default="runs/manip_grid", help="run root (runs go to RUNS/bc_diffusion/)")
+    p.add_argument("--val-root", default=None, metavar="DIR",
+                   help="held-out demos per task, DIR/<task> (`generate` with another --seed): each new run "
+                        "validates on them every --val-every steps (data.val_path, train.val_every_steps)")
+    p.add_argument("--val-every", type=int, default=300, help="steps between validations (with --val-root)")
     p.add_argument("--parallel", type=int, default=None, help="runs at once (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the runs found under --runs (with --steps; "
                    "on resume --set is not applied, the run keeps its config but train.steps)")
@@ -126,6 +132,13 @@ def main(argv=None) -> int:
         p.error("give exactly one of --steps and --budget-s")
     if args.resume and args.steps is None:
         p.error("--resume needs --steps (the runs' cosine schedule is fixed by it)")
+    if args.val_root:
+        missing = [t for t in args.tasks if not (Path(args.val_root) / t / "config.json").is_file()]
+        if missing:
+            p.error(f"--val-root {args.val_root}: no dataset for {', '.join(missing)} (expected "
+                    f"{args.val_root}/<task>/config.json, as `bc_diffusion.py generate --out DIR` writes)")
+        if args.val_every < 1:
+            p.error(f"--val-every must be >= 1, got {args.val_every}")
     root = Path(args.runs)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     n = len(args.tasks) * len(args.denoisers) * len(args.seeds)

@@ -75,7 +75,7 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
     training data, which tells under-fitting from closed-loop drift when success is low. With
     ``data`` (demos the run never saw, e.g. generated with another --seed) the same error on them:
     a training error far below it is memorisation of the demos, not a better policy."""
-    from agents.bc_diffusion import Windows
+    from agents.bc_diffusion import Windows, open_loop_error as policy_error
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
     from agents.runtime.run_dir import RunDir
@@ -89,40 +89,48 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
     policy.load_state_dict(state["ema_model"])
     policy.eval()
     batch = Windows(cfg, torch.device("cpu")).sample(windows, torch.Generator().manual_seed(0))
-    To, Ta = cfg.policy.n_obs_steps, cfg.policy.n_action_steps
-    pred = policy.predict_action({k: batch[k][:, :To] for k in ("point_cloud", "agent_pos")},
-                                 generator=torch.Generator().manual_seed(0))["action"]
-    norm = policy.action_norm
-    return float((norm(pred) - norm(batch["action"][:, To - 1: To - 1 + Ta])).abs().mean())
+    return policy_error(policy, batch, torch.Generator().manual_seed(0))
 
 
 def plot_losses(results: list[dict], out: Path) -> None:
-    """Training loss (noise MSE, the agent's CSV log: RUN/bc_diffusion/scalars/train/loss.csv) vs
-    step, one panel per task, one colour per denoiser row, log scale: flat or still falling?"""
+    """Per task: the training loss (noise MSE, RUN/bc_diffusion/scalars/train/loss.csv) vs step, one
+    colour per denoiser row, log scale (flat or still falling?); and where runs validated on held-out
+    demos (train.val_every_steps), a second row with their val/open_loop_error (memorising or
+    generalising?)."""
     import csv
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def series(run: str, key: str):
+        f = Path(run) / "bc_diffusion" / "scalars" / key
+        return np.array([[float(v) for v in row] for row in csv.reader(f.open())]).T if f.is_file() else None
+
     tasks = sorted({r["task"] for r in results})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False)
+    val = any(series(r["run"], "val/open_loop_error.csv") is not None for r in results)
+    fig, axes = plt.subplots(1 + val, len(tasks), figsize=(6 * len(tasks), 4 * (1 + val)), squeeze=False)
     colours = {}
     for r in sorted(results, key=lambda r: r["run"]):
-        f = Path(r["run"]) / "bc_diffusion" / "scalars" / "train" / "loss.csv"
-        if not f.is_file():
-            continue
-        steps, loss = np.array([[float(v) for v in row] for row in csv.reader(f.open())]).T
-        k = max(1, len(loss) // 50)                       # a moving mean over ~2% of the run
-        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         c = colours.setdefault(r["denoiser"], f"C{len(colours)}")
-        ax = axes[0, tasks.index(r["task"])]
-        ax.plot(steps[k - 1:], smooth, color=c, label=r["denoiser"] if c not in ax.get_legend_handles_labels()[1] else None)
-    for ax, task in zip(axes[0], tasks):
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(dict(zip(labels, handles)).values(), dict(zip(labels, handles)).keys())
-        ax.set(title=task, xlabel="step", ylabel="training loss (noise MSE)", yscale="log")
-        ax.grid(alpha=0.3)
+        col = tasks.index(r["task"])
+        train = series(r["run"], "train/loss.csv")
+        if train is not None:
+            steps, loss = train
+            k = max(1, len(loss) // 50)                       # a moving mean over ~2% of the run
+            axes[0, col].plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), color=c,
+                              label=r["denoiser"])
+        held = series(r["run"], "val/open_loop_error.csv") if val else None
+        if held is not None:
+            axes[1, col].plot(*held, "o-", ms=3, color=c, label=r["denoiser"])
+    for row, (ylabel, yscale) in enumerate([("training loss (noise MSE)", "log"),
+                                            ("held-out open-loop action error", "linear")][: 1 + val]):
+        for ax, task in zip(axes[row], tasks):
+            handles, labels = ax.get_legend_handles_labels()
+            unique = dict(zip(labels, handles))
+            ax.legend(unique.values(), unique.keys())
+            ax.set(title=task, xlabel="step", ylabel=ylabel, yscale=yscale)
+            ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")

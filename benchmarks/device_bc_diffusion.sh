@@ -37,6 +37,12 @@
 # 1,623 s of device time; 353 + 494 + 498 s of training; all six runs done with ~30 s to spare. After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
 #
+# Held-out demos (since 2026-12-04): the first call also generates VAL_EPISODES (default 50; 0: none)
+# demos per task with --seed 1 into data/manip_val/<task>, and every new run validates its EMA policy on
+# them every VAL_EVERY (300) steps (data.val_path, train.val_every_steps: val/loss, val/open_loop_error in
+# its metrics): whether a run memorises its 100 demos or still generalises better, over training
+# (bc_diffusion_gpu_push7200.md found the UNet's 0.006 on its demos to be 0.134 on unseen ones at the end).
+# Smoke measured 2026-12-04: TASKS=push DENOISERS="unet mamba1" SEEDS=0 ... smoke 200: 31 s, val rows at 20/40/60.
 # What comes back ($OUT), each call: runs.tgz (every run's config.yaml, metrics CSVs, per-run training
 # logs, grid.log, status.txt; no checkpoints, no exports). When every run has reached STEPS (or with
 # FINAL=1: export each run at its latest checkpoint whatever its step, for a session that runs out):
@@ -64,7 +70,7 @@
 #
 # Smoke on a CPU machine (no GPU; a scratch clone; 12 tiny runs: a stop, a resume, exports, checkpoint parts):
 #   git clone -q /work/main /tmp/bcsmoke && cd /tmp/bcsmoke && mkdir -p /tmp/bcsmoke_site && touch /tmp/bcsmoke_site/.mambazoo_ready
-#   smoke() { s=$1; shift; env SITE=/tmp/bcsmoke_site PYBULLET=0 DEVICE=cpu GRAPH=false EPISODES=2 STEPS=60 CKPT_EVERY=10 \
+#   smoke() { s=$1; shift; env SITE=/tmp/bcsmoke_site PYBULLET=0 DEVICE=cpu GRAPH=false EPISODES=2 VAL_EPISODES=2 VAL_EVERY=20 STEPS=60 CKPT_EVERY=10 \
 #     BATCH=8 WARMUP=5 UNET_DIMS="16 32 64" MAMBA_DIMS="8 16 32" EXTRA=train.log_every_steps=10 "$@" \
 #     nice -n 15 bash benchmarks/device_bc_diffusion.sh $s; }
 #   smoke 130 OUT=/tmp/bcsmoke_out1    # stops after ~73 s of training, each run at step 10-20 (0/12 done)
@@ -113,14 +119,21 @@ fi
 
 rm -rf /tmp/bc_ckpt    # a later MODE=ckpt call packs the checkpoints anew
 
-# --- datasets (first call): both tasks at once
+# --- datasets (first call): every task's demos (seed 0) and its held-out demos (seed 1, VAL_EPISODES,
+# data/manip_val/<task>: each new run's validation, val/loss and val/open_loop_error every VAL_EVERY steps)
+VAL_EPISODES=${VAL_EPISODES:-50}; VAL_EVERY=${VAL_EVERY:-300}
 for t in $TASKS; do
-  [ -f "data/manip/.$t.$EPISODES.done" ] && continue
+  [ -f "data/manip/.$t.$EPISODES.done" ] || \
   ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$EPISODES" --out "data/manip/$t" --seed 0 --quiet \
       > "/tmp/bc_generate_$t.log" 2>&1 && touch "data/manip/.$t.$EPISODES.done"; tail -2 "/tmp/bc_generate_$t.log" ) &
+  [ "$VAL_EPISODES" = 0 ] || [ -f "data/manip_val/.$t.$VAL_EPISODES.done" ] || \
+  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$VAL_EPISODES" --out "data/manip_val/$t" --seed 1 --quiet \
+      > "/tmp/bc_generate_val_$t.log" 2>&1 && touch "data/manip_val/.$t.$VAL_EPISODES.done"; tail -1 "/tmp/bc_generate_val_$t.log" ) &
 done
 wait
-for t in $TASKS; do [ -f "data/manip/.$t.$EPISODES.done" ] || { say "dataset $t failed"; exit 1; }; done
+for t in $TASKS; do [ -f "data/manip/.$t.$EPISODES.done" ] || { say "dataset $t failed"; exit 1; }
+  [ "$VAL_EPISODES" = 0 ] || [ -f "data/manip_val/.$t.$VAL_EPISODES.done" ] || { say "held-out dataset $t failed"; exit 1; }; done
+VAL_ARGS=(); [ "$VAL_EPISODES" = 0 ] || VAL_ARGS=(--val-root data/manip_val --val-every "$VAL_EVERY")
 say "datasets ready"
 
 # --- training: every run continued (or started) until SECS - RESERVE
@@ -129,7 +142,7 @@ left=$(( T0 + SECS - RESERVE - $(date +%s) ))
 if [ "$left" -gt 30 ]; then
   say "training for up to $left s"
   python3 benchmarks/bc_diffusion_grid.py --tasks $TASKS --denoisers $DENOISERS --seeds $SEEDS --steps "$STEPS" \
-    --unet-dims $UNET_DIMS --mamba-dims $MAMBA_DIMS --resume --stop-s "$left" --export none --runs "$ROOT" \
+    --unet-dims $UNET_DIMS --mamba-dims $MAMBA_DIMS --resume --stop-s "$left" --export none --runs "$ROOT" "${VAL_ARGS[@]}" \
     --set train.batch_size="$BATCH" train.lr=1e-3 train.warmup_steps="$WARMUP" train.checkpoint_every_steps="$CKPT_EVERY" \
           logger=csv device="$DEVICE" train.cuda_graph="$GRAPH" ${EXTRA:-} 2>&1 | tee -a "$ROOT/grid.log" | grep -v "^\[.*start "
 fi

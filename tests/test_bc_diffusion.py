@@ -25,16 +25,17 @@ def dataset(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("bcd") / "push", 2, GEN, progress=False)
 
 
-def synthetic_dataset(root: Path, episodes: int = 3, length: int = 20) -> Path:
+def synthetic_dataset(root: Path, episodes: int = 3, length: int = 20, **changes) -> Path:
     """A dataset in generate's on-disk format from random arrays (points inside the workspace), for
-    machines without pybullet (the GPU one); returns the directory train's data.path takes."""
+    machines without pybullet (the GPU one); returns the directory train's data.path takes.
+    ``changes``: GenerateConfig fields to differ from GEN's (e.g. num_points)."""
     import dataclasses
 
     from tensordict import TensorDict
 
     from agents.manipulation.data import _merge, _write_json
 
-    cfg = dataclasses.replace(GEN, horizon=length)
+    cfg = dataclasses.replace(GEN, horizon=length, **changes)
     (root / "pending").mkdir(parents=True)
     _write_json(root / "config.json", dataclasses.asdict(cfg))
     g = torch.Generator().manual_seed(0)
@@ -492,6 +493,47 @@ def test_train_device_cuda_without_cuda_exits_2_before_a_run_dir(dataset, tmp_pa
     assert main(["train", *args]) == 2
     assert "config key 'device': 'cuda' asked for" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_validation_on_held_out_demos(dataset, tmp_path, capsys):
+    """train.val_every_steps logs the EMA policy's val/loss and val/open_loop_error on data.val_path's
+    demos (fixed windows and noise: the logged figures are the final EMA weights' own); a validation
+    without data.val_path, or held-out demos of another point count, is an error naming the key
+    before any run directory exists."""
+    import csv
+
+    from agents.bc_diffusion import validate
+    from agents.runtime.run_dir import RunDir
+    from networks.models.diffusion_policy import make_policy
+
+    unseen = synthetic_dataset(tmp_path / "unseen")
+    base = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path / 'runs'}"]
+    assert main(["train", *base, f"data.val_path={unseen}", "train.val_every_steps=3"]) == 0
+    assert "validation every 3 steps on 3 held-out episodes" in capsys.readouterr().out
+    (run,) = (tmp_path / "runs" / "bc_diffusion").iterdir()
+    logged = {}
+    for key in ("loss", "open_loop_error"):
+        rows = list(csv.reader((run / "bc_diffusion" / "scalars" / "val" / f"{key}.csv").open()))
+        assert [int(r[0]) for r in rows] == [3, 6]
+        logged[key] = float(rows[-1][1])
+        assert all(0.0 < float(r[1]) < 10.0 for r in rows)
+    state = RunDir.load_checkpoint(RunDir(run).latest_checkpoint())
+    cfg = from_dict(Config, state["config"])
+    policy = make_policy(cfg.policy, int(state["num_points"]))
+    policy.load_state_dict(state["ema_model"])
+    batch = Windows(cfg, torch.device("cpu"), str(unseen)).sample(256, torch.Generator().manual_seed(0))
+    again = validate(policy, batch, torch.device("cpu"))
+    assert again == validate(policy, batch, torch.device("cpu"))            # the same weights score the same
+    assert again["val/loss"] == pytest.approx(logged["loss"], rel=1e-5)
+    assert again["val/open_loop_error"] == pytest.approx(logged["open_loop_error"], rel=1e-5)
+
+    fresh = tmp_path / "fresh"
+    assert main(["train", *base[:-1], f"run_root={fresh}", "train.val_every_steps=3"]) == 2
+    assert "config key 'train.val_every_steps': 3 needs data.val_path" in capsys.readouterr().err
+    other = synthetic_dataset(tmp_path / "other_points", num_points=32)
+    assert main(["train", *base[:-1], f"run_root={fresh}", f"data.val_path={other}", "train.val_every_steps=3"]) == 2
+    assert f"data.val_path={other}: num_points 32, but data.path={dataset.path.parent} has 64" in capsys.readouterr().err
+    assert not fresh.exists() or not any(fresh.rglob("config.yaml"))
 
 
 def test_clear_errors(tmp_path, capsys):

@@ -13,7 +13,7 @@ from benchmarks.bc_navigation_compare import run_parallel
 
 def args(**kw):
     base = dict(tasks=["push"], denoisers=["mamba1", "mamba1_noattn"], seeds=[0], unet_dims=None,
-                mamba_dims=[16, 32, 64], set=["logger=csv"])
+                mamba_dims=[16, 32, 64], set=["logger=csv"], val_root=None, val_every=300)
     return Namespace(**{**base, **kw})
 
 
@@ -33,6 +33,19 @@ def test_variant_names_and_overrides(tmp_path):
     assert a[a.index("--config") + 1].endswith("push_mamba1.yaml") and "policy.attention=false" not in a
     assert b[b.index("--config") + 1].endswith("push_mamba1.yaml") and "policy.attention=false" in b
     assert "name=push_mamba1_noattn_s0" in b and "policy.down_dims=[16,32,64]" in b
+
+
+def test_val_root_gives_each_new_run_its_tasks_held_out_demos(tmp_path, capsys):
+    import pytest
+
+    (_, a), _ = grid.jobs(args(val_root=str(tmp_path / "val"), val_every=200), tmp_path, 100, [])
+    assert f"data.val_path={tmp_path / 'val' / 'push'}" in a and "train.val_every_steps=200" in a
+    (_, a), _ = grid.jobs(args(), tmp_path, 100, [])
+    assert not any(x.startswith(("data.val_path", "train.val_every_steps")) for x in a)
+    with pytest.raises(SystemExit) as exit_info:       # checked before any run starts
+        grid.main(["--tasks", "push", "--steps", "10", "--val-root", str(tmp_path / "val"), "--runs", str(tmp_path / "r")])
+    assert exit_info.value.code == 2 and f"--val-root {tmp_path / 'val'}: no dataset for push" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_continues_skips_and_restarts(tmp_path):

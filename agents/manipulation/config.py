@@ -22,6 +22,9 @@ class DataConfig:
     path: str = field_spec("data/manip/push",
                            help="dataset directory written by `generate` (the task is read from it); "
                                 "one policy per task: run train once per dataset")
+    val_path: str = field_spec("", help="held-out demos of the same task (`generate` with another --seed): "
+                                       "every train.val_every_steps the EMA policy's noise-MSE and open-loop "
+                                       "action error on them are logged (val/*); empty: none")
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrainConfig:
                                              "the end)")
     eval_every_steps: int = field_spec(0, min=0, help="gradient steps between closed-loop evals (0: none during "
                                        "training)")
+    val_every_steps: int = field_spec(0, min=0, help="gradient steps between validations on data.val_path "
+                                      "(0: none); needs data.val_path")
     cuda_graph: bool = field_spec(True, help="on CUDA, replay the whole training step (batch noise, loss, "
                                              "backward, AdamW, EMA) as one CUDA graph: the Mamba denoisers launch "
                                              "thousands of small kernels a step; a net no graph can hold (cuDNN "
@@ -106,6 +111,9 @@ def check_consistency(cfg: Config) -> None:
                           f"heads of 32), got {p.down_dims}")
     if p.kernel_size % 2 == 0:
         raise ConfigError(f"config key 'policy.kernel_size': must be odd (same-length conv), got {p.kernel_size}")
+    if cfg.train.val_every_steps and not cfg.data.val_path:
+        raise ConfigError(f"config key 'train.val_every_steps': {cfg.train.val_every_steps} needs data.val_path "
+                          "(a dataset of held-out demos), which is empty")
     if p.inference_steps > p.diffusion_steps:
         raise ConfigError(f"config key 'policy.inference_steps': {p.inference_steps} exceeds "
                           f"policy.diffusion_steps={p.diffusion_steps}")

@@ -317,13 +317,15 @@ class DiffusionPolicy(nn.Module):
         self._check_obs(point_cloud, agent_pos)
         return self.encoder(point_cloud, self.state_norm(agent_pos))
 
-    def compute_loss(self, batch: dict) -> Tensor:
+    def compute_loss(self, batch: dict, generator: torch.Generator | None = None) -> Tensor:
         """batch: point_cloud [B, To, P, 3], agent_pos [B, To, S], action [B, T, A] (raw units).
-        Noise a random DDPM step of the normalised chunk and regress the noise (MSE)."""
+        Noise a random DDPM step of the normalised chunk and regress the noise (MSE). ``generator``
+        draws the noise and steps (a validation's fixed ones); None: torch's global RNG."""
         cond = self.condition(batch["point_cloud"], batch["agent_pos"])
         x0 = self.action_norm(batch["action"])                          # [B, T, A] in [-1, 1]
-        noise = torch.randn_like(x0)
-        k = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        k = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device,
+                          generator=generator)
         noisy = self.noise_scheduler.add_noise(x0, noise, k)
         return F.mse_loss(self.denoiser(noisy, k, cond), noise)
 
