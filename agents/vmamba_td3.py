@@ -22,6 +22,7 @@ LossModule. The update below is the same maths in ~25 lines, with the target upd
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import random
@@ -49,6 +50,7 @@ from agents.runtime import replay_io
 from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, keep_rng, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
+from envs import DRONE_IDS
 from agents.drone.build import (acting_policy, build_nets, check_slices, close_env, evaluate, make_env, make_replay,
                               make_train_env, parameter_report, random_shift, to_storage, windows)
 
@@ -425,6 +427,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--eval-seed", type=int, default=None, metavar="N",
         help=f"seed of --eval's episodes (the drone's layouts); default the run's seed + {HELDOUT_SEED_OFFSET}, "
              f"episodes no in-training eval flew; seed + {EVAL_SEED_OFFSET} flies the in-training evals' episodes")
+    parser.sections["eval"].add_argument(
+        "--eval-env", default=None, choices=sorted(DRONE_IDS.values()), metavar="ID",
+        help="fly a drone policy in another field (one DroneEnv: the same observations and actions), e.g. a "
+             f"Forest policy in mambazoo/DroneWalls-v0 (the rest of the config as trained, env.num_obstacles too); one of {', '.join(sorted(DRONE_IDS.values()))}")
     return parser.parse_args(argv)
 
 
@@ -510,6 +516,12 @@ def dry_run(cfg: Config) -> int:
 
 def run_eval(args) -> int:
     ckpt, state, cfg, episodes = eval_run(args, Config)
+    if args.eval_env is not None:            # transfer to another field, the rest of the config as trained
+        if cfg.env.id not in DRONE_IDS.values():
+            print(f"error: --eval-env {args.eval_env}: {ckpt} was trained on {cfg.env.id}, not a drone field",
+                  file=sys.stderr)
+            return 2
+        cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, id=args.eval_env))
     env = make_env(cfg, seed=cfg.seed)
     nets = build_nets(cfg, env).to(pick_device(cfg.device, "device"))
     env.close()
@@ -517,10 +529,12 @@ def run_eval(args) -> int:
     # a run's checkpoint: RUN/videos/eval_<name>/; a loose file (a shipped policy): eval_<name>/ beside it,
     # which .gitignore keeps out of agents/policies/
     root = output_root(ckpt)
-    out_dir = eval_out_dir(args, ckpt, (root / "videos" if root != ckpt.parent else root) / f"eval_{ckpt.stem}")
+    name = f"eval_{ckpt.stem}" + (f"_{args.eval_env.split('/')[-1]}" if args.eval_env else "")
+    out_dir = eval_out_dir(args, ckpt, (root / "videos" if root != ckpt.parent else root) / name)
     seed = cfg.seed + HELDOUT_SEED_OFFSET if args.eval_seed is None else args.eval_seed
     result = evaluate(cfg, nets, episodes, seed=seed, out_dir=out_dir)
-    print(f"eval of {ckpt} over {episodes} episodes (seed {seed}): {format_eval(result)}")
+    where = f" in {cfg.env.id}" if args.eval_env else ""
+    print(f"eval of {ckpt}{where} over {episodes} episodes (seed {seed}): {format_eval(result)}")
     return 0
 
 

@@ -108,6 +108,10 @@ def test_tiny_pendulum_run_writes_checkpoint_and_resumes(tmp_path, capsys):
     state = torch.load(export, weights_only=True)
     assert not {k for k in state if k.startswith("optim_") or k in ("ou", "replay", "rng")}, sorted(state)
     assert run(["--eval", export, "--episodes", "1"]) == 0
+    capsys.readouterr()
+    assert run(["--eval", export, "--episodes", "1", "--eval-env", "mambazoo/DroneWalls-v0"]) == 2
+    err = capsys.readouterr().err                        # a Pendulum policy has no drone field to change
+    assert "--eval-env mambazoo/DroneWalls-v0: " in err and "trained on mambazoo/PendulumNoVel-v0, not a drone field" in err
 
 
 def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_path, monkeypatch):
@@ -131,6 +135,13 @@ def test_tiny_drone_run_with_vmamba_writes_eval_video_and_attention_plots(tmp_pa
     assert run(["--eval", str(export), "--episodes", "1"]) == 0
     assert sorted(os.listdir(export.parent)) == ["eval_policy", "policy.pt"]
     assert {"attention.png", "feature_maps.png"} <= set(os.listdir(export.parent / "eval_policy"))
+    # --eval-env flies the policy in another field (Walls here), into its own folder
+    flown = []
+    real_make_env = vmamba_td3.make_env
+    monkeypatch.setattr(vmamba_td3, "make_env", lambda cfg, **kw: flown.append(cfg.env.id) or real_make_env(cfg, **kw))
+    assert run(["--eval", str(export), "--episodes", "1", "--eval-env", "mambazoo/DroneWalls-v0"]) == 0
+    assert flown == ["mambazoo/DroneWalls-v0"]
+    assert "eval_policy_DroneWalls-v0" in os.listdir(export.parent)
 
 
 def _shared_nets_and_batch(seed=0):
