@@ -183,7 +183,8 @@ def main(argv=None) -> int:
                     help="add the same error on demos no run trained on (a dataset of `bc_diffusion.py "
                          "generate` with another --seed, same task; a run of another task is skipped)")
     ap.add_argument("--loss-png", type=Path, default=None, metavar="FILE",
-                    help="also plot every run's training loss vs step (one panel per task)")
+                    help="also plot every run's training loss vs step (one panel per task; a second row: its "
+                         "val/open_loop_error where the run validated on held-out demos)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bc_diffusion.md"))
     args = ap.parse_args(argv)
     if args.heldout is not None and not (args.heldout / "config.json").is_file():
