@@ -306,3 +306,12 @@ def test_airsim_silent_server_times_out_with_the_same_error():
         with pytest.raises(AirSimConnectionError, match="cannot reach AirSim"):
             env.reset(seed=0)
         assert time.monotonic() - t0 < 2.0
+
+
+def test_straight_line_controller_reaches_every_goal_of_an_empty_field():
+    """benchmarks/drone_straight_line.py, the vision-free bound of the drone reports: with no
+    obstacles its goal seeking must reach every goal (a sign error in yaw, forward or climb cannot)."""
+    from benchmarks.drone_straight_line import fly
+
+    result = fly("mambazoo/DroneForest-v0", episodes=3, seed=0, num_obstacles=0, max_steps=200)
+    assert (result["success"], result["collision"], result["timeout"]) == (3, 0, 0)
