@@ -106,6 +106,12 @@ def episode_inputs(mem, B, T, d, device, gen):
     return td
 
 
+def triton_scan_module():
+    """networks.ssm.triton_scan, imported only when a row runs (it needs no triton to import)."""
+    from networks.ssm import triton_scan
+    return triton_scan
+
+
 def train_candidates(args, device):
     """name -> (build() -> step callable running fwd+bwd, dtype label, family)."""
     d = args.d_model
@@ -124,8 +130,9 @@ def train_candidates(args, device):
             return step
         return build
 
-    def ours(kind, use_kernels, bf16=False, scan=None, **opts):
-        """``scan`` forces the Mamba1 scan path (MAMBAZOO_MAMBA1_SCAN) while the row runs."""
+    def ours(kind, use_kernels, bf16=False, scan=None, scan_inputs="views", **opts):
+        """``scan`` forces the Mamba1 scan path (MAMBAZOO_MAMBA1_SCAN) while the row runs;
+        ``scan_inputs`` the layout the Triton Mamba1 path hands its scan (triton_scan.SCAN_INPUTS)."""
         def build(B, T, gen):
             from torchrl.modules import set_recurrent_mode
             kw = dict(opts, use_kernels=use_kernels) if kind in ("mamba1", "mamba2") else opts
@@ -135,7 +142,8 @@ def train_candidates(args, device):
 
             def step():
                 # patch.dict puts the environment back as it was (the variable unset or its value)
-                with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}):
+                with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}), \
+                        mock.patch.object(triton_scan_module(), "SCAN_INPUTS", scan_inputs):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
                         y = mem(td.copy())["memory"]
                     y.float().square().mean().backward()
@@ -155,6 +163,11 @@ def train_candidates(args, device):
         for kind in ("mamba1", "mamba2"):
             C[f"{kind} ours kernels"] = (ours(kind, True), "fp32", "ours")
             C[f"{kind} ours kernels bf16"] = (ours(kind, True, bf16=True), "bf16", "ours")
+        # the same path with the scan's inputs copied time-contiguous (triton_scan.SCAN_INPUTS):
+        # the candidate default of triton_scan_gap_analysis.md, timed beside it in one run
+        C["mamba1 ours kernels, time-contiguous"] = (ours("mamba1", True, scan_inputs="contiguous"), "fp32", "ours")
+        C["mamba1 ours kernels bf16, time-contiguous"] = (ours("mamba1", True, bf16=True, scan_inputs="contiguous"),
+                                                          "bf16", "ours")
         # "ours kernels" is the default path (Triton scan + conv when triton imports); this row
         # is ours on mamba-ssm's scan (with scan_with_resets), where mamba-ssm is installed
         from networks.ssm import kernels

@@ -375,13 +375,16 @@ def test_no_grad_skips_saving_and_matches(device, kind):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_mamba1_mixer_on_triton_matches_pytorch_path(device, kind):
+@pytest.mark.parametrize("scan_inputs", ["views", "contiguous"])
+def test_mamba1_mixer_on_triton_matches_pytorch_path(device, kind, scan_inputs, monkeypatch):
     """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
     pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
-    carried states and every parameter."""
+    carried states and every parameter; with the scan's inputs as strided views (the default)
+    and copied time-contiguous (SCAN_INPUTS, the layout gpu_speed.py times against it)."""
     from networks.ssm import triton_scan
     from networks.ssm.mamba1 import Mamba1Mixer
 
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", scan_inputs)
     s = sizes(device)
     triton_scan.set_config(s["config"], kind=kind)
     torch.manual_seed(11)
