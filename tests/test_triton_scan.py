@@ -453,11 +453,15 @@ def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forc
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_ss2d_triton_scan_matches_the_grouped_reference(device, kind):
+@pytest.mark.parametrize("scan_inputs", ["views", "contiguous"])
+def test_ss2d_triton_scan_matches_the_grouped_reference(device, kind, scan_inputs, monkeypatch):
     """SS2D's four directions on the Triton scan (networks/ssm/ss2d._triton_scan): outputs and
-    the gradients of every input equal the step-by-step grouped reference (float64)."""
+    the gradients of every input equal the step-by-step grouped reference (float64), with the
+    inputs as strided views and copied time-contiguous (triton_scan.SCAN_INPUTS)."""
     from networks.ssm import triton_scan
     from networks.ssm.ss2d import _triton_scan, selective_scan_grouped_reference
+
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", scan_inputs)
 
     triton_scan.set_config(None, kind=kind)   # each kind's default tiling
     g = torch.Generator().manual_seed(11)

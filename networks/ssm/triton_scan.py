@@ -569,7 +569,7 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return (out, last) if return_last_state else out
 
 
-# How mamba1_forward hands the layer's tensors to the scan. "views" (the default): the [B, D, T]
+# How mamba1_forward (and SS2D's networks/ssm/ss2d._triton_scan) hands the layer's tensors to the scan. "views" (the default): the [B, D, T]
 # transposes of in_proj's and x_proj's [B, T, .] outputs, strided along time (d_inner floats for
 # u, delta and z; dt_rank + 2N for B and C). "contiguous": copied time-contiguous first, as
 # mamba-ssm's selective_scan_fn makes its inputs, so the loop kernels' long time tiles load with unit
