@@ -313,5 +313,25 @@ def test_straight_line_controller_reaches_every_goal_of_an_empty_field():
     obstacles its goal seeking must reach every goal (a sign error in yaw, forward or climb cannot)."""
     from benchmarks.drone_straight_line import fly
 
-    result = fly("mambazoo/DroneForest-v0", episodes=3, seed=0, num_obstacles=0, max_steps=200)
+    result = fly("configs/drone/gpu_forest.yaml", "mambazoo/DroneForest-v0", episodes=3, seed=0,
+                 overrides=("env.num_obstacles=0", "env.image_size=16"))
     assert (result["success"], result["collision"], result["timeout"]) == (3, 0, 0)
+
+
+def test_eval_layouts_do_not_depend_on_rendering():
+    """The straight-line bound pairs its episodes with --eval's by building the same env with the
+    same seed; --eval renders (a video) and the bound does not, so the layouts must not depend on it."""
+    import torch
+
+    from agents.drone.build import make_env
+    from agents.drone.config import Config
+    from agents.runtime.config import load_config
+
+    cfg = load_config(Config, "configs/drone/gpu_forest.yaml", ["env.image_size=16"])
+    starts = []
+    for render in (False, True):
+        env = make_env(cfg, seed=123, render=render)
+        starts.append([env.reset()["observation"].clone() for _ in range(3)])
+        env.close()
+    assert all(torch.equal(a, b) for a, b in zip(*starts))
+    assert not torch.equal(starts[0][0], starts[0][1])          # and the episodes differ
