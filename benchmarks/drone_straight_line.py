@@ -3,7 +3,7 @@ and flies straight at the goal, never looking at the depth image. A learned poli
 this line is what its vision adds (benchmarks/results/td3_drone_probe.md, td3_drone_forest_2seeds.md).
 
     python benchmarks/drone_straight_line.py --env mambazoo/DroneForest-v0 mambazoo/DroneWalls-v0 \\
-        --episodes 50 --seed 12345 12346 --out benchmarks/results/drone_straight_line.md
+        --episodes 50 --seed 10000 10001 12345 12346 --out benchmarks/results/drone_straight_line.md
 
 The episodes are those of ``python agents/vmamba_td3.py --eval POLICY --eval-seed SEED`` (with
 ``--eval-env`` for another field) for a policy trained with ``--config`` (default
