@@ -19,8 +19,9 @@
 # sdists from ../shared/gpu. The built wheels (66 MB) cannot travel: "measure" must follow "build"
 # within the warm window (~30 s), else it says so and stops. "build" stops early (no kernels) when the
 # Triton tests fail, since then there is nothing to measure. Results under $OUT:
-# gpu_tests_no_mamba_ssm.txt, gpu_tests_mamba_ssm.txt, gpu_speed.{md,csv}, gpu_speed_{train,acting}.png,
-# gpu_speed_profile.txt.
+# gpu_tests_no_mamba_ssm.txt, triton_scan_layout_{channels,time}.md (build: the scan alone, both input
+# layouts, default tilings), gpu_tests_mamba_ssm.txt, gpu_speed.{md,csv} (with the "time-contiguous"
+# rows of triton_scan.SCAN_INPUTS), gpu_speed_{train,acting}.png, gpu_speed_profile.txt.
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 MODE=${1:?build, measure or tests}
@@ -50,6 +51,14 @@ case $MODE in
     if grep -qE "^FAILED tests/test_(triton|cuda_kernels|vmamba)" "$OUT/gpu_tests_no_mamba_ssm.txt"; then
       pkill -f build_kernels.sh; pkill -f "pip wheel"; echo "kernel tests failed: no build, nothing to measure"; exit 1
     fi
+    # the layout question of benchmarks/results/triton_scan_gap_analysis.md, while the kernels build: the
+    # scan alone at the default tilings with its inputs as the layers pass them (channels: transposed
+    # [Bt, T, C], strided along T) and time-contiguous (time: what SCAN_INPUTS="contiguous" hands it)
+    for lay in channels time; do
+      timeout -s INT 150 python3 benchmarks/triton_scan_bench.py --lengths 1024 4096 --torch-max-len 0 --sweep-len 0 \
+        --repeats 7 --layout "$lay" --out "$OUT/triton_scan_layout_$lay.md" 2>&1 | tail -5
+    done
+    echo "layouts done at +$(( $(date +%s) - T0 )) s"
     if [ "${SWEEP:-0}" = 1 ]; then
       # the layout the mixers pass (channels contiguous: the Mamba1 memory and SS2D); SWEEP_LAYOUT=time: mamba-ssm's
       python3 benchmarks/triton_scan_bench.py --lengths 1024 4096 --torch-max-len 0 --repeats 7 --sweep-len 4096 --budget-s 200 \
