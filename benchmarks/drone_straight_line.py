@@ -75,9 +75,13 @@ def main(argv=None) -> int:
              f"with {args.config} (`--eval-env` for the other fields).", "",
              "| env | --eval-seed | episodes | success | collision | timeout | return |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    from agents.runtime.config import ConfigError
     for env_id in args.env:
         for seed in args.seed:
-            r = fly(args.config, env_id, args.episodes, seed)
+            try:
+                r = fly(args.config, env_id, args.episodes, seed)
+            except (ConfigError, FileNotFoundError) as err:
+                ap.error(f"--config {args.config}: {err}")
             n = args.episodes
             lines.append(f"| {env_id} | {seed} | {n} | {r['success']}/{n} ({100 * r['success'] / n:.0f}%) | "
                          f"{r['collision']}/{n} | {r['timeout']}/{n} | {r['return_mean']:.2f} +- {r['return_std']:.2f} |")
