@@ -587,3 +587,18 @@ def test_interpreter_mode():
     assert r.returncode == 0, f"interpreter cases failed:\n{tail}"
     summary = r.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "skipped" not in summary and "failed" not in summary, tail
+
+
+def test_scan_layout_follows_scan_inputs(monkeypatch):
+    """triton_scan.scan_layout, the one switch both layers (Mamba1, SS2D) hand their inputs through:
+    the views as given by default, time-contiguous copies of the same values, or an error naming it."""
+    from networks.ssm import triton_scan
+
+    x = torch.arange(6.0).reshape(2, 3).t()                   # a transposed view
+    assert triton_scan.scan_layout(x)[0] is x
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", "contiguous")
+    (y,) = triton_scan.scan_layout(x)
+    assert y.is_contiguous() and torch.equal(y, x)
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", "time")
+    with pytest.raises(ValueError, match="SCAN_INPUTS must be 'views' or 'contiguous', got 'time'"):
+        triton_scan.scan_layout(x)

@@ -132,9 +132,7 @@ def _triton_scan(u, delta, A, B, C, D):
 
     Bt, T, G, Di = u.shape
     to_cl = lambda t: t.permute(0, 2, 3, 1).reshape(Bt, G * Di, T)  # noqa: E731   (views, strided along T)
-    u, delta, B, C = to_cl(u), to_cl(delta), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1)
-    if triton_scan.SCAN_INPUTS == "contiguous":     # the layout switch of triton_scan.mamba1_forward
-        u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    u, delta, B, C = triton_scan.scan_layout(to_cl(u), to_cl(delta), B.permute(0, 2, 3, 1), C.permute(0, 2, 3, 1))
     y = triton_scan.selective_scan_fn(u, delta, A.reshape(G * Di, -1), B, C, D.reshape(-1), delta_softplus=False)
     return y.reshape(Bt, G, Di, T).permute(0, 3, 1, 2)
 

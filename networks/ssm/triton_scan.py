@@ -569,15 +569,25 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     return (out, last) if return_last_state else out
 
 
-# How mamba1_forward (and SS2D's networks/ssm/ss2d._triton_scan) hands the layer's tensors to the scan. "views" (the default): the [B, D, T]
-# transposes of in_proj's and x_proj's [B, T, .] outputs, strided along time (d_inner floats for
-# u, delta and z; dt_rank + 2N for B and C). "contiguous": copied time-contiguous first, as
-# mamba-ssm's selective_scan_fn makes its inputs, so the loop kernels' long time tiles load with unit
-# stride (Triton specializes stride-1 arguments at compile time). The copies cost ~5 passes over
-# B*T*d_inner floats. A code reading ranks the strided loads first among the causes of the 3.2x
-# scan gap to mamba-ssm (benchmarks/results/triton_scan_gap_analysis.md); the default changes only
-# once the GPU has timed both (benchmarks/gpu_speed.py's "time-contiguous" rows).
+# How the layers (mamba1_forward below, SS2D's networks/ssm/ss2d._triton_scan) hand their tensors
+# to the scan, through scan_layout(). "views" (the default): the [B, D, T] transposes of their
+# [B, T, .] projections, strided along time (d_inner floats for u, delta and z; dt_rank + 2N for
+# Mamba1's B and C). "contiguous": copied time-contiguous first, as mamba-ssm's selective_scan_fn
+# makes its inputs, so the loop kernels' long time tiles load with unit stride (Triton specializes
+# stride-1 arguments at compile time). The copies cost ~5 passes over B*T*d_inner floats. A code
+# reading ranks the strided loads first among the causes of the 3.2x scan gap to mamba-ssm
+# (benchmarks/results/triton_scan_gap_analysis.md); the default changes only once the GPU has timed
+# both (benchmarks/gpu_speed.py's "time-contiguous" rows).
 SCAN_INPUTS = "views"
+
+
+def scan_layout(*tensors):
+    """The scan's inputs as SCAN_INPUTS says: the tensors as given, or copied contiguous."""
+    if SCAN_INPUTS == "views":
+        return tensors
+    if SCAN_INPUTS == "contiguous":
+        return tuple(t.contiguous() for t in tensors)
+    raise ValueError(f"triton_scan.SCAN_INPUTS must be 'views' or 'contiguous', got {SCAN_INPUTS!r}")
 
 
 def mamba1_forward(m, x, is_init, conv_state, ssm_state):
@@ -594,11 +604,7 @@ def mamba1_forward(m, x, is_init, conv_state, ssm_state):
     delta = F.linear(dt, m.dt_proj.weight)                 # bias + softplus: in the kernel
     A = -torch.exp(m.A_log.float())
     # Under autocast the projections give bf16; the kernel reads any dtype and computes in fp32.
-    u, dl, Bt, Ct, zt = (t.transpose(1, 2) for t in (xc, delta, Bm, Cm, z))      # [B, D|N, T]
-    if SCAN_INPUTS == "contiguous":
-        u, dl, Bt, Ct, zt = (t.contiguous() for t in (u, dl, Bt, Ct, zt))
-    elif SCAN_INPUTS != "views":
-        raise ValueError(f"triton_scan.SCAN_INPUTS must be 'views' or 'contiguous', got {SCAN_INPUTS!r}")
+    u, dl, Bt, Ct, zt = scan_layout(*(t.transpose(1, 2) for t in (xc, delta, Bm, Cm, z)))   # [B, D|N, T]
     y, last = selective_scan_fn(u, dl, A, Bt, Ct, m.D.float(), zt,
                                 delta_bias=m.dt_proj.bias.float(), delta_softplus=True,
                                 return_last_state=True, initial_state=ssm_state, reset=is_init)
