@@ -8,6 +8,10 @@
 #                                                 #   benchmarks/gpu_speed.py --profile (the whole table, one run)
 #   bash benchmarks/device_gpu_speed.sh tests     # ~8 min, one call: "build" then the tests WITH mamba-ssm
 #                                                 #   (4 pytest workers on the one GPU), no measurement
+#   bash benchmarks/device_gpu_speed.sh ssm_tests # ~2.5 min, after "build": only the tests WITH mamba-ssm
+#   TESTS=0 ... measure                           # gpu_speed.py alone (~7.5 min), after ssm_tests: the
+#                                                 #   table grew (time-contiguous and Triton-step rows) and
+#                                                 #   tests + table no longer fit one 600 s call
 #   SWEEP=1 ... build                             # + benchmarks/triton_scan_bench.py's forward and backward
 #                                                 #   tiling sweeps (~3-4 min) while the build finishes; the
 #                                                 #   fastest pair is then used by "measure" (and printed);
@@ -24,7 +28,7 @@
 # rows of triton_scan.SCAN_INPUTS), gpu_speed_{train,acting}.png, gpu_speed_profile.txt.
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-MODE=${1:?build, measure or tests}
+MODE=${1:?build, ssm_tests, measure or tests}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 T0=$(date +%s)
 CUDA_TESTS="tests"   # every test marked cuda (45: Triton scan/conv, kernels, VMamba, TD3 and BC CUDA graphs)
@@ -71,15 +75,20 @@ case $MODE in
     [ -f /tmp/site/.kernels_ready ] || { echo "kernel build failed"; exit 1; }
     [ "$MODE" = tests ] && cuda_tests mamba_ssm /tmp/site
     ;;
+  ssm_tests)
+    [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
+    export PYTHONPATH=/tmp/site:$PWD
+    cuda_tests mamba_ssm /tmp/site "Triton scan: default kind and tilings (networks/ssm/triton_scan.py)"
+    ;;
   measure)
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
     TILING="default kind and tilings (networks/ssm/triton_scan.py)"
     if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN_KIND=${MAMBAZOO_TRITON_SCAN_KIND:-default} MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
     echo "Triton scan: $TILING"
-    cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
+    [ "${TESTS:-1}" = 0 ] || cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
     python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60
     ;;
-  *) echo "usage: $0 build|measure|tests"; exit 2;;
+  *) echo "usage: $0 build|ssm_tests|measure|tests"; exit 2;;
 esac
 ls -la "$OUT"; echo "done at +$(( $(date +%s) - T0 )) s"

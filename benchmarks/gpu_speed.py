@@ -25,6 +25,7 @@ import copy
 import csv
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -52,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--acting-batches", type=int, nargs="+", default=[1, 256])
     p.add_argument("--acting-steps", type=int, default=300)
     p.add_argument("--section", choices=["all", "train", "acting"], default="all")
+    p.add_argument("--rows", default=None, metavar="REGEX",
+                   help="train rows whose name matches REGEX only (a spot check; the targets table needs all)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true", help="T=64,256; 3 repeats; 30 acting steps")
     p.add_argument("--profile", action="store_true", help="kernel-time tables, ours vs raw, T=1024")
@@ -130,9 +133,10 @@ def train_candidates(args, device):
             return step
         return build
 
-    def ours(kind, use_kernels, bf16=False, scan=None, scan_inputs="views", **opts):
+    def ours(kind, use_kernels, bf16=False, scan=None, scan_inputs=None, **opts):
         """``scan`` forces the Mamba1 scan path (MAMBAZOO_MAMBA1_SCAN) while the row runs;
-        ``scan_inputs`` the layout the Triton Mamba1 path hands its scan (triton_scan.SCAN_INPUTS)."""
+        ``scan_inputs`` the layout the Triton Mamba1 path hands its scan (triton_scan.SCAN_INPUTS;
+        None: the default)."""
         def build(B, T, gen):
             from torchrl.modules import set_recurrent_mode
             kw = dict(opts, use_kernels=use_kernels) if kind in ("mamba1", "mamba2") else opts
@@ -142,8 +146,9 @@ def train_candidates(args, device):
 
             def step():
                 # patch.dict puts the environment back as it was (the variable unset or its value)
+                layout = scan_inputs or triton_scan_module().SCAN_INPUTS
                 with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}), \
-                        mock.patch.object(triton_scan_module(), "SCAN_INPUTS", scan_inputs):
+                        mock.patch.object(triton_scan_module(), "SCAN_INPUTS", layout):
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
                         y = mem(td.copy())["memory"]
                     y.float().square().mean().backward()
@@ -163,11 +168,11 @@ def train_candidates(args, device):
         for kind in ("mamba1", "mamba2"):
             C[f"{kind} ours kernels"] = (ours(kind, True), "fp32", "ours")
             C[f"{kind} ours kernels bf16"] = (ours(kind, True, bf16=True), "bf16", "ours")
-        # the same path with the scan's inputs copied time-contiguous (triton_scan.SCAN_INPUTS):
-        # the candidate default of triton_scan_gap_analysis.md, timed beside it in one run
-        C["mamba1 ours kernels, time-contiguous"] = (ours("mamba1", True, scan_inputs="contiguous"), "fp32", "ours")
-        C["mamba1 ours kernels bf16, time-contiguous"] = (ours("mamba1", True, bf16=True, scan_inputs="contiguous"),
-                                                          "bf16", "ours")
+        # the default path's two layouts forced at every T (triton_scan.SCAN_INPUTS; "auto", the default,
+        # switches from views to time-contiguous at CONTIGUOUS_FROM_T steps), timed beside it in one run
+        for layout, name in (("contiguous", "time-contiguous"), ("views", "strided views")):
+            C[f"mamba1 ours kernels, {name}"] = (ours("mamba1", True, scan_inputs=layout), "fp32", "ours")
+            C[f"mamba1 ours kernels bf16, {name}"] = (ours("mamba1", True, bf16=True, scan_inputs=layout), "bf16", "ours")
         # "ours kernels" is the default path (Triton scan + conv when triton imports); this row
         # is ours on mamba-ssm's scan (with scan_with_resets), where mamba-ssm is installed
         from networks.ssm import kernels
@@ -214,6 +219,8 @@ def time_calls(fn, repeats, device, warmup=3):
 def run_train(args, device, rows):
     gen = torch.Generator(device=device).manual_seed(0)
     for name, (build, dtype, family) in train_candidates(args, device).items():
+        if args.rows and not re.search(args.rows, name):
+            continue
         for T in args.lengths:
             if family == "ours-torch" and T > args.torch_max_len:
                 continue
@@ -255,14 +262,16 @@ def acting_candidates(args, device, B, layers):
                 except Exception as exc:
                     print(f"{kind} {path}: capture failed: {type(exc).__name__}: {exc}")
                 if path == "kernels":
-                    # networks/ssm/triton_step.py (MAMBAZOO_MAMBA_STEP=triton, not the default until timed
-                    # here): the capture bakes in the path its step took, so the variable is set around it
+                    # "kernels" is the default step (networks/ssm/triton_step.py where triton imports,
+                    # since 2026-12-04); this row is the step on mamba-ssm's selective_state_update (the
+                    # default before), where it is built. The capture bakes in the path its step took,
+                    # so the variable is set around the capture only.
                     try:
-                        with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA_STEP": "triton"}):
+                        with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA_STEP": "mamba_ssm"}):
                             g3 = CudaGraphStep(mem, td, feed_keys=["embed", "is_init"])
-                        C[f"{kind} ours triton step graphed"] = lambda g=g3, t=td: g(t)["memory"]
+                        C[f"{kind} ours mamba-ssm update graphed"] = lambda g=g3, t=td: g(t)["memory"]
                     except Exception as exc:
-                        print(f"{kind} triton step: capture failed: {type(exc).__name__}: {exc}")
+                        print(f"{kind} mamba-ssm update: capture failed: {type(exc).__name__}: {exc}")
                 if path == "kernels" and layers == 1:
                     try:
                         from tensordict.nn import CudaGraphModule
@@ -363,11 +372,9 @@ def targets(rows, lengths):
                  a("gru cuDNN eager") / a(f"{kind} ours kernels graphed")),
                 (f"mamba-ssm {kind} eager step / ours graphed, B=1 (target >= 10)",
                  a(f"{kind} mamba-ssm step eager") / a(f"{kind} ours kernels graphed"))]
-    for kind in ("mamba1", "mamba2"):   # the fused Triton step (MAMBAZOO_MAMBA_STEP=triton)
-        out += [(f"{kind} triton-step graphed, per layer at B=1 (4 layers / 4), ms (target <= 0.05)",
-                 a(f"{kind} ours triton step graphed", 1, 4) / 4),
-                (f"cuDNN GRU eager / {kind} triton-step graphed, B=1, 1 layer (target >= 3)",
-                 a("gru cuDNN eager") / a(f"{kind} ours triton step graphed"))]
+    for kind in ("mamba1", "mamba2"):   # the step on mamba-ssm's update (MAMBAZOO_MAMBA_STEP=mamba_ssm)
+        out.append((f"{kind} graphed step / the same on mamba-ssm's update, B=1, 1 layer (< 1: the default is faster)",
+                    a(f"{kind} ours kernels graphed") / a(f"{kind} ours mamba-ssm update graphed")))
     return out
 
 

@@ -11,6 +11,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _restore_float32_precision():
+    """An agent's main() on CUDA turns on TF32 matmuls for the process (runtime.cli.use_tf32_matmuls);
+    a test that runs one must not leave them on for the float32 parity tests that follow in the same
+    worker (seen on the H200: a Triton step and an unrolled GRU off by 3e-5 and 3e-4 after one)."""
+    matmul, cudnn = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    yield
+    torch.set_float32_matmul_precision(matmul)
+    torch.backends.cudnn.allow_tf32 = cudnn
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (and mamba-ssm for the kernel tests)")
 

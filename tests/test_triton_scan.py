@@ -379,8 +379,8 @@ def test_no_grad_skips_saving_and_matches(device, kind):
 def test_mamba1_mixer_on_triton_matches_pytorch_path(device, kind, scan_inputs, monkeypatch):
     """``triton_scan.mamba1_forward`` (bias + softplus fused into the kernel) == the mixer's
     pure-PyTorch forward: output, conv and ssm states, and gradients of the input, the
-    carried states and every parameter; with the scan's inputs as strided views (the default)
-    and copied time-contiguous (SCAN_INPUTS, the layout gpu_speed.py times against it)."""
+    carried states and every parameter; in both layouts of SCAN_INPUTS, forced: the scan's inputs as
+    strided views of the [B, T, .] projections, and time-contiguous from channel-first projections."""
     from networks.ssm import triton_scan
     from networks.ssm.mamba1 import Mamba1Mixer
 
@@ -457,7 +457,7 @@ def test_mamba1_scan_dispatch_order(monkeypatch, caplog, triton_ok, ssm_ok, forc
 def test_ss2d_triton_scan_matches_the_grouped_reference(device, kind, scan_inputs, monkeypatch):
     """SS2D's four directions on the Triton scan (networks/ssm/ss2d._triton_scan): outputs and
     the gradients of every input equal the step-by-step grouped reference (float64), with the
-    inputs as strided views and copied time-contiguous (triton_scan.SCAN_INPUTS)."""
+    inputs as strided views and copied time-contiguous (triton_scan.SCAN_INPUTS, forced)."""
     from networks.ssm import triton_scan
     from networks.ssm.ss2d import _triton_scan, selective_scan_grouped_reference
 
@@ -590,15 +590,75 @@ def test_interpreter_mode():
 
 
 def test_scan_layout_follows_scan_inputs(monkeypatch):
-    """triton_scan.scan_layout, the one switch both layers (Mamba1, SS2D) hand their inputs through:
-    the views as given by default, time-contiguous copies of the same values, or an error naming it."""
+    """triton_scan.scan_inputs / scan_layout, the one switch both layers (Mamba1, SS2D) take their
+    layout from: under "auto" contiguous for Mamba1 from CONTIGUOUS_FROM_T steps, views below it and
+    for SS2D (untimed); forced either way; or an error naming the variable and its values."""
     from networks.ssm import triton_scan
 
     x = torch.arange(6.0).reshape(2, 3).t()                   # a transposed view
+    n = triton_scan.CONTIGUOUS_FROM_T
     assert triton_scan.scan_layout(x)[0] is x
+    assert (triton_scan.scan_inputs(n - 1), triton_scan.scan_inputs(n), triton_scan.scan_inputs()) == \
+        ("views", "contiguous", "views")
     monkeypatch.setattr(triton_scan, "SCAN_INPUTS", "contiguous")
     (y,) = triton_scan.scan_layout(x)
-    assert y.is_contiguous() and torch.equal(y, x)
+    assert y.is_contiguous() and torch.equal(y, x) and triton_scan.scan_inputs(1) == "contiguous"
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", "views")
+    assert triton_scan.scan_layout(x)[0] is x and triton_scan.scan_inputs(10 ** 6) == "views"
     monkeypatch.setattr(triton_scan, "SCAN_INPUTS", "time")
-    with pytest.raises(ValueError, match="SCAN_INPUTS must be 'views' or 'contiguous', got 'time'"):
+    msg = "SCAN_INPUTS must be 'auto', 'views' or 'contiguous', got 'time'"
+    with pytest.raises(ValueError, match=msg):
         triton_scan.scan_layout(x)
+    with pytest.raises(ValueError, match=msg):
+        triton_scan.mamba1_forward(None, x, None, None, None)
+
+
+@pytest.mark.parametrize("scan_inputs,from_t", [("views", 4096), ("contiguous", 4096), ("auto", 4096), ("auto", 17)])
+def test_mamba1_forward_projections_on_the_cpu(scan_inputs, from_t, monkeypatch):
+    """mamba1_forward's own arithmetic (the projections, in both SCAN_INPUTS layouts: "contiguous"
+    computes them channel-first, as mamba-ssm's mamba_inner_fn) == the mixer's PyTorch forward, on
+    machines without triton: its two kernels are replaced by the PyTorch conv and the reference
+    loop with selective_scan_fn's conventions. The stand-in scan also checks the layout it is
+    handed: unit stride along time for "contiguous" (and "auto" from CONTIGUOUS_FROM_T steps), the
+    strided transposes for "views" (and "auto" below it)."""
+    from networks.ssm import triton_conv, triton_scan
+    from networks.ssm.causal_conv import causal_conv1d
+    from networks.ssm.mamba1 import Mamba1Mixer
+
+    def conv_silu(xi, weight, bias, conv_state, is_init):
+        y, state = causal_conv1d(xi, weight, bias, conv_state, is_init)
+        return F.silu(y), state
+
+    strides = []
+
+    def scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, initial_state, reset):
+        strides.append([t.stride(-1) for t in (u, delta, B, C, z)])
+        delta = F.softplus(delta + delta_bias[:, None]) if delta_softplus else delta + delta_bias[:, None]
+        y, last = selective_scan_reference(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
+                                           C.transpose(1, 2), D, initial_state, reset)
+        return (y.transpose(1, 2) * F.silu(z)), last
+
+    monkeypatch.setattr(triton_scan, "SCAN_INPUTS", scan_inputs)
+    monkeypatch.setattr(triton_scan, "CONTIGUOUS_FROM_T", from_t)
+    monkeypatch.setattr(triton_conv, "causal_conv1d_silu", conv_silu)
+    monkeypatch.setattr(triton_scan, "selective_scan_fn", scan)
+    torch.manual_seed(3)
+    m = Mamba1Mixer(12, d_state=5, use_kernels=False).double()
+    Bt, T = 3, 17
+    x = torch.randn(Bt, T, 12, dtype=torch.float64)
+    is_init = resets(Bt, T, "cpu")
+    conv0 = torch.randn(Bt, m.d_inner, m.d_conv - 1, dtype=torch.float64)
+    ssm0 = torch.randn(Bt, m.d_inner, m.d_state, dtype=torch.float64)
+    outs = []
+    for fn in (lambda *a: m(*a), lambda *a: triton_scan.mamba1_forward(m, *a)):
+        m.zero_grad()
+        leaves = [t.clone().requires_grad_() for t in (x, conv0, ssm0)]
+        y, conv, ssm = fn(leaves[0], is_init, leaves[1], leaves[2])
+        g = torch.Generator().manual_seed(4)
+        sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (y, conv, ssm)).backward()
+        outs.append(dict(y=y, conv=conv, ssm=ssm, dx=leaves[0].grad, dconv0=leaves[1].grad,
+                         dssm0=leaves[2].grad, **{"d" + n: p.grad.clone() for n, p in m.named_parameters()}))
+    for k in outs[0]:  # float64 but for A, D and dt's bias, which mamba1_forward hands over as float32
+        close(outs[1][k], outs[0][k], 1e-6, k)
+    unit = [1] * 5
+    assert (strides[0] == unit) == (scan_inputs == "contiguous" or from_t <= T), strides

@@ -85,7 +85,7 @@ def test_the_step_path_is_pytorch_on_cpu_whatever_is_asked(monkeypatch):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("kind", ["mamba1", "mamba2"])
-def test_the_mixer_takes_the_triton_step_only_when_asked_and_without_grad(monkeypatch, kind):
+def test_the_mixer_takes_the_triton_step_by_default_and_only_without_grad(monkeypatch, kind):
     from networks.ssm import triton_step
 
     calls = []
@@ -97,10 +97,32 @@ def test_the_mixer_takes_the_triton_step_only_when_asked_and_without_grad(monkey
     conv, ssm = (torch.zeros(2, *shape, device="cuda") for shape in m.state_shapes().values())
     with torch.no_grad():
         m.step(x, conv, ssm)
-    assert not calls                                            # the default is unchanged
-    monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", "triton")
-    with torch.no_grad():
-        m.step(x, conv, ssm)
-    assert len(calls) == 1
+    assert len(calls) == 1                                      # the default
     m.step(x, conv, ssm)                                        # grad enabled: no backward there
     assert len(calls) == 1
+    for other in ("mamba_ssm", "torch"):
+        monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", other)
+        with torch.no_grad():
+            m.step(x, conv, ssm)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("forced,grad,triton_ok,ssm_ok,expect", [
+    (None, False, True, True, "triton"), (None, True, True, True, "mamba_ssm"), (None, False, False, True, "mamba_ssm"),
+    (None, False, False, False, "torch"), ("mamba_ssm", False, True, True, "mamba_ssm"),
+    ("mamba_ssm", False, True, False, "torch"), ("torch", False, True, True, "torch"),
+    ("triton", True, True, False, "torch"), ("triton", False, True, False, "triton")])
+def test_step_path_order(monkeypatch, forced, grad, triton_ok, ssm_ok, expect):
+    """kernels.step_path on a CUDA tensor (stood in for on the CPU): the Triton step by default where
+    triton imports and autograd is off, else mamba-ssm when built, else PyTorch; the variable forces."""
+    class CudaLike:
+        is_cuda = True
+
+    if forced:
+        monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", forced)
+    else:
+        monkeypatch.delenv("MAMBAZOO_MAMBA_STEP", raising=False)
+    monkeypatch.setattr(kernels, "_triton_available", lambda _mod: triton_ok)
+    monkeypatch.setattr(kernels, "wanted", lambda _uk, _x: ssm_ok)
+    with torch.set_grad_enabled(grad):
+        assert kernels.step_path("auto", CudaLike(), "a test step") == expect

@@ -133,10 +133,11 @@ STEP_PATHS = ("triton", "mamba_ssm", "torch")
 def step_path(use_kernels, x: torch.Tensor, what: str) -> str:
     """A Mamba1/Mamba2 mixer's acting step on ``x`` (``what``: "Mamba1 acting step", "Mamba2 acting
     step", named in the one log line per process): "triton" (networks/ssm/triton_step.py: a few fused
-    kernels), "mamba_ssm" (its selective_state_update) or "torch". The default stays mamba-ssm when
-    built, else PyTorch: the Triton step is not yet timed against them on a GPU (benchmarks/gpu_speed.py
-    has its rows), so MAMBAZOO_MAMBA_STEP=triton chooses it; it has no backward, so a step autograd
-    would record (grad enabled) takes the next path."""
+    kernels), "mamba_ssm" (its selective_state_update) or "torch". The default is the Triton step
+    where triton imports and autograd is off (it has no backward): on the H200 its graphed step beat
+    mamba-ssm's and PyTorch's graphed steps at batch 1 and 256, 1 and 4 layers, both kinds, in one run
+    (benchmarks/results/gpu_speed.md: 0.054 vs 0.071 ms for Mamba1 at B=1, one layer). Else mamba-ssm
+    when built, else PyTorch; MAMBAZOO_MAMBA_STEP=triton|mamba_ssm|torch forces one."""
     forced = os.environ.get("MAMBAZOO_MAMBA_STEP")
     if forced is not None and forced not in STEP_PATHS:
         raise ValueError(f"MAMBAZOO_MAMBA_STEP must be one of {', '.join(STEP_PATHS)}, got {forced!r}")
@@ -144,7 +145,7 @@ def step_path(use_kernels, x: torch.Tensor, what: str) -> str:
         return "torch"
     from networks.ssm import triton_scan  # its available() tries the import once, never raises
 
-    if forced == "triton" and not torch.is_grad_enabled() and _triton_available(triton_scan):
+    if forced != "mamba_ssm" and not torch.is_grad_enabled() and _triton_available(triton_scan):
         path = "triton"
     else:
         path = "mamba_ssm" if wanted(use_kernels, x) else "torch"

@@ -570,24 +570,34 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
 
 
 # How the layers (mamba1_forward below, SS2D's networks/ssm/ss2d._triton_scan) hand their tensors
-# to the scan, through scan_layout(). "views" (the default): the [B, D, T] transposes of their
-# [B, T, .] projections, strided along time (d_inner floats for u, delta and z; dt_rank + 2N for
-# Mamba1's B and C). "contiguous": copied time-contiguous first, as mamba-ssm's selective_scan_fn
-# makes its inputs, so the loop kernels' long time tiles load with unit stride (Triton specializes
-# stride-1 arguments at compile time). The copies cost ~5 passes over B*T*d_inner floats. A code
-# reading ranks the strided loads first among the causes of the 3.2x scan gap to mamba-ssm
-# (benchmarks/results/triton_scan_gap_analysis.md); the default changes only once the GPU has timed
-# both (benchmarks/gpu_speed.py's "time-contiguous" rows).
-SCAN_INPUTS = "views"
+# to the scan. "views": the [B, D, T] transposes of their [B, T, .] projections, strided along time
+# (d_inner floats for u, delta and z; dt_rank + 2N for Mamba1's B and C). "contiguous": time-contiguous,
+# as mamba-ssm's selective_scan_fn makes its inputs, so the loop kernels' long time tiles load with
+# unit stride (Triton specializes stride-1 arguments at compile time); Mamba1 computes its projections
+# channel-first for it (mamba1_forward), SS2D copies (scan_layout). "auto" (the default): "contiguous"
+# for Mamba1 from T >= CONTIGUOUS_FROM_T, else "views". Measured on the H200, 2026-12-04
+# (benchmarks/results/gpu_speed_mamba1_layout.md): the scan alone is 1.5x (T=1024) and 2.1x (T=4096)
+# faster on time-contiguous inputs, and the Mamba1 layer (forward+backward) with the channel-first
+# projections 1.32-1.49x faster at T=4096 and 16384 (fp32 and bf16), but 9% (fp32) and 33% (bf16)
+# slower at T=1024, where the layer is launch-bound and the extra transposes cost more than the
+# scan saves. SS2D keeps "views" under "auto": its layout was not timed.
+SCAN_INPUTS = "auto"
+CONTIGUOUS_FROM_T = 4096
+
+
+def scan_inputs(T: int | None = None) -> str:
+    """The layout for a scan over T steps ("contiguous" or "views"), as SCAN_INPUTS says; T=None: a
+    layer whose layout was not timed (SS2D), "views" under "auto"."""
+    if SCAN_INPUTS not in ("auto", "contiguous", "views"):
+        raise ValueError(f"triton_scan.SCAN_INPUTS must be 'auto', 'views' or 'contiguous', got {SCAN_INPUTS!r}")
+    if SCAN_INPUTS == "auto":
+        return "contiguous" if T is not None and T >= CONTIGUOUS_FROM_T else "views"
+    return SCAN_INPUTS
 
 
 def scan_layout(*tensors):
-    """The scan's inputs as SCAN_INPUTS says: the tensors as given, or copied contiguous."""
-    if SCAN_INPUTS == "views":
-        return tensors
-    if SCAN_INPUTS == "contiguous":
-        return tuple(t.contiguous() for t in tensors)
-    raise ValueError(f"triton_scan.SCAN_INPUTS must be 'views' or 'contiguous', got {SCAN_INPUTS!r}")
+    """SS2D's scan inputs as SCAN_INPUTS says: copied time-contiguous, or the tensors as given."""
+    return tuple(t.contiguous() for t in tensors) if scan_inputs() == "contiguous" else tensors
 
 
 def mamba1_forward(m, x, is_init, conv_state, ssm_state):
@@ -598,13 +608,25 @@ def mamba1_forward(m, x, is_init, conv_state, ssm_state):
     mixer's PyTorch conv is its test oracle); the projections are the mixer's own."""
     from networks.ssm import triton_conv
 
-    xi, z = m.in_proj(x).chunk(2, dim=-1)
-    xc, conv_state = triton_conv.causal_conv1d_silu(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
-    dt, Bm, Cm = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
-    delta = F.linear(dt, m.dt_proj.weight)                 # bias + softplus: in the kernel
+    layout = scan_inputs(x.shape[1])
     A = -torch.exp(m.A_log.float())
+    if layout == "contiguous":   # mamba-ssm's layout (its mamba_inner_fn): channel-first
+        # projections, so every scan input comes out time-contiguous; copying the [B, T, .] ones instead
+        # held the conv output and z twice for backward (+19% peak, gpu_speed.md's "time-contiguous" rows)
+        Wx, Wz = m.in_proj.weight.chunk(2, dim=0)
+        xi = F.linear(x, Wx)                                          # [B, T, D]: the conv's layout
+        zt = torch.matmul(Wz, x.transpose(1, 2))                      # [B, D, T]
+        xc, conv_state = triton_conv.causal_conv1d_silu(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
+        u = xc.transpose(1, 2).contiguous()                           # [B, D, T]; xc itself is not kept
+        dt, Bt, Ct = torch.matmul(m.x_proj.weight, u).split([m.dt_rank, m.d_state, m.d_state], dim=1)
+        dl = torch.matmul(m.dt_proj.weight, dt)                       # [B, D, T]; bias + softplus: in the kernel
+    else:                     # "views": the [B, T, .] projections' transposes, strided along time
+        xi, z = m.in_proj(x).chunk(2, dim=-1)
+        xc, conv_state = triton_conv.causal_conv1d_silu(xi, m.conv_weight, m.conv_bias, conv_state, is_init)
+        dt, Bm, Cm = m.x_proj(xc).split([m.dt_rank, m.d_state, m.d_state], dim=-1)
+        delta = F.linear(dt, m.dt_proj.weight)                        # bias + softplus: in the kernel
+        u, dl, Bt, Ct, zt = (t.transpose(1, 2) for t in (xc, delta, Bm, Cm, z))   # [B, D|N, T]
     # Under autocast the projections give bf16; the kernel reads any dtype and computes in fp32.
-    u, dl, Bt, Ct, zt = scan_layout(*(t.transpose(1, 2) for t in (xc, delta, Bm, Cm, z)))   # [B, D|N, T]
     y, last = selective_scan_fn(u, dl, A, Bt, Ct, m.D.float(), zt,
                                 delta_bias=m.dt_proj.bias.float(), delta_softplus=True,
                                 return_last_state=True, initial_state=ssm_state, reset=is_init)

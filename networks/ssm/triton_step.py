@@ -15,8 +15,8 @@ kernels), so this is written here.
 Contract: the PyTorch steps', states already zeroed at episode starts (the memory module does that):
     x [Bt, d_model], conv_state [Bt, C, K-1], ssm_state -> y [Bt, d_model], new states (new tensors)
 Computes in float32 from any input dtype; the states come back in their own dtypes. No backward:
-``kernels.step_path`` declines whenever autograd would record the step, and chooses this path only
-with MAMBAZOO_MAMBA_STEP=triton until it is timed on a GPU. Tested against the mixers' own PyTorch
+``kernels.step_path`` declines whenever autograd would record the step; otherwise it is the default
+on CUDA since it was timed there (benchmarks/results/gpu_speed.md, 2026-12-04). Tested against the mixers' own PyTorch
 steps in Triton's interpreter (tests/test_triton_step.py) and on CUDA.
 """
 from __future__ import annotations
