@@ -22,6 +22,7 @@ from torch import nn
 
 import envs  # noqa: F401  (registers the mambazoo/ ids)
 from agents.drone.config import Config, is_drone
+from agents.runtime.stop import worker_ignores_sigint
 from networks.params import count_parameters, parameter_table
 from networks.memory.encoder import MemorySequenceEncoder
 from networks.models.vmamba import SequenceEncoder, VMambaActor, VMambaCritic
@@ -99,8 +100,9 @@ def make_train_env(cfg: Config, seed: int):
     # partial, not lambdas: picklable as they are for TorchRL's default spawn start method (a lambda
     # would be wrapped in an EnvCreator). num_threads: ParallelEnv would otherwise shrink this
     # process's torch threads (by the worker count) for the updates; each worker gets one thread
-    # (num_sub_threads' default)
-    return ParallelEnv(cfg.env.num_envs, [functools.partial(make_env, cfg, seed + i) for i in range(cfg.env.num_envs)],
+    # (num_sub_threads' default); worker_ignores_sigint: a Ctrl-C stops the trainer gracefully, not the workers
+    return ParallelEnv(cfg.env.num_envs,
+                       [functools.partial(worker_ignores_sigint, make_env, cfg, seed + i) for i in range(cfg.env.num_envs)],
                        num_threads=torch.get_num_threads())
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from agents.algos.ppo import RecurrentActorCritic
 from agents.quadruped.config import Config, EnvConfig, check_consistency
 from agents.runtime.config import ConfigError
+from agents.runtime.stop import worker_ignores_sigint
 from envs import QUADRUPED_IDS
 from envs.quadruped.a1_env import A1QuadrupedEnv
 from networks.models.loco_encoder import LocoEncoder
@@ -53,7 +54,8 @@ def _vector_env(cfg: EnvConfig, num_envs: int):
     from torchrl.envs.gym_like import default_info_dict_reader
 
     # spawn: PyBullet clients must not be forked from a process that already holds one
-    make = partial(A1QuadrupedEnv, course=cfg.course, **env_kwargs(cfg))
+    # worker_ignores_sigint: a Ctrl-C stops the trainer gracefully (agents/runtime/stop.py), not the workers
+    make = partial(worker_ignores_sigint, A1QuadrupedEnv, course=cfg.course, **env_kwargs(cfg))
     vec = gym.vector.AsyncVectorEnv([make] * num_envs, shared_memory=True, context="spawn",
                                     autoreset_mode=gym.vector.AutoresetMode.DISABLED)
     env = GymWrapper(vec)
