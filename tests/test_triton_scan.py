@@ -373,6 +373,24 @@ def test_no_grad_skips_saving_and_matches(device, kind):
     assert torch.equal(y0, y.detach()) and torch.equal(h0, h.detach())
 
 
+def mixer_and_mamba1_forward(m, x, is_init, conv0, ssm0, seed):
+    """The mixer's PyTorch forward and ``triton_scan.mamba1_forward`` from the same inputs, each
+    backpropagated from the same random weighting of (y, conv, ssm): dicts of the outputs and the
+    gradients of the input, the carried states and every parameter, (PyTorch, mamba1_forward)."""
+    from networks.ssm import triton_scan
+
+    outs = []
+    for fn in (lambda *a: m(*a), lambda *a: triton_scan.mamba1_forward(m, *a)):
+        m.zero_grad()
+        leaves = [t.clone().requires_grad_() for t in (x, conv0, ssm0)]
+        y, conv, ssm = fn(leaves[0], is_init, leaves[1], leaves[2])
+        g = torch.Generator().manual_seed(seed)
+        sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in (y, conv, ssm)).backward()
+        outs.append(dict(y=y, conv=conv, ssm=ssm, dx=leaves[0].grad, dconv0=leaves[1].grad,
+                         dssm0=leaves[2].grad, **{"d" + n: p.grad.clone() for n, p in m.named_parameters()}))
+    return outs
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("scan_inputs", ["views", "contiguous"])
@@ -395,17 +413,7 @@ def test_mamba1_mixer_on_triton_matches_pytorch_path(device, kind, scan_inputs, 
     is_init = resets(Bt, T, device)
     conv0 = torch.randn(Bt, m.d_inner, m.d_conv - 1, device=device)
     ssm0 = torch.randn(Bt, m.d_inner, m.d_state, device=device)
-    outs = []
-    for fn in (lambda *a: m(*a), lambda *a: triton_scan.mamba1_forward(m, *a)):
-        m.zero_grad()
-        leaves = [t.clone().requires_grad_() for t in (x, conv0, ssm0)]
-        y, conv, ssm = fn(leaves[0], is_init, leaves[1], leaves[2])
-        g = torch.Generator().manual_seed(12)
-        loss = sum((t * torch.randn(t.shape, generator=g).to(device)).sum() for t in (y, conv, ssm))
-        loss.backward()
-        outs.append(dict(y=y, conv=conv, ssm=ssm, dx=leaves[0].grad, dconv0=leaves[1].grad,
-                         dssm0=leaves[2].grad, **{"d" + n: p.grad.clone() for n, p in m.named_parameters()}))
-    ref, tri = outs
+    ref, tri = mixer_and_mamba1_forward(m, x, is_init, conv0, ssm0, seed=12)
     for k in ref:  # the PyTorch path is itself float32 here: tolerances x4
         close(tri[k], ref[k], 4 * (F32["out"] if k in ("y", "conv", "ssm") else F32["grad"]), k)
 
@@ -649,16 +657,8 @@ def test_mamba1_forward_projections_on_the_cpu(scan_inputs, from_t, monkeypatch)
     is_init = resets(Bt, T, "cpu")
     conv0 = torch.randn(Bt, m.d_inner, m.d_conv - 1, dtype=torch.float64)
     ssm0 = torch.randn(Bt, m.d_inner, m.d_state, dtype=torch.float64)
-    outs = []
-    for fn in (lambda *a: m(*a), lambda *a: triton_scan.mamba1_forward(m, *a)):
-        m.zero_grad()
-        leaves = [t.clone().requires_grad_() for t in (x, conv0, ssm0)]
-        y, conv, ssm = fn(leaves[0], is_init, leaves[1], leaves[2])
-        g = torch.Generator().manual_seed(4)
-        sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (y, conv, ssm)).backward()
-        outs.append(dict(y=y, conv=conv, ssm=ssm, dx=leaves[0].grad, dconv0=leaves[1].grad,
-                         dssm0=leaves[2].grad, **{"d" + n: p.grad.clone() for n, p in m.named_parameters()}))
-    for k in outs[0]:  # float64 but for A, D and dt's bias, which mamba1_forward hands over as float32
-        close(outs[1][k], outs[0][k], 1e-6, k)
+    ref, tri = mixer_and_mamba1_forward(m, x, is_init, conv0, ssm0, seed=4)
+    for k in ref:  # float64 but for A, D and dt's bias, which mamba1_forward hands over as float32
+        close(tri[k], ref[k], 1e-6, k)
     unit = [1] * 5
     assert (strides[0] == unit) == (scan_inputs == "contiguous" or from_t <= T), strides
