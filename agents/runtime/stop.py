@@ -16,6 +16,7 @@ between bytecodes, so nothing is torn mid-update).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 
 
@@ -36,8 +37,9 @@ class StopOnSignal:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
-        if signum == signal.SIGINT:
-            print("Ctrl-C: stopping after this batch with a checkpoint (Ctrl-C again to quit now)", flush=True)
+        if signum == signal.SIGINT:   # os.write, not print: a handler that prints while the loop prints
+            # raises "reentrant call" in the buffered stream
+            os.write(2, b"Ctrl-C: stopping after this batch with a checkpoint (Ctrl-C again to quit now)\n")
 
     def __enter__(self) -> "StopOnSignal":
         for sig in self.signals:

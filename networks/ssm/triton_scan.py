@@ -578,7 +578,7 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
 # for Mamba1 from T >= CONTIGUOUS_FROM_T, else "views". Measured on the H200, 2026-12-04
 # (benchmarks/results/gpu_speed_mamba1_layout.md): the scan alone is 1.5x (T=1024) and 2.1x (T=4096)
 # faster on time-contiguous inputs, and the Mamba1 layer (forward+backward) with the channel-first
-# projections 1.32-1.49x faster at T=4096 and 16384 (fp32 and bf16), but 9% (fp32) and 33% (bf16)
+# projections 1.30-1.49x faster at T=4096 and 16384 (fp32 and bf16), but 9% (fp32) and 33% (bf16)
 # slower at T=1024, where the layer is launch-bound and the extra transposes cost more than the
 # scan saves. SS2D keeps "views" under "auto": its layout was not timed.
 SCAN_INPUTS = "auto"
