@@ -99,10 +99,13 @@ def test_sequence_kernels_match_pytorch(kind, carry):
                   f"{kind} grad of initial {key}")
 
 
+@pytest.mark.parametrize("step_path", ["mamba_ssm", "triton"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_step_kernels_match_pytorch_and_sequence(kind):
-    """selective_state_update steps == PyTorch steps == the kernel sequence call."""
+def test_step_kernels_match_pytorch_and_sequence(kind, step_path, monkeypatch):
+    """Kernel steps (mamba-ssm's selective_state_update, and the fused Triton step, the default on
+    CUDA since 2026-12-04: MAMBAZOO_MAMBA_STEP forces each) == PyTorch steps == the kernel sequence call."""
     need_kernels()
+    monkeypatch.setenv("MAMBAZOO_MAMBA_STEP", step_path)
     fast, slow = pair(kind)
     td = sequence_td(fast, seed=3)
     with torch.no_grad(), set_recurrent_mode(True):
