@@ -44,12 +44,14 @@ from agents.runtime.cli import (agent_parser, eval_out_dir, eval_run, format_eva
 from agents.runtime.config import ConfigError, from_dict, to_dict  # noqa: F401  (from_dict: tests use it from here)
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import NonFiniteLoss, check_finite
+from agents.runtime.progress import ProgressRate
 from agents.runtime.stop import StopOnSignal
 from agents.runtime.best_export import keep_best
 from agents.runtime import replay_io
-from agents.algos.cuda_graph_train import GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state
+from agents.algos.cuda_graph_train import NotCapturable, make_capturable, portable_optimizer_state
 from agents.runtime.run_dir import RunDir, RunDirError, keep_rng, rng_state, set_rng_state
 from agents.drone.config import Config, check_consistency, is_drone
+from agents.drone.graphed_update import GraphedTD3Update
 from envs import DRONE_IDS
 from agents.drone.build import (acting_policy, build_nets, check_slices, close_env, evaluate, make_env, make_replay,
                               make_train_env, parameter_report, random_shift, to_storage, windows)
@@ -120,42 +122,6 @@ def step(optim, loss, grad_clip: float, check: bool = True) -> None:
     optim.step()
 
 
-class GraphedTD3Update:
-    """``td3_update`` as two CUDA graphs (agents/algos/cuda_graph_train.py): the critic-only update
-    and the critic + actor + targets update of every ``policy_delay``-th step, both reading a static
-    copy of the batch. A seed-size drone update is thousands of small kernels: launch-bound on a
-    GPU, one launch replayed. Losses are checked after each replay (no host sync inside a graph):
-    a non-finite loss stops the run one update later than eagerly, the checkpoints on disk untouched."""
-
-    def __init__(self, cfg: Config, nets: nn.Module, optims: dict, sample, device):
-        self.cfg, self.device = cfg, device
-        self.static = windows(cfg, sample, device)
-        both = [optims["critic"], optims["actor"]]
-
-        def graphed(actor_turn):
-            def step_fn():
-                out = td3_step(cfg, nets, optims, self.static, actor_turn, check=False)
-                return torch.stack([out[k] for k in self.names(actor_turn)])
-            return GraphedTrainStep(step_fn, [nets], both)
-        self.graphs = {False: graphed(False), True: graphed(True)}
-
-    @staticmethod
-    def names(actor_turn: bool) -> list[str]:
-        return ["critic_loss", "q1", "actor_loss"] if actor_turn else ["critic_loss", "q1"]
-
-    def __call__(self, cfg, nets, optims, sample, update_index: int, device) -> dict:   # td3_update's signature
-        fresh = windows(self.cfg, sample, self.device)
-        obs, obs_next, *rest = self.static
-        new_obs, new_next, *new_rest = fresh
-        for dst, src in zip([*obs, *obs_next, *rest], [*new_obs, *new_next, *new_rest]):
-            dst.copy_(src)
-        actor_turn = update_index % self.cfg.td3.policy_delay == 0
-        values = self.graphs[actor_turn]().clone()
-        out = dict(zip(self.names(actor_turn), values))
-        check_finite(None, **{k: v for k, v in out.items() if k != "q1"})
-        return out
-
-
 def make_update(cfg: Config, nets, optims, sample, device):
     """td3_update, or with train.cuda_graph on CUDA its graphed form (built on the first batch: the
     graphs need its shapes). Nets that cannot be captured (cuDNN GRU/LSTM) are reported and updated
@@ -163,7 +129,7 @@ def make_update(cfg: Config, nets, optims, sample, device):
     if not (cfg.train.cuda_graph and device.type == "cuda"):
         return td3_update
     try:
-        graphed = GraphedTD3Update(cfg, nets, optims, sample, device)
+        graphed = GraphedTD3Update(cfg, nets, optims, sample, device, td3_step)
     except NotCapturable as exc:
         log.warning("TD3 update: train.cuda_graph skipped (%s); eager updates", exc)
         return td3_update
@@ -434,29 +400,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-PROGRESS_EVERY_S = 20.0     # without a terminal, a progress line at least this often
-
-
-class ProgressRate:
-    """Current env steps/s for the progress output, not the average since the start (which hides a
-    slowdown once updates begin after ``learning_starts``): ``batch_rate`` since the previous batch
-    (the bar), ``line_rate`` since the previous plain line, or None while no line is due (one every
-    ``every_s`` seconds and one at the end)."""
-
-    def __init__(self, now: float, frames: int, every_s: float | None = None):
-        self.every_s = PROGRESS_EVERY_S if every_s is None else every_s
-        self.batch_at = self.line_at = (now, frames)
-
-    def batch_rate(self, now: float, frames: int) -> float:
-        (t, f), self.batch_at = self.batch_at, (now, frames)
-        return (frames - f) / max(now - t, 1e-9)
-
-    def line_rate(self, now: float, frames: int, final: bool = False) -> float | None:
-        t, f = self.line_at
-        if now - t < self.every_s and not final:
-            return None
-        self.line_at = (now, frames)
-        return (frames - f) / max(now - t, 1e-9)
 QUICK_CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "drone" / "quick_vmamba.yaml"
 
 

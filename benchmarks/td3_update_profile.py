@@ -7,7 +7,7 @@ Builds the agent's nets for the config (agents.drone.build), fills a replay with
 the agent's own env, then on the config's device:
   acting      the actor on one K-step window at batch env.num_envs (ms, eager, median of 50)
   eager       agents.vmamba_td3.td3_update, mean of --updates after 3 warm-ups (ms)
-  graphed     agents.vmamba_td3.GraphedTD3Update (what train.cuda_graph=true runs), mean of --updates (ms)
+  graphed     agents.drone.graphed_update.GraphedTD3Update (what train.cuda_graph=true runs), mean of --updates (ms)
   kernels     torch.profiler over --profile eager updates: CUDA kernels per update and the top rows by
               GPU time (name, calls per update, GPU ms per update)
 Prints everything and writes td3_update_profile_<config stem>.md/.json under --out (the command is in the file).
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from agents.drone.build import build_nets, make_env
     from agents.drone.config import Config
     from agents.runtime.config import load_config
-    from agents.vmamba_td3 import GraphedTD3Update, make_optims, td3_update
+    from agents.drone.graphed_update import GraphedTD3Update
+    from agents.vmamba_td3 import make_optims, td3_step, td3_update
     from agents.algos.cuda_graph_train import make_capturable
     from agents.runtime.cli import use_tf32_matmuls
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         for o in optims.values():
             make_capturable(o, device)
         try:
-            graphed = GraphedTD3Update(cfg, nets, optims, replay.sample(), device)
+            graphed = GraphedTD3Update(cfg, nets, optims, replay.sample(), device, td3_step)
             rows["graphed_ms"] = timed(lambda: graphed(cfg, nets, optims, replay.sample(), next(step), device),
                                        args.updates, sync)
             print(f"graphed update: {rows['graphed_ms']:.1f} ms", flush=True)

@@ -263,13 +263,15 @@ def test_progress_shows_the_current_rate_not_the_running_average(tmp_path, capsy
     """Without a terminal a line comes at least every PROGRESS_EVERY_S (and at the end) with the
     steps/s since the previous line: 1000 frames in 10 s then 1000 in 100 s read 100 then 10 (the
     average since the start would say 18). The bar's postfix is the last batch's rate."""
-    progress = vmamba_td3.ProgressRate(0.0, 0, every_s=20.0)
+    from agents.runtime import progress as progress_module
+
+    progress = progress_module.ProgressRate(0.0, 0, every_s=20.0)
     assert progress.line_rate(5.0, 500) is None                    # not due yet
     assert progress.line_rate(10.0, 1000, final=True) == 100.0     # the end of the run is always a line
     assert progress.line_rate(29.0, 1100) is None
     assert progress.line_rate(110.0, 2000) == 10.0
     assert progress.batch_rate(1.0, 100) == 100.0 and progress.batch_rate(3.0, 200) == 50.0
-    monkeypatch.setattr(vmamba_td3, "PROGRESS_EVERY_S", 0.0)         # a line per batch
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY_S", 0.0)    # a line per batch
     assert run(["--config", PENDULUM, *TINY, "train.total_frames=150", f"run_root={tmp_path}", "logger=none"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("frames ")]
     assert [line.split()[1] for line in lines] == ["50", "100", "150"]
