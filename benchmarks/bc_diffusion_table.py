@@ -75,6 +75,13 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
     training data, which tells under-fitting from closed-loop drift when success is low. With
     ``data`` (demos the run never saw, e.g. generated with another --seed) the same error on them:
     a training error far below it is memorisation of the demos, not a better policy."""
+    return open_loop_errors(run, [data], windows)[0]
+
+
+def open_loop_errors(run: Path, datasets: list, windows: int = 128) -> list[float]:
+    """``open_loop_error`` on each of ``datasets`` (None: the run's own), the run's policy loaded once."""
+    import copy
+
     from agents.bc_diffusion import Windows, open_loop_error as policy_error
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
@@ -83,13 +90,17 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
 
     state = RunDir.load_checkpoint(acting_checkpoint(run))
     cfg = from_dict(Config, state["config"])
-    if data is not None:
-        cfg.data.path = str(data)
     policy = make_policy(cfg.policy, int(state["num_points"]))
     policy.load_state_dict(state["ema_model"])
     policy.eval()
-    batch = Windows(cfg, torch.device("cpu")).sample(windows, torch.Generator().manual_seed(0))
-    return policy_error(policy, batch, torch.Generator().manual_seed(0))
+    errors = []
+    for data in datasets:
+        c = copy.deepcopy(cfg)
+        if data is not None:
+            c.data.path = str(data)
+        batch = Windows(c, torch.device("cpu")).sample(windows, torch.Generator().manual_seed(0))
+        errors.append(policy_error(policy, batch, torch.Generator().manual_seed(0)))
+    return errors
 
 
 def plot_losses(results: list[dict], out: Path) -> None:
@@ -191,12 +202,12 @@ def main(argv=None) -> int:
         ap.error(f"--heldout {args.heldout}: no dataset there (expected {args.heldout}/config.json, "
                  "as `bc_diffusion.py generate --out DIR` writes)")
     results = [r for r in (latest_result(run, args.evaluate, args.episodes) for run in args.runs) if r]
-    for r in results if args.fit else []:
-        r["open_loop_error"] = open_loop_error(Path(r["run"]))
     heldout_task = json.loads((args.heldout / "config.json").read_text())["task"] if args.heldout else None
-    for r in results if args.heldout is not None else []:
-        if r["task"] == heldout_task:
-            r["heldout_open_loop_error"] = open_loop_error(Path(r["run"]), data=args.heldout)
+    for r in results:   # one load of each run's policy for both errors
+        keys = (["open_loop_error"] if args.fit else []) + \
+            (["heldout_open_loop_error"] if heldout_task is not None and r["task"] == heldout_task else [])
+        datasets = [None if k == "open_loop_error" else args.heldout for k in keys]
+        r.update(zip(keys, open_loop_errors(Path(r["run"]), datasets)) if keys else {})
     if not results:
         print("error: no results to tabulate", file=sys.stderr)
         return 2

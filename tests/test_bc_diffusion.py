@@ -386,6 +386,10 @@ def test_export_acting_checkpoint(dataset, tmp_path, capsys):
         table_main([str(returned), "--heldout", str(tmp_path / "nothing"), "--out", str(tmp_path / "t.md")])
     assert exit_info.value.code == 2 and f"--heldout {tmp_path / 'nothing'}: no dataset there" in capsys.readouterr().err
     assert not (tmp_path / "t.md").exists()
+    # --fit with --heldout: both errors in the table, each as open_loop_error gives it (the policy loaded once)
+    assert table_main([str(returned), "--fit", "--heldout", str(tmp_path / "unseen"), "--out", str(tmp_path / "t.md")]) == 0
+    row = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.startswith("| ")][-1]
+    assert f" {open_loop_error(returned):.3f} |" in row and f"{open_loop_error(returned, data=tmp_path / 'unseen'):.3f}" in row
     assert main(["eval", str(returned), "--episodes", "1", "--no-video"]) == 0     # its export, too
     assert f"eval of {returned / 'export' / half.name}" in capsys.readouterr().out
     assert main(["export", str(returned)]) == 2                                   # no training checkpoint
