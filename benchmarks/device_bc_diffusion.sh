@@ -53,6 +53,8 @@
 # AdamW moments; measured: UNet 86.7 MB, mamba1 21.6, mamba1_noattn 17.1; 12 runs 502 MB = 32 parts)
 # split in 15 MiB parts, parts N..N+6 this call, and runs.tgz; the count is printed ("N parts"); call
 # again with PART_FROM=N+7 while the machine is warm (5 calls for all 12: only worth it to keep them).
+# AFTER_TESTS="tests/test_x.py ..." (FINAL=1 calls): those cuda tests in what is left of SECS, into
+# $OUT/gpu_tests_after.txt (4 workers; interrupted at SECS, the file still comes back).
 # SEED_RUNS=DIR (in the copied tree, e.g. gpu_carry/bc_grid3): run directories to continue from when
 # ROOT has none (only a few checkpoints fit a call's 64 MiB carry).
 #
@@ -191,4 +193,14 @@ if grep -q "^ALL DONE" "$ROOT/status.txt" || [ "${FINAL:-0}" = 1 ]; then
   say "$(wc -l < /tmp/bc_exports.list) exports in $n parts"; [ "$n" -le 7 ] || say "WARNING: $n parts + runs.tgz > 8 files"
 fi
 pack_records
+# AFTER_TESTS="tests/..." (with FINAL=1): cuda tests in the seconds the call has left, the results already
+# under $OUT (a timeout keeps them): a spot check of code changed since the last full `pytest -m cuda`
+if [ -n "${AFTER_TESTS:-}" ]; then
+  left=$(( T0 + SECS - $(date +%s) ))
+  if [ "$left" -gt 20 ]; then
+    say "cuda tests for up to $left s: $AFTER_TESTS"
+    timeout -s INT "$left" python3 -m pytest -m cuda $AFTER_TESTS -q -rfEs -p no:cacheprovider -n 4 > "$OUT/gpu_tests_after.txt" 2>&1
+    tail -3 "$OUT/gpu_tests_after.txt"
+  fi
+fi
 ls -la "$OUT"; say "done"
