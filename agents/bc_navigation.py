@@ -39,6 +39,7 @@ from agents.runtime.config import ConfigError, from_dict, to_dict
 from agents.runtime.loggers import log_scalars, make_logger
 from agents.runtime.nonfinite import check_finite
 from agents.runtime.run_dir import RunDir, rng_state
+from agents.runtime.stop import StopOnSignal
 from agents.navigation.batches import ContextWindows, TrajectoryChunks, context_rows, split_episodes
 from networks.models.vint import MambaViNT, ViNT, parameter_counts, waypoint_to_action
 from networks.params import count_parameters
@@ -150,6 +151,13 @@ def validate(model, data: NavData, cfg: Config, device) -> dict:
 
 
 def train(cfg: Config, run: RunDir, state: dict | None) -> None:
+    """Train to train.steps; a SIGTERM or Ctrl-C (agents/runtime/stop.py) ends the step it arrives in
+    with a checkpoint at that step (a resume continues exactly there) and returns."""
+    with StopOnSignal() as stop:
+        _train(cfg, run, state, stop)
+
+
+def _train(cfg: Config, run: RunDir, state: dict | None, stop: StopOnSignal) -> None:
     device = pick_device(cfg.device, "device")
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
@@ -221,8 +229,13 @@ def train(cfg: Config, run: RunDir, state: dict | None) -> None:
             if val:
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
                 log_scalars(logger, val, step)
-        if step % t.checkpoint_every_steps == 0 or step == t.steps:
-            save(step)
+        if step % t.checkpoint_every_steps == 0 or step == t.steps or stop.requested:
+            path = save(step)
+        if stop.requested and step < t.steps:
+            bar.close()
+            print(f"stopped by {stop.signal_name} at step {step}: checkpoint {path} written; "
+                  f"`python agents/bc_navigation.py train --resume {run.path}` continues exactly there", flush=True)
+            return
     bar.close()
     print(f"done: {step} steps; checkpoint {run.latest_checkpoint()}")
 

@@ -356,3 +356,31 @@ def test_a_checkpoint_trained_on_cuda_evaluates_on_a_cpu_machine(dataset, tmp_pa
     with caplog.at_level("WARNING", logger="mambazoo"):
         assert main(["--eval", str(ckpt), "--episodes", "1", "--seed", "5", "--no-video"]) == 0
     assert any("trained with device=cuda" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sigterm_checkpoints_that_step_and_the_resumed_run_equals_the_uninterrupted_one(dataset, tmp_path, capsys,
+                                                                                       sigterm_after_log):
+    """A real SIGTERM after the step-4 log (checkpoints every 20): the run writes ckpt 4 and returns;
+    resumed, it ends at 6 with the weights, optimiser, sampler and carried Mamba state of a run never
+    stopped (Ctrl-C takes the same path: tests/test_stop_signals.py)."""
+    import signal
+
+    import agents.bc_navigation as bcn
+    from agents.runtime.run_dir import RunDir, differing_entries
+
+    common = [f"data.path={dataset}", "data.val_episodes=1", "train.batch_size=2", "train.chunk_len=32",
+              "train.log_every_steps=1", "train.val_every_steps=100", "train.warmup_steps=2", "train.steps=6",
+              "train.checkpoint_every_steps=20", *SMALL_MODEL]
+    assert main(["train", *common, f"run_root={tmp_path / 'a'}", "name=a"]) == 0
+    capsys.readouterr()
+    with sigterm_after_log(bcn, 4, key=None):
+        assert main(["train", *common, f"run_root={tmp_path / 'b'}", "name=b"]) == 0
+    assert "stopped by SIGTERM at step 4" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    (b,) = (tmp_path / "b" / "bc_navigation").iterdir()
+    assert RunDir(b).latest_checkpoint().name == "ckpt_000000000004.pt"
+    assert main(["train", "--resume", str(b)]) == 0
+    (a,) = (tmp_path / "a" / "bc_navigation").iterdir()
+    sa, sb = (RunDir.load_checkpoint(RunDir(p).latest_checkpoint()) for p in (a, b))
+    assert sa["step"] == sb["step"] == 6
+    assert differing_entries(sa, sb, ("/config/name", "/config/run_root")) == []
