@@ -314,6 +314,11 @@ def _train(cfg: Config, run: RunDir, resume_state: dict | None, stop: StopOnSign
             close_env(env)
         env = None
         rng = rng_state()
+        # finished: the final eval follows this save. Where a periodic eval was due at this frame too, a run
+        # extended from here (--resume with a larger train.total_frames) counts the final one as it instead
+        # of evaluating the same frame again; elsewhere the periodic grid goes on as it was
+        if finished and eval_due(cfg, frames, last_eval):
+            last_eval = frames
         path = save(cfg, run, nets, optims, ou, replay, frames, updates, episode,
                     rng=rng, returns=returns, losses=losses, last_eval=last_eval, refill_until=refill_until,
                     best_eval=best)

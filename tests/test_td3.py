@@ -570,3 +570,18 @@ def test_the_best_eval_s_policy_is_exported_and_a_resume_keeps_the_record(tmp_pa
     assert all(torch.equal(best["model"][k], at_200[k]) for k in at_200), "not the policy of frame 200"
     monkeypatch.undo()
     assert run(["--eval", os.path.join(r, "export", BEST_EXPORT), "--episodes", "1"]) == 0
+
+
+def test_extending_a_finished_run_does_not_repeat_its_final_eval(tmp_path, capsys):
+    """A run done at 100 frames (evals at 50 and the final one at 100), resumed with
+    train.total_frames=150: its final eval stands for the one due at 100, so the next eval is the new
+    end's (eval rows at 50, 100, 150; before, 100 was evaluated and logged twice)."""
+    args = ["--config", PENDULUM, *TINY, "train.total_frames=100", "train.eval_every_frames=50", "logger=csv",
+            f"run_root={tmp_path}"]
+    assert run(args) == 0
+    (r,) = glob.glob(str(tmp_path / "vmamba_td3" / "*"))
+    capsys.readouterr()
+    assert run(["--resume", r, "train.total_frames=150"]) == 0
+    assert "eval at 100" not in capsys.readouterr().out
+    rows = open(os.path.join(r, "metrics", "scalars", "eval", "return.csv")).read().split()
+    assert [row.split(",")[0] for row in rows] == ["50", "100", "150"], rows
