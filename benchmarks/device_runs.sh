@@ -12,9 +12,9 @@
 # there when the machine is still warm, else from gpu_carry/runs/ (a run brought back by an earlier
 # call) or benchmarks/runs/ (the latest checkpoint of a run, committed for a later session), else
 # started with ARGS. Every run is stopped SECONDS after this script started (minus the
-# time for packing): an agent that checkpoints on SIGTERM (vmamba_td3, ppo_locomamba) gets it GRACE
-# s before (25, 45) and saves the frame it is on; the others (GRACE=0) are killed and lose what they trained since their
-# last periodic checkpoint (train.checkpoint_every_*). Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
+# time for packing): every agent checkpoints on SIGTERM (agents/runtime/stop.py) and gets it GRACE s
+# before (vmamba_td3 25, ppo_locomamba 45, the others 15) to save the frame or step it is on; GRACE=0
+# kills instead (what was trained since the last periodic checkpoint, train.checkpoint_every_*, is lost). Then each run is packed into $OUT: TAG.tgz (config, metrics, eval, log) and the latest checkpoint in <= 15 MiB parts
 # (TAG.ckpt.partNN), reassembled with `cat`.
 # CKPT_TAGS="A B" (default: every TAG) names the runs whose checkpoint travels back: a call brings back
 # at most 8 files of 16 MiB, i.e. about three 21 MB checkpoints; the others stay on the warm machine
@@ -40,11 +40,11 @@ echo "setup done at +$(( $(date +%s) - T0 )) s; $(nproc) cpus; $(python3 -c 'imp
 if [ -n "${BEFORE:-}" ]; then echo "running: $BEFORE"; bash -c "$BEFORE"; echo "before-command done at +$(( $(date +%s) - T0 )) s"; fi
 ROOT=runs/device
 mkdir -p $ROOT/$AGENT
-# agents that checkpoint on SIGTERM at the frame they are on (agents/runtime/stop.py), with time for
-# the batch they are on and the save (ppo_locomamba's 16,384-step batch took 14-16 s on the H200 with
-# 16 envs, benchmarks/runs/ppo_locomamba/flatB-*/device.log); the others lose what they trained since
-# their last periodic checkpoint when the SIGKILL comes
-case $AGENT in vmamba_td3) GRACE=${GRACE:-25};; ppo_locomamba) GRACE=${GRACE:-45};; *) GRACE=${GRACE:-0};; esac
+# every agent checkpoints on SIGTERM at the frame or step it is on (agents/runtime/stop.py): time for the
+# batch it is on and the save (ppo_locomamba's 16,384-step batch took 14-16 s on the H200 with 16 envs,
+# benchmarks/runs/ppo_locomamba/flatB-*/device.log; ppo_memory's batches and the BC agents' steps take
+# a few seconds at most, not measured there: 15 s)
+case $AGENT in vmamba_td3) GRACE=${GRACE:-25};; ppo_locomamba) GRACE=${GRACE:-45};; *) GRACE=${GRACE:-15};; esac
 # run_until (benchmarks/device_site.sh, sourced above): SIGTERM GRACE s before the deadline, SIGKILL at it
 run_dir() { ls -d $ROOT/$AGENT/"$1"-* 2>/dev/null | tail -1; }
 STOP=$(( T0 + SECS - 20 ))   # leave time for packing
