@@ -39,6 +39,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from networks.ssm import triton_helpers
+
 
 # Kernel kind (module docstring). "loop" is the default since the H200 sweep of both kinds
 # (benchmarks/results/triton_scan.md: forward+backward, B=8, d_inner=512, N=16, fp32) ran it
@@ -160,64 +162,13 @@ def _bwd_config(kind):
 
 
 @functools.lru_cache(maxsize=None)
-def _helpers():
-    """(tl, {name: jitted helper}) shared by both kinds' kernels, built once (imports triton
-    here, not at module load). triton_scan_loop publishes them in its own globals."""
-    import triton
-    import triton.language as tl
-
-    # @triton.jit resolves the names a kernel uses in its module's globals (not in this
-    # closure), so tl and the helpers are published there as they are built.
-    g = globals()
-    g["tl"] = tl
-
-    @triton.jit
-    def _combine(a1, b1, a2, b2):
-        # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2. With reverse=True triton feeds
-        # the accumulated suffix as (a1, b1) (its own test_scan2d 'linear_recurrence'), so the
-        # same function solves g_t = a'_t g_{t+1} + c_t.
-        return a1 * a2, b1 * a2 + b2
-
-    g["_combine"] = _combine
-
-    @triton.jit
-    def _softplus(x):
-        # torch/mamba-ssm: log1p(exp(x)), x itself above 20. tl has no log1p: Goldberg's
-        # log(w) * e / (w - 1) with w = 1 + e is accurate to a few ulps where log(1 + e) is not.
-        e = tl.exp(tl.minimum(x, 20.0))
-        w = 1.0 + e
-        lp = tl.where(w == 1.0, e, tl.log(w) * (e / tl.where(w == 1.0, 1.0, w - 1.0)))
-        return tl.where(x > 20.0, x, lp)
-
-    @triton.jit
-    def _sigmoid(x):
-        return 1.0 / (1.0 + tl.exp(-x))
-
-    g["_softplus"], g["_sigmoid"] = _softplus, _sigmoid
-
-    @triton.jit
-    def _delta(dt_ptrs, m2, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, COMPUTE: tl.constexpr):
-        """delta tile [BD, BT] after bias and softplus, 0 outside the mask (so padded steps
-        have decay 1 and input 0: they leave the state unchanged). Also returns the
-        pre-softplus value (for softplus's gradient)."""
-        raw = tl.load(dt_ptrs, mask=m2, other=0.0).to(COMPUTE)
-        if HAS_BIAS:
-            raw = raw + bias[:, None]
-        dt = raw
-        if SOFTPLUS:
-            dt = _softplus(raw)
-        return tl.where(m2, dt, 0.0), raw
-
-    g["_delta"] = _delta
-    return tl, dict(_combine=_combine, _softplus=_softplus, _sigmoid=_sigmoid, _delta=_delta)
-
-
-@functools.lru_cache(maxsize=None)
 def _kernels():
     """The tile kind's (fwd_kernel, bwd_kernel, tl), built once."""
     import triton
 
-    tl, _ = _helpers()
+    tl, helpers = triton_helpers.helpers()
+    # @triton.jit resolves the names a kernel uses in its module's globals: publish tl and the helpers.
+    globals().update(tl=tl, **helpers)
 
     # Tiles are [BN, BD, BT] (state, channel, time). Triton's default layout puts the 32 lanes
     # of a warp along time (the scan is then warp shuffles), warps along channels and every
@@ -520,7 +471,7 @@ def _kind_kernels(kind):
     """(fwd_kernel, bwd_kernel, tl) of a kind."""
     if kind == "loop":
         from networks.ssm import triton_scan_loop
-        return (*triton_scan_loop.kernels(), _helpers()[0])
+        return (*triton_scan_loop.kernels(), triton_helpers.helpers()[0])
     return _kernels()
 
 

@@ -37,12 +37,12 @@ import functools
 
 @functools.lru_cache(maxsize=None)
 def kernels():
-    """(fwd_kernel, bwd_kernel), built once; the shared helpers come from triton_scan."""
+    """(fwd_kernel, bwd_kernel), built once; the shared helpers come from triton_helpers."""
     import triton
 
-    from networks.ssm import triton_scan
+    from networks.ssm import triton_helpers
 
-    tl, helpers = triton_scan._helpers()
+    tl, helpers = triton_helpers.helpers()
     # @triton.jit resolves names in this module's globals: publish tl and the shared helpers.
     globals().update(tl=tl, **helpers)
 

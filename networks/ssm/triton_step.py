@@ -36,9 +36,9 @@ def _next_pow2(n: int) -> int:
 def _kernels():
     import triton
 
-    from networks.ssm import triton_scan
+    from networks.ssm import triton_helpers
 
-    tl, helpers = triton_scan._helpers()
+    tl, helpers = triton_helpers.helpers()
     # @triton.jit resolves names in this module's globals: publish tl and the scan's shared helpers
     # (_softplus: torch's log1p(exp(x)) with its threshold 20), as triton_scan_loop does
     globals().update(tl=tl, **helpers)
