@@ -80,8 +80,6 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
 
 def open_loop_errors(run: Path, datasets: list, windows: int = 128) -> list[float]:
     """``open_loop_error`` on each of ``datasets`` (None: the run's own), the run's policy loaded once."""
-    import copy
-
     from agents.bc_diffusion import Windows, open_loop_error as policy_error
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
@@ -95,10 +93,8 @@ def open_loop_errors(run: Path, datasets: list, windows: int = 128) -> list[floa
     policy.eval()
     errors = []
     for data in datasets:
-        c = copy.deepcopy(cfg)
-        if data is not None:
-            c.data.path = str(data)
-        batch = Windows(c, torch.device("cpu")).sample(windows, torch.Generator().manual_seed(0))
+        batch = Windows(cfg, torch.device("cpu"), None if data is None else str(data)).sample(
+            windows, torch.Generator().manual_seed(0))
         errors.append(policy_error(policy, batch, torch.Generator().manual_seed(0)))
     return errors
 

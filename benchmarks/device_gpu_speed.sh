@@ -75,19 +75,14 @@ case $MODE in
     [ -f /tmp/site/.kernels_ready ] || { echo "kernel build failed"; exit 1; }
     [ "$MODE" = tests ] && cuda_tests mamba_ssm /tmp/site
     ;;
-  ssm_tests)
-    [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
-    export PYTHONPATH=/tmp/site:$PWD
-    cuda_tests mamba_ssm /tmp/site "Triton scan: default kind and tilings (networks/ssm/triton_scan.py)"
-    ;;
-  measure)
+  ssm_tests|measure)   # ssm_tests: the tests only; measure: the tests (unless TESTS=0), then the table
     [ -f /tmp/site/.kernels_ready ] || { echo "no kernels in /tmp/site: the machine went cold after 'build'; run build again"; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD
     TILING="default kind and tilings (networks/ssm/triton_scan.py)"
     if [ -f /tmp/triton_best.env ]; then . /tmp/triton_best.env; TILING="MAMBAZOO_TRITON_SCAN_KIND=${MAMBAZOO_TRITON_SCAN_KIND:-default} MAMBAZOO_TRITON_SCAN=$MAMBAZOO_TRITON_SCAN MAMBAZOO_TRITON_SCAN_BWD=$MAMBAZOO_TRITON_SCAN_BWD (the sweep's fastest)"; fi
     echo "Triton scan: $TILING"
-    [ "${TESTS:-1}" = 0 ] || cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
-    python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60
+    [ "$MODE" = measure ] && [ "${TESTS:-1}" = 0 ] || cuda_tests mamba_ssm /tmp/site "Triton scan: $TILING"
+    [ "$MODE" = measure ] && python3 benchmarks/gpu_speed.py --out "$OUT" --profile --info "host=lent H200 (16 cores)" "triton scan=$TILING" 2>&1 | tail -60
     ;;
   *) echo "usage: $0 build|ssm_tests|measure|tests"; exit 2;;
 esac

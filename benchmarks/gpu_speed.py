@@ -21,6 +21,7 @@ gpu_speed_acting.png; ``--profile`` adds a kernel-time table for ours vs raw at 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import math
@@ -146,9 +147,9 @@ def train_candidates(args, device):
 
             def step():
                 # patch.dict puts the environment back as it was (the variable unset or its value)
-                layout = scan_inputs or triton_scan_module().SCAN_INPUTS
-                with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}), \
-                        mock.patch.object(triton_scan_module(), "SCAN_INPUTS", layout):
+                forced = (mock.patch.object(triton_scan_module(), "SCAN_INPUTS", scan_inputs) if scan_inputs
+                          else contextlib.nullcontext())       # the default rows run as they are
+                with mock.patch.dict(os.environ, {"MAMBAZOO_MAMBA1_SCAN": scan} if scan else {}), forced:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16), set_recurrent_mode(True):
                         y = mem(td.copy())["memory"]
                     y.float().square().mean().backward()
@@ -256,12 +257,13 @@ def acting_candidates(args, device, B, layers):
             C[f"{kind} ours {path} eager"] = lambda m=mem, t=td: m(t.copy())["memory"]
             if device.type == "cuda":
                 from networks.cuda_graph import CudaGraphStep
+                from networks.ssm import kernels
                 try:
                     g = CudaGraphStep(mem, td, feed_keys=["embed", "is_init"])
                     C[f"{kind} ours {path} graphed"] = lambda g=g, t=td: g(t)["memory"]
                 except Exception as exc:
                     print(f"{kind} {path}: capture failed: {type(exc).__name__}: {exc}")
-                if path == "kernels":
+                if path == "kernels" and kernels.available():
                     # "kernels" is the default step (networks/ssm/triton_step.py where triton imports,
                     # since 2026-12-04); this row is the step on mamba-ssm's selective_state_update (the
                     # default before), where it is built. The capture bakes in the path its step took,

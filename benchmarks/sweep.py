@@ -34,7 +34,7 @@ Overrides apply in this order (later wins): the env's config file, sweep overrid
 overrides, size, kind_overrides, the env's overrides, then the run's kind, seed, name, run_root.
 Every run writes ``<results>/runs/<run_id>.json`` (atomically: temp file + rename) and
 ``<results>/curves/<run_id>.csv``; a run whose JSON row says status "ok" is skipped on restart,
-failed runs (status "error", with the message) and runs a SIGTERM stopped (status "stopped", no
+failed runs (status "error", with the message) and runs a SIGTERM or Ctrl-C stopped (status "stopped", no
 curve; with ``--workers 0`` the sweep ends there) are run again from the start. The default results
 folder is ``<run_root>/results`` (under runs/, not committed), so a fresh clone runs the whole sweep
 instead of finding the committed rows finished; ``--committed`` reads and extends the sweep file's
@@ -268,7 +268,7 @@ def run_local(specs: list[dict], results: Path, workers: int) -> list[dict]:
         for i, spec in enumerate(specs):
             rows.append(execute(spec, str(results)))
             print(f"[{i + 1}/{len(specs)}] {_describe(rows[-1])}", flush=True)
-            if rows[-1]["status"] == "stopped":     # the SIGTERM was this process's: the sweep stops too
+            if rows[-1]["status"] == "stopped":     # the signal was this process's: the sweep stops too
                 break
         return rows
     import multiprocessing
