@@ -5,8 +5,10 @@ steps for every model, so per-step training losses are directly comparable (CPU,
     nice -n 10 python benchmarks/bc_diffusion_fit_probe.py /tmp/fitdiag/push --steps 400 \
         --model unet:64,128,256 --model mamba1:16,32,64 --model unet:16,32,64 --out /tmp/fitdiag/probe.json
 
-Each --model is DENOISER:WIDTHS[:noattn]. Per model: AdamW (networks/ssm/param_groups groups,
-betas 0.95/0.999, weight decay 1e-6), warm-up + cosine lr as agents/bc_diffusion.py, batch
+Each --model is DENOISER:WIDTHS[:noattn][:decayall]. Per model: AdamW (networks/ssm/param_groups
+groups, betas 0.95/0.999, weight decay ``--weight-decay``, default 1e-6 as the configs; ``decayall``:
+one decayed group, A_log / D / dt bias included, as before the marker existed; issue 20 asks whether
+that matters), warm-up + cosine lr as agents/bc_diffusion.py, batch
 ``--batch`` windows of horizon 16. Logged every ``--every`` steps: the mean training loss since
 the last log, wall-clock seconds, and a fixed evaluation loss (256 training windows, fixed noise
 and diffusion steps, no gradient) so that the curves are not batch noise.
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--every", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW's (configs: 1e-6; navigation: 0.01)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--time-rounds", type=int, default=0,
                     help="timing only: N rounds of one training step per model, interleaved (so a shared, "
@@ -81,6 +84,9 @@ def main(argv=None) -> int:
         parts = spec.split(":")
         denoiser, dims = parts[0], [int(w) for w in parts[1].split(",")]
         attention = "noattn" not in parts[2:]
+        unknown = set(parts[2:]) - {"noattn", "decayall"}
+        if unknown:
+            raise SystemExit(f"--model {spec}: unknown flag(s) {sorted(unknown)}; allowed: noattn, decayall")
         torch.manual_seed(args.seed)
         policy = DiffusionPolicy(denoiser, down_dims=dims, horizon=horizon, n_obs_steps=n_obs,
                                  n_action_steps=n_act, num_points=num_points, attention=attention)
@@ -113,7 +119,12 @@ def main(argv=None) -> int:
     for spec in args.model:
         policy, denoiser, dims, attention = build(spec)
         n_params = count_parameters(policy.denoiser)
-        optim = torch.optim.AdamW(weight_decay_groups(policy, 1e-6), lr=args.lr, betas=(0.95, 0.999))
+        groups = weight_decay_groups(policy, args.weight_decay)
+        ssm = groups[1]["params"]                                # A_log, D, dt bias (the marked ones)
+        if "decayall" in spec.split(":")[2:]:                    # the marker ignored: everything decayed
+            groups = [{"params": groups[0]["params"] + ssm, "weight_decay": args.weight_decay}]
+        ssm_before = [p.detach().clone() for p in ssm]
+        optim = torch.optim.AdamW(groups, lr=args.lr, betas=(0.95, 0.999))
         sched = warmup_cosine(optim, args.warmup, args.steps)
         rows, running, n, t_train = [], 0.0, 0, 0.0
         for step in range(1, args.steps + 1):
@@ -131,13 +142,19 @@ def main(argv=None) -> int:
                 rows.append({"step": step, "train_loss": running / n, "eval_loss": ev, "train_s": t_train})
                 running, n = 0.0, 0
         name = spec
+        # how far training moved the marked SSM parameters (A_log, D, dt bias), decayed or not: the
+        # scale that decay's pull must be compared with
+        moved = (sum(float((p.detach() - b).abs().sum()) for p, b in zip(ssm, ssm_before))
+                 / max(1, sum(p.numel() for p in ssm)))
         results[name] = {"denoiser": denoiser, "down_dims": dims, "attention": attention,
-                         "denoiser_params": n_params, "rows": rows,
+                         "denoiser_params": n_params, "rows": rows, "weight_decay": args.weight_decay,
+                         "ssm_params_mean_abs_change": moved if ssm else None,
                          "s_per_step": t_train / args.steps}
         last = rows[-1]
         print(f"{name:28s} params {n_params:>10,}  {1000 * t_train / args.steps:6.1f} ms/step  "
               f"loss@{last['step']} train {last['train_loss']:.4f} eval {last['eval_loss']:.4f}  "
-              f"eval@{rows[len(rows) // 2]['step']} {rows[len(rows) // 2]['eval_loss']:.4f}", flush=True)
+              f"eval@{rows[len(rows) // 2]['step']} {rows[len(rows) // 2]['eval_loss']:.4f}"
+              + (f"  A_log/D/dt-bias moved {moved:.4f} (mean |change|)" if ssm else ""), flush=True)
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
                                        indent=1))

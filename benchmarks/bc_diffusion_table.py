@@ -103,7 +103,7 @@ def plot_losses(results: list[dict], out: Path) -> None:
     """Per task: the training loss (noise MSE, RUN/bc_diffusion/scalars/train/loss.csv) vs step, one
     colour per denoiser row, log scale (flat or still falling?); and where runs validated on held-out
     demos (train.val_every_steps), a second row with their val/open_loop_error (memorising or
-    generalising?)."""
+    generalising?), also log scale: the end of training, where the models differ, is a few % of the start."""
     import csv
 
     import matplotlib
@@ -131,7 +131,7 @@ def plot_losses(results: list[dict], out: Path) -> None:
         if held is not None:
             axes[1, col].plot(*held, "o-", ms=3, color=c, label=r["denoiser"])
     for row, (ylabel, yscale) in enumerate([("training loss (noise MSE)", "log"),
-                                            ("held-out open-loop action error", "linear")][: 1 + val]):
+                                            ("held-out open-loop action error", "log")][: 1 + val]):
         for ax, task in zip(axes[row], tasks):
             handles, labels = ax.get_legend_handles_labels()
             unique = dict(zip(labels, handles))

@@ -34,7 +34,11 @@
 # TASKS=push STEPS=7200 in one session, TASKS=pick_place STEPS=7200 in the next (use another ROOT per
 # task if both run on one warm machine). Measured 2026-12-04 (benchmarks/results/bc_diffusion_gpu_push7200.md):
 # TASKS=push STEPS=7200 took calls of 570, 570 and (FINAL=1) 585 s, 512 + 513 + 523 s of wall and
-# 1,623 s of device time; 353 + 494 + 498 s of training; all six runs done with ~30 s to spare. After each call, the status lines give every run's step and
+# 1,623 s of device time; 353 + 494 + 498 s of training; all six runs done with ~30 s to spare.
+# TASKS=pick_place STEPS=7200 (benchmarks/results/bc_diffusion_gpu_pick_place7200.md, the same calls): 513 + 513
+# + 540 s of wall, 1,626 s of device time, 335 + 489 + 505 s of training; UNet and mamba1_noattn reached 7,200,
+# mamba1 6,780 / 6,813 (the first call's setup + data took 174 s; the FINAL call's exports took 12 s of the
+# 45 s RESERVE: RESERVE=20 there would have given mamba1 ~25 s more, ~330 steps at its 13 steps/s alone). After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
 #
 # Held-out demos (since 2026-12-04): the first call also generates VAL_EPISODES (default 50; 0: none)
