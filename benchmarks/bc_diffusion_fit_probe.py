@@ -59,6 +59,10 @@ def main(argv=None) -> int:
                          "loaded CPU slows every model alike); prints each model's median ms/step")
     args = ap.parse_args(argv)
 
+    for spec in args.model:                                  # before the dataset is read
+        unknown = set(spec.split(":")[2:]) - {"noattn", "decayall"}
+        if unknown:
+            raise SystemExit(f"--model {spec}: unknown flag(s) {sorted(unknown)}; allowed: noattn, decayall")
     torch.set_num_threads(1)
     demos = load_dataset(args.data)
     horizon, n_obs, n_act = 16, 2, 8
@@ -84,9 +88,6 @@ def main(argv=None) -> int:
         parts = spec.split(":")
         denoiser, dims = parts[0], [int(w) for w in parts[1].split(",")]
         attention = "noattn" not in parts[2:]
-        unknown = set(parts[2:]) - {"noattn", "decayall"}
-        if unknown:
-            raise SystemExit(f"--model {spec}: unknown flag(s) {sorted(unknown)}; allowed: noattn, decayall")
         torch.manual_seed(args.seed)
         policy = DiffusionPolicy(denoiser, down_dims=dims, horizon=horizon, n_obs_steps=n_obs,
                                  n_action_steps=n_act, num_points=num_points, attention=attention)
