@@ -240,8 +240,11 @@ def _stack(history: deque, device) -> dict:
 
 
 @torch.no_grad()
-def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed: int, video_path) -> dict:
-    """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk."""
+def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed: int, video_path,
+            on_step=None) -> dict:
+    """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk.
+    ``on_step(episode, env)``, if given, is called after each reset and each env step (a probe of the
+    simulator's state, e.g. benchmarks/bc_diffusion_failures.py; it must not step the env)."""
     from tqdm import tqdm
 
     from agents.runtime.video import write_video
@@ -260,6 +263,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
             history = deque([obs] * policy.n_obs_steps, maxlen=policy.n_obs_steps)  # first obs repeated
             record = video_path is not None and ep == 0
             frames += [env.render()] if record else []
+            if on_step:
+                on_step(ep, env)
             done, steps, success = False, 0, False
             while not done:
                 t = time.perf_counter()
@@ -272,6 +277,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
                     history.append(obs)
                     steps += 1
                     frames += [env.render()] if record else []
+                    if on_step:
+                        on_step(ep, env)
                     success = success or bool(info["success"])
                     done = terminated or truncated
                     if done:

@@ -5,6 +5,8 @@ eval command, no dataset. Measured on env seeds 100001-100002: 2/2 (200 episodes
 import json
 from pathlib import Path
 
+import pytest
+
 from agents.bc_diffusion import main
 
 EXPORT = Path(__file__).resolve().parents[1] / "agents" / "policies" / "manipulation" / "pick_place_mamba1_noattn_7200.pt"
@@ -15,3 +17,31 @@ def test_the_shipped_pick_place_policy_places_the_cube(tmp_path):
     result = json.loads(next(tmp_path.glob("eval_*.json")).read_text())
     assert result["task"] == "pick_place" and result["step"] == 7200 and result["episodes"] == 2
     assert result["success_rate"] >= 0.5, result
+
+
+def test_failure_probe_agrees_with_eval_and_classifies_by_cube_height(tmp_path):
+    """benchmarks/bc_diffusion_failures.py runs the agent's own rollout: its 'placed' episodes are
+    eval's successes on the same seeds (100002 placed, 100003 not, as measured); the thresholds
+    sort the cube's height trace into grasp / lift / place failures."""
+    from benchmarks.bc_diffusion_failures import OUTCOMES, classify
+    from benchmarks.bc_diffusion_failures import main as failures_main
+
+    assert main(["eval", str(EXPORT), "--episodes", "2", "--seed", "100002", "--no-video", "--out", str(tmp_path)]) == 0
+    success = json.loads(next(tmp_path.glob("eval_*.json")).read_text())["success_rate"]
+    out = tmp_path / "failures.json"
+    assert failures_main([str(EXPORT), "--episodes", "2", "--seed", "100002", "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"].values()
+    assert run["denoiser"] == "mamba1_noattn" and len(run["episodes"]) == 2
+    assert sum(r["outcome"] == "placed" for r in run["episodes"]) / 2 == success
+    z0 = 0.02
+    assert classify([z0, z0 + 0.005], False, 0.05) == OUTCOMES[1]           # never off the table
+    assert classify([z0, z0 + 0.03, z0], False, 0.05) == OUTCOMES[2]        # lifted, dropped below the walls
+    assert classify([z0, z0 + 0.08, z0], False, 0.05) == OUTCOMES[3]        # over the walls, missed the bin
+    assert classify([z0, z0], True, 0.05) == OUTCOMES[0]
+
+
+def test_failure_probe_names_a_missing_run(tmp_path):
+    from benchmarks.bc_diffusion_failures import main as failures_main
+
+    with pytest.raises(SystemExit, match="no_such_run: no such run directory or file"):
+        failures_main([str(tmp_path / "no_such_run")])
