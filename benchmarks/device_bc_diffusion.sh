@@ -38,7 +38,10 @@
 # TASKS=pick_place STEPS=7200 (benchmarks/results/bc_diffusion_gpu_pick_place7200.md, the same calls): 513 + 513
 # + 540 s of wall, 1,626 s of device time, 335 + 489 + 505 s of training; UNet and mamba1_noattn reached 7,200,
 # mamba1 6,780 / 6,813 (the first call's setup + data took 174 s; the FINAL call's exports took 12 s of the
-# 45 s RESERVE: RESERVE=20 there would have given mamba1 ~25 s more, ~330 steps at its 13 steps/s alone). After each call, the status lines give every run's step and
+# 45 s RESERVE: RESERVE=20 there would have given mamba1 ~25 s more, ~330 steps at its 13 steps/s alone).
+# Left open there: the Mamba denoisers' held-out error still fell 3% per 600 steps at 7,200. A session's
+# ~1,340 s of training fits TASKS=pick_place DENOISERS=mamba1_noattn STEPS=14400 (two runs; two mamba1 runs
+# alone went 12.8-13.5 steps/s, mamba1_noattn steps ~1.2x cheaper: ~16 steps/s, ~900 s; estimated, not run). After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
 #
 # Held-out demos (since 2026-12-04): the first call also generates VAL_EPISODES (default 50; 0: none)
