@@ -12,7 +12,9 @@
 # Each call: setup (the py3.12 wheels into /tmp/site, pybullet built from gpu_carry/: ~90 s, first call
 # only), the datasets (first call only: agents/bc_diffusion.py generate --episodes 100 --seed 0, both
 # tasks at once; 5 episodes took 8 s here (nice, 1 thread; 6 s of it start-up), 15 took 11 s:
-# ~0.35 s an episode, so 100 take ~45 s), then benchmarks/bc_diffusion_grid.py --resume trains
+# ~0.35 s an episode, so 100 take ~45 s; 2026-12-04, pick_place 100 + 50 held-out: 84 s; since then each
+# generate records with --workers GEN_WORKERS processes, byte-identical data: on this 2-core machine 30
+# pick_place demos took 20.0 s in one process, 14.9 s in two), then benchmarks/bc_diffusion_grid.py --resume trains
 # (or continues) every run until SECONDS - RESERVE (45 s) after the call began. A checkpoint comes every
 # 100 steps (CKPT_EVERY), so a stop loses at most that. While the machine stays warm the next call
 # continues from its disk (runs/device/bc_grid3).
@@ -107,7 +109,7 @@ if [ "${PYBULLET:-1}" = 1 ] && [ ! -f "$SITE/.pybullet_ready" ]; then   # genera
 fi
 export PYTHONPATH=$SITE:$PWD MAMBAZOO_CPU_SCAN=${MAMBAZOO_CPU_SCAN:-0}
 python3 -c "import diffusers" 2>/dev/null || { echo "no diffusers on this host: carry gpu_carry/diffusion/ (bash benchmarks/gpu_carry.sh makes it)"; exit 1; }
-say "setup done; $(nproc) cpus; $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")')"
+say "setup done; $(nproc --all) cpus; $(python3 -c 'import torch; print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no cuda")')"
 
 pack_records() {   # runs.tgz: configs, metrics, logs; no checkpoints, no exports
   tar czf "$OUT/runs.tgz" --exclude=checkpoints --exclude=export -C "$ROOT" bc_diffusion $(cd "$ROOT" && ls -d logs grid.log status.txt 2>/dev/null)
@@ -131,19 +133,22 @@ rm -rf /tmp/bc_ckpt    # a later MODE=ckpt call packs the checkpoints anew
 # --- datasets (first call): every task's demos (seed 0) and its held-out demos (seed 1, VAL_EPISODES,
 # data/manip_val/<task>: each new run's validation, val/loss and val/open_loop_error every VAL_EVERY steps)
 VAL_EPISODES=${VAL_EPISODES:-50}; VAL_EVERY=${VAL_EVERY:-300}
+# every generate records with GEN_WORKERS processes (default: the cores shared by the 2 x tasks generates;
+# `nproc --all`, since plain nproc obeys OMP_NUM_THREADS=1): the data do not depend on it
+GEN_WORKERS=${GEN_WORKERS:-$(( $(nproc --all) / (2 * $(echo $TASKS | wc -w)) > 1 ? $(nproc --all) / (2 * $(echo $TASKS | wc -w)) : 1 ))}
 for t in $TASKS; do
   [ -f "data/manip/.$t.$EPISODES.done" ] || \
-  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$EPISODES" --out "data/manip/$t" --seed 0 --quiet \
+  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$EPISODES" --out "data/manip/$t" --seed 0 --quiet --workers "$GEN_WORKERS" \
       > "/tmp/bc_generate_$t.log" 2>&1 && touch "data/manip/.$t.$EPISODES.done"; tail -2 "/tmp/bc_generate_$t.log" ) &
   [ "$VAL_EPISODES" = 0 ] || [ -f "data/manip_val/.$t.$VAL_EPISODES.done" ] || \
-  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$VAL_EPISODES" --out "data/manip_val/$t" --seed 1 --quiet \
+  ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$VAL_EPISODES" --out "data/manip_val/$t" --seed 1 --quiet --workers "$GEN_WORKERS" \
       > "/tmp/bc_generate_val_$t.log" 2>&1 && touch "data/manip_val/.$t.$VAL_EPISODES.done"; tail -1 "/tmp/bc_generate_val_$t.log" ) &
 done
 wait
 for t in $TASKS; do [ -f "data/manip/.$t.$EPISODES.done" ] || { say "dataset $t failed"; exit 1; }
   [ "$VAL_EPISODES" = 0 ] || [ -f "data/manip_val/.$t.$VAL_EPISODES.done" ] || { say "held-out dataset $t failed"; exit 1; }; done
 VAL_ARGS=(); [ "$VAL_EPISODES" = 0 ] || VAL_ARGS=(--val-root data/manip_val --val-every "$VAL_EVERY")
-say "datasets ready"
+say "datasets ready ($GEN_WORKERS recording processes a generate)"
 
 # --- training: every run continued (or started) until SECS - RESERVE
 if [ -n "${SEED_RUNS:-}" ] && [ -z "$(ls "$ROOT/bc_diffusion")" ]; then cp -r "$SEED_RUNS"/* "$ROOT/bc_diffusion/"; fi

@@ -62,6 +62,14 @@ def test_resume_after_crash_has_no_duplicates_and_equals_uninterrupted(tmp_path,
     assert generate(out, 2, CFG, progress=False).episodes == reference.episodes   # nothing to do
 
 
+def test_workers_write_the_same_dataset(reference, tmp_path, capsys):
+    """Two processes record the episodes side by side: the same rows and records as one process."""
+    demos = generate(tmp_path / "par", 4, CFG, progress=False, workers=2)
+    assert (demos.data == reference.data).all() and demos.episodes == reference.episodes
+    assert main(["generate", "--out", str(tmp_path / "bad"), "--episodes", "2", "--workers", "0"]) == 2
+    assert "workers must be >= 1, got 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_other_settings_refused(reference, tmp_path):
     with pytest.raises(DatasetError, match="other settings.*'seed': \\(3, 4\\)"):
         generate(reference.path.parent, 4, GenerateConfig(**{**CFG.__dict__, "seed": 4}), progress=False)

@@ -173,8 +173,41 @@ def _merge(root: Path, cfg: GenerateConfig) -> list[dict]:
     return records
 
 
-def generate(out: str | Path, episodes: int, cfg: GenerateConfig, progress: bool = True) -> "ManipDemos":
-    """Generate (or resume generating) ``episodes`` demonstrations into ``out``; returns the dataset."""
+def _write_pending(root: Path, i: int, td: TensorDict, rec: dict) -> None:
+    """Episode i under pending/, complete or not at all (a temp dir, then one rename)."""
+    tmp = root / "pending" / f".ep_{i:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    td.memmap(prefix=tmp)
+    _write_json(tmp / "record.json", rec)
+    os.replace(tmp, root / "pending" / f"ep_{i:06d}")
+
+
+_WORKER: dict = {}      # a --workers process's own env and expert (_worker_start), reused for its episodes
+
+
+def _worker_start(cfg: GenerateConfig) -> None:
+    from envs.manipulation.expert import make_expert
+    from envs.manipulation.panda_env import PandaManipEnv
+
+    torch.set_num_threads(1)
+    _WORKER.update(cfg=cfg, env=PandaManipEnv(**cfg.env_kwargs()), expert=make_expert(cfg.task, noise=cfg.noise))
+
+
+def _worker_episode(job: tuple[str, int]) -> dict:
+    root, i = Path(job[0]), job[1]
+    td, rec = _record_episode(_WORKER["env"], _WORKER["expert"], _WORKER["cfg"], i)
+    _write_pending(root, i, td, rec)
+    return rec
+
+
+def generate(out: str | Path, episodes: int, cfg: GenerateConfig, progress: bool = True,
+             workers: int = 1) -> "ManipDemos":
+    """Generate (or resume generating) ``episodes`` demonstrations into ``out``; returns the dataset.
+    ``workers`` > 1: that many processes record episodes side by side, each writing its own
+    pending/ep_i; each episode is seeded on its own and replays the same in a fresh env, so the
+    dataset does not depend on the worker count (tests/test_manip_data.py checks it)."""
+    import multiprocessing
+
     from tqdm import tqdm
 
     from envs.manipulation.expert import make_expert
@@ -184,6 +217,8 @@ def generate(out: str | Path, episodes: int, cfg: GenerateConfig, progress: bool
         raise ValueError(f"task must be one of {list(TASKS)}, got {cfg.task!r}")
     if episodes < 1 or cfg.max_attempts < 1:
         raise ValueError(f"episodes and max_attempts must be >= 1, got {episodes} and {cfg.max_attempts}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"--out {root} exists and is not a directory")
@@ -203,25 +238,34 @@ def generate(out: str | Path, episodes: int, cfg: GenerateConfig, progress: bool
     (root / "pending").mkdir(exist_ok=True)
     done = {r["episode"] for r in _merged_records(root)} | set(_pending(root))
     todo = [i for i in range(episodes) if i not in done]
-    env = PandaManipEnv(**cfg.env_kwargs())
-    expert = make_expert(cfg.task, noise=cfg.noise)
+    workers = min(workers, max(1, len(todo)))
+    env = expert = pool = None
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_start, initargs=(cfg,))
+        records = pool.imap_unordered(_worker_episode, [(str(root), i) for i in todo])
+    else:
+        env, expert = PandaManipEnv(**cfg.env_kwargs()), make_expert(cfg.task, noise=cfg.noise)
+
+        def record_here():
+            for i in todo:
+                td, rec = _record_episode(env, expert, cfg, i)
+                _write_pending(root, i, td, rec)
+                yield rec
+        records = record_here()
     bar = tqdm(total=episodes, initial=episodes - len(todo), desc=f"{cfg.task} demos",
                unit="ep", disable=None if progress else True)   # a bar only on a terminal
     wins = attempts = 0
     try:
-        for i in todo:
-            td, rec = _record_episode(env, expert, cfg, i)
-            tmp = root / "pending" / f".ep_{i:06d}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            td.memmap(prefix=tmp)
-            _write_json(tmp / "record.json", rec)
-            os.replace(tmp, root / "pending" / f"ep_{i:06d}")
+        for rec in records:
             wins, attempts = wins + rec["success"], attempts + rec["attempts"]
             bar.set_postfix(success=f"{wins}/{attempts}", steps=rec["length"])
             bar.update()
     finally:
         bar.close()
-        env.close()
+        if pool is not None:
+            pool.terminate()      # after a failure: the other workers' episodes in progress are dropped
+        if env is not None:
+            env.close()
     _merge(root, cfg)
     return load_dataset(root)
 
@@ -381,6 +425,8 @@ def main(argv=None) -> int:
         g.add_argument(flag, dest=f"alias_{key}", type=tp, default=None, help=argparse.SUPPRESS)
     g.add_argument("--keep-failed", dest="alias_keep_failed", action="store_const", const=True, default=None,
                    help=argparse.SUPPRESS)
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="processes recording episodes side by side (the "
+                   "data do not depend on it)")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
@@ -389,7 +435,7 @@ def main(argv=None) -> int:
             if args.seed is not None:
                 data["seed"] = args.seed
             cfg = from_dict(GenerateConfig, data)
-            demos = generate(args.out, args.episodes, cfg, progress=not args.quiet)
+            demos = generate(args.out, args.episodes, cfg, progress=not args.quiet, workers=args.workers)
         else:
             demos = load_dataset(args.path)
     except (DatasetError, ValueError, RuntimeError) as e:    # ConfigError is a ValueError
