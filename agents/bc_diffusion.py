@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from agents.manipulation.config import Config
-from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine
+from agents.algos.bc import bc_main, bc_parser, restore_training, warmup_cosine, write_json_atomic
 from agents.runtime.cli import pick_device
 from agents.runtime.config import to_dict
 from agents.algos.cuda_graph_train import (GraphedTrainStep, NotCapturable, make_capturable, portable_optimizer_state,
@@ -241,10 +241,11 @@ def _stack(history: deque, device) -> dict:
 
 @torch.no_grad()
 def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed: int, video_path,
-            on_step=None) -> dict:
+            on_step=None, episode_rows: list | None = None) -> dict:
     """Closed-loop episodes seeded seed, seed+1, ...: success rate, length, inference ms per chunk.
     ``on_step(episode, env)``, if given, is called after each reset and each env step (a probe of the
-    simulator's state, e.g. benchmarks/bc_diffusion_failures.py; it must not step the env)."""
+    simulator's state, e.g. benchmarks/bc_diffusion_failures.py; it must not step the env).
+    ``episode_rows``, if given, gets one {seed, success, steps} per episode."""
     from tqdm import tqdm
 
     from agents.runtime.video import write_video
@@ -285,6 +286,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
                         break
             successes.append(success)
             lengths.append(steps)
+            if episode_rows is not None:
+                episode_rows.append({"seed": seed + ep, "success": success, "steps": steps})
             bar.set_postfix(success=f"{np.mean(successes):.2f}")
     finally:
         env.close()
@@ -303,7 +306,9 @@ def evaluate(cfg: Config, state: dict, args, out: Path) -> dict:
     episodes = args.episodes or cfg.eval.episodes
     seed = cfg.eval.seed if args.seed is None else args.seed
     video = None if args.no_video or not cfg.eval.video else out / f"{state['task']}_{cfg.policy.denoiser}_ep0.mp4"
-    result = rollout(cfg, policy, state["task"], episodes, seed, video)
+    rows = []
+    result = rollout(cfg, policy, state["task"], episodes, seed, video, episode_rows=rows)
+    write_json_atomic(out / "episodes.json", rows)     # per episode, as bc_navigation's eval writes them
     result["step"] = int(state["step"])
     result.update({f"params_{k}": v for k, v in param_report(policy).items()})
     return result

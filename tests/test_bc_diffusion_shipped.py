@@ -17,6 +17,10 @@ def test_the_shipped_pick_place_policy_places_the_cube(tmp_path):
     result = json.loads(next(tmp_path.glob("eval_*.json")).read_text())
     assert result["task"] == "pick_place" and result["step"] == 7200 and result["episodes"] == 2
     assert result["success_rate"] >= 0.5, result
+    rows = json.loads((tmp_path / "episodes.json").read_text())            # per episode, as nav's eval
+    assert [r["seed"] for r in rows] == [100001, 100002]
+    assert sum(r["success"] for r in rows) / 2 == result["success_rate"]
+    assert sum(r["steps"] for r in rows) / 2 == result["mean_episode_length"]
 
 
 def test_failure_probe_agrees_with_eval_and_classifies_by_cube_height(tmp_path):

@@ -126,7 +126,7 @@ def flag_argv(argv: list, parser: argparse.ArgumentParser) -> list:
     return [f"--{cmd}", *rest]        # no checkpoint: argparse says "--eval: expected one argument"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict | list) -> None:
     from agents.runtime.atomic_io import write_text_atomic
 
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
