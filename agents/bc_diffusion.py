@@ -254,7 +254,8 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
     device = next(policy.parameters()).device
     policy.eval()
     env = PandaManipEnv(task=task, num_points=policy.num_points)
-    successes, lengths, times, frames = [], [], [], []
+    rows = [] if episode_rows is None else episode_rows   # one {seed, success, steps} per episode
+    first, times, frames = len(rows), [], []
     try:
         bar = tqdm(range(episodes), desc=f"eval {task} ({cfg.policy.denoiser})", unit="ep", dynamic_ncols=True,
                    disable=None)
@@ -284,25 +285,30 @@ def rollout(cfg: Config, policy: DiffusionPolicy, task: str, episodes: int, seed
                     done = terminated or truncated
                     if done:
                         break
-            successes.append(success)
-            lengths.append(steps)
-            if episode_rows is not None:
-                episode_rows.append({"seed": seed + ep, "success": success, "steps": steps})
-            bar.set_postfix(success=f"{np.mean(successes):.2f}")
+            rows.append({"seed": seed + ep, "success": success, "steps": steps})
+            bar.set_postfix(success=f"{np.mean([r['success'] for r in rows[first:]]):.2f}")
     finally:
         env.close()
+    these = rows[first:]
     result = {"task": task, "denoiser": cfg.policy.denoiser, "episodes": episodes,
-              "success_rate": float(np.mean(successes)), "mean_episode_length": float(np.mean(lengths)),
+              "success_rate": float(np.mean([r["success"] for r in these])),
+              "mean_episode_length": float(np.mean([r["steps"] for r in these])),
               "inference_ms_mean": float(np.mean(times)), "inference_ms_p95": float(np.percentile(times, 95))}
     if frames:
         result["video"] = str(write_video(frames, video_path, fps=10))
     return result
 
 
+def acting_policy(cfg: Config, state: dict, device="cpu") -> DiffusionPolicy:
+    """The policy a checkpoint or export acts with: its EMA weights, as DP3 evaluates, in eval mode."""
+    policy = make_policy(cfg.policy, int(state["num_points"])).to(device)
+    policy.load_state_dict(state["ema_model"])
+    return policy.eval()
+
+
 def evaluate(cfg: Config, state: dict, args, out: Path) -> dict:
     device = pick_device(cfg.device, "device")
-    policy = make_policy(cfg.policy, int(state["num_points"])).to(device)
-    policy.load_state_dict(state["ema_model"])       # act with the EMA weights, as DP3 evaluates
+    policy = acting_policy(cfg, state, device)
     episodes = args.episodes or cfg.eval.episodes
     seed = cfg.eval.seed if args.seed is None else args.seed
     video = None if args.no_video or not cfg.eval.video else out / f"{state['task']}_{cfg.policy.denoiser}_ep0.mp4"

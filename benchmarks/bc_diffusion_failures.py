@@ -40,13 +40,12 @@ def classify(heights: list[float], success: bool, wall: float) -> str:
 
 @torch.no_grad()
 def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, list[dict]]:
-    from agents.bc_diffusion import rollout
+    from agents.bc_diffusion import acting_policy, rollout
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
     from agents.runtime.run_dir import RunDir
-    from benchmarks.bc_diffusion_table import acting_checkpoint
+    from benchmarks.bc_diffusion_table import acting_checkpoint, variant_name
     from envs.manipulation.panda_env import BIN_HEIGHT
-    from networks.models.diffusion_policy import make_policy
 
     ckpt = acting_checkpoint(path) if path.is_dir() else path
     if ckpt is None or not ckpt.is_file():
@@ -55,23 +54,18 @@ def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, list[dict]]:
     if state["task"] != "pick_place":
         raise SystemExit(f"{ckpt}: task {state['task']!r}; this probe classifies pick_place episodes")
     cfg = from_dict(Config, state["config"])
-    policy = make_policy(cfg.policy, int(state["num_points"]))
-    policy.load_state_dict(state["ema_model"])
-    trace = defaultdict(lambda: {"z": [], "success": False})
+    heights = defaultdict(list)                               # episode -> cube centre z, reset and each step
 
     def on_step(ep, env):
-        trace[ep]["z"].append(float(env.privileged_state()["object_pos"][2]))
-        trace[ep]["success"] |= env.is_success()
+        heights[ep].append(float(env.privileged_state()["object_pos"][2]))
 
-    rollout(cfg, policy, "pick_place", episodes, seed, None, on_step=on_step)
-    rows = []
-    for ep in range(episodes):
-        z, success = trace[ep]["z"], trace[ep]["success"]
-        lift = next((i for i, h in enumerate(z) if h - z[0] >= LIFTED), None)
-        rows.append({"seed": seed + ep, "outcome": classify(z, success, BIN_HEIGHT), "steps": len(z) - 1,
-                     "first_lift_step": lift, "max_rise_m": max(z) - z[0]})
-    den = cfg.policy.denoiser
-    return (f"{den}_noattn" if den != "unet" and not cfg.policy.attention else den), rows
+    rows = []                                                 # rollout's {seed, success, steps} per episode
+    rollout(cfg, acting_policy(cfg, state), "pick_place", episodes, seed, None, on_step=on_step, episode_rows=rows)
+    for ep, row in enumerate(rows):
+        z = heights[ep]
+        row.update(outcome=classify(z, row["success"], BIN_HEIGHT), max_rise_m=max(z) - z[0],
+                   first_lift_step=next((i for i, h in enumerate(z) if h - z[0] >= LIFTED), None))
+    return variant_name(cfg.policy.denoiser, cfg.policy.attention), rows
 
 
 def table(groups: dict[str, list[list[dict]]]) -> str:

@@ -59,13 +59,18 @@ def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | Non
     return result
 
 
+def variant_name(denoiser: str, attention: bool) -> str:
+    """The row name: the denoiser, with ``_noattn`` for a Mamba one without XMamba's attention."""
+    return f"{denoiser}_noattn" if denoiser != "unet" and attention is False else denoiser
+
+
 def denoiser_label(run: Path, denoiser: str) -> str:
-    """The row name: the denoiser, with ``_noattn`` when the run's config turned attention off."""
+    """variant_name from the run's config.yaml (the eval json does not say whether attention was on)."""
     import yaml
 
     config = run / "config.yaml"
     policy = (yaml.safe_load(config.read_text()) or {}).get("policy", {}) if config.is_file() else {}
-    return f"{denoiser}_noattn" if denoiser != "unet" and policy.get("attention") is False else denoiser
+    return variant_name(denoiser, policy.get("attention"))
 
 
 @torch.no_grad()
@@ -80,17 +85,14 @@ def open_loop_error(run: Path, windows: int = 128, data: Path | None = None) -> 
 
 def open_loop_errors(run: Path, datasets: list, windows: int = 128) -> list[float]:
     """``open_loop_error`` on each of ``datasets`` (None: the run's own), the run's policy loaded once."""
-    from agents.bc_diffusion import Windows, open_loop_error as policy_error
+    from agents.bc_diffusion import Windows, acting_policy, open_loop_error as policy_error
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
     from agents.runtime.run_dir import RunDir
-    from networks.models.diffusion_policy import make_policy
 
     state = RunDir.load_checkpoint(acting_checkpoint(run))
     cfg = from_dict(Config, state["config"])
-    policy = make_policy(cfg.policy, int(state["num_points"]))
-    policy.load_state_dict(state["ema_model"])
-    policy.eval()
+    policy = acting_policy(cfg, state)
     errors = []
     for data in datasets:
         batch = Windows(cfg, torch.device("cpu"), None if data is None else str(data)).sample(

@@ -135,7 +135,7 @@ rm -rf /tmp/bc_ckpt    # a later MODE=ckpt call packs the checkpoints anew
 VAL_EPISODES=${VAL_EPISODES:-50}; VAL_EVERY=${VAL_EVERY:-300}
 # every generate records with GEN_WORKERS processes (default: the cores shared by the 2 x tasks generates;
 # `nproc --all`, since plain nproc obeys OMP_NUM_THREADS=1): the data do not depend on it
-GEN_WORKERS=${GEN_WORKERS:-$(( $(nproc --all) / (2 * $(echo $TASKS | wc -w)) > 1 ? $(nproc --all) / (2 * $(echo $TASKS | wc -w)) : 1 ))}
+share=$(( $(nproc --all) / (2 * $(echo $TASKS | wc -w)) )); GEN_WORKERS=${GEN_WORKERS:-$(( share > 1 ? share : 1 ))}
 for t in $TASKS; do
   [ -f "data/manip/.$t.$EPISODES.done" ] || \
   ( python3 agents/bc_diffusion.py generate --task "$t" --episodes "$EPISODES" --out "data/manip/$t" --seed 0 --quiet --workers "$GEN_WORKERS" \
