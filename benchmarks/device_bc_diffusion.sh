@@ -43,7 +43,11 @@
 # 45 s RESERVE: RESERVE=20 there would have given mamba1 ~25 s more, ~330 steps at its 13 steps/s alone).
 # Left open there: the Mamba denoisers' held-out error still fell 3% per 600 steps at 7,200. A session's
 # ~1,340 s of training fits TASKS=pick_place DENOISERS=mamba1_noattn STEPS=14400 (two runs; two mamba1 runs
-# alone went 12.8-13.5 steps/s, mamba1_noattn steps ~1.2x cheaper: ~16 steps/s, ~900 s; estimated, not run). After each call, the status lines give every run's step and
+# alone went 12.8-13.5 steps/s, mamba1_noattn steps ~1.2x cheaper: ~16 steps/s, ~900 s). Measured 2026-12-04 (late;
+# benchmarks/results/bc_diffusion_gpu_pick_place14400.md): calls of 570, 570 and (FINAL=1 KEEP_CKPT=1 RESERVE=20) 240 s,
+# 512 + 514 + 111 s of wall; 375 + 493 + 76 s of training at 15.8-17.9 steps/s a run; setup + data 133 s (pybullet
+# 71 s, generate --workers 8); then TASKS=pick_place DENOISERS=unet SEEDS=0 STEPS=14400 FINAL=1 RESERVE=20 ... 480:
+# one UNet run alone, 47 steps/s, 14,400 steps in 361 s, 398 s of wall. 1,687 device-s for the four calls. After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
 #
 # Held-out demos (since 2026-12-04): the first call also generates VAL_EPISODES (default 50; 0: none)
@@ -58,6 +62,7 @@
 # also exports.tar.partNN, one tar of every run's export/ckpt_<step>_float16.pt split in 15 MiB parts
 # (12 exports, measured here at these widths: 4 x 10.9 + 4 x 2.8 + 4 x 2.2 MB = 63.4 MB, 5 parts; so 6
 # files in all, the limit is 8; TASKS=push alone: 3 parts).
+# KEEP_CKPT=1 (with the exports): the latest training checkpoints too, in 15 MiB parts, if all fit 8 files.
 # MODE=ckpt PART_FROM=N (no training): one tar of every run's latest training checkpoint (model, EMA,
 # AdamW moments; measured: UNet 86.7 MB, mamba1 21.6, mamba1_noattn 17.1; 12 runs 502 MB = 32 parts)
 # split in 15 MiB parts, parts N..N+6 this call, and runs.tgz; the count is printed ("N parts"); call
@@ -116,12 +121,16 @@ pack_records() {   # runs.tgz: configs, metrics, logs; no checkpoints, no export
 }
 latest_ckpt() { ls "$1"/checkpoints/ckpt_*.pt 2>/dev/null | tail -1; }
 
-if [ "$MODE" = ckpt ]; then   # the latest training checkpoints, 7 parts a call (+ runs.tgz)
+pack_ckpt_parts() {   # /tmp/bc_ckpt/ckpt.tar.partNN: every run's latest training checkpoint, 15 MiB parts
   if [ ! -f /tmp/bc_ckpt/.complete ]; then
     rm -rf /tmp/bc_ckpt && mkdir -p /tmp/bc_ckpt
     (cd "$ROOT/bc_diffusion" && for d in */; do c=$(latest_ckpt "${d%/}"); [ -n "$c" ] && echo "$c"; done) > /tmp/bc_ckpt/list
     tar cf - -C "$ROOT/bc_diffusion" -T /tmp/bc_ckpt/list | split -b 15M -d -a 2 - /tmp/bc_ckpt/ckpt.tar.part && touch /tmp/bc_ckpt/.complete
   fi
+}
+
+if [ "$MODE" = ckpt ]; then   # the latest training checkpoints, 7 parts a call (+ runs.tgz)
+  pack_ckpt_parts
   parts=(/tmp/bc_ckpt/ckpt.tar.part*); from=${PART_FROM:-0}
   say "${#parts[@]} parts of ckpt.tar ($(wc -l < /tmp/bc_ckpt/list) checkpoints); sending parts $from..$(( from + 6 ))"
   for p in "${parts[@]:$from:7}"; do cp "$p" "$OUT/"; done
@@ -165,13 +174,17 @@ say "training stopped"
 for f in "$ROOT"/logs/*.log; do [ -f "$f" ] && { echo "=== call at $(date -u +%FT%TZ)"; cat "$f"; } >> "${f%.log}.history"; done
 
 # --- status: every run's step; the training left at the measured rates
-n_runs=$(( $(echo $TASKS | wc -w) * $(echo $DENOISERS | wc -w) * $(echo $SEEDS | wc -w) ))
-python3 - "$ROOT" "$STEPS" "$n_runs" "$SECS" "$RESERVE" <<'PY' | tee "$ROOT/status.txt"
+# this call's runs only (ROOT may also hold an earlier call's, e.g. other DENOISERS on the same warm machine)
+RUN_NAMES=$(for t in $TASKS; do for d in $DENOISERS; do for s in $SEEDS; do echo -n "${t}_${d}_s$s "; done; done; done)
+python3 - "$ROOT" "$STEPS" "$SECS" "$RESERVE" $RUN_NAMES <<'PY' | tee "$ROOT/status.txt"
 import csv, sys
 from pathlib import Path
-root, steps, n_runs, secs, reserve = Path(sys.argv[1]), *map(int, sys.argv[2:])
+root, (steps, secs, reserve), names = Path(sys.argv[1]), map(int, sys.argv[2:5]), set(sys.argv[5:])
+n_runs = len(names)
 rows = []
 for run in sorted((root / "bc_diffusion").glob("*-*")):
+    if run.name.split("-")[0] not in names:
+        continue
     ck = sorted(run.glob("checkpoints/ckpt_*.pt"))
     f = run / "bc_diffusion" / "scalars" / "train" / "steps_per_s.csv"
     rate = float(list(csv.reader(f.open()))[-1][1]) if f.is_file() else None
@@ -203,6 +216,13 @@ if grep -q "^ALL DONE" "$ROOT/status.txt" || [ "${FINAL:-0}" = 1 ]; then
   tar cf - -C "$ROOT/bc_diffusion" -T /tmp/bc_exports.list | split -b 15M -d -a 2 - "$OUT/exports.tar.part"
   n=$(ls "$OUT"/exports.tar.part* | wc -l)
   say "$(wc -l < /tmp/bc_exports.list) exports in $n parts"; [ "$n" -le 7 ] || say "WARNING: $n parts + runs.tgz > 8 files"
+  # KEEP_CKPT=1: the training checkpoints come back in this call too, when they fit the 8 files
+  # (2 mamba1_noattn runs: 2 x 17.1 MB = 3 parts), so a later session can continue the runs (SEED_RUNS)
+  if [ "${KEEP_CKPT:-0}" = 1 ]; then
+    pack_ckpt_parts; parts=(/tmp/bc_ckpt/ckpt.tar.part*)
+    if [ $(( n + ${#parts[@]} + 1 )) -le 8 ]; then cp "${parts[@]}" "$OUT/"; say "${#parts[@]} checkpoint parts ($(wc -l < /tmp/bc_ckpt/list) checkpoints)"
+    else say "KEEP_CKPT: ${#parts[@]} checkpoint parts + $n export parts + runs.tgz > 8 files: call again with MODE=ckpt"; fi
+  fi
 fi
 pack_records
 # AFTER_TESTS="tests/..." (with FINAL=1): cuda tests in the seconds the call has left, the results already
