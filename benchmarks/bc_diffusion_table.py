@@ -9,7 +9,8 @@ with --evaluate, runs without one are evaluated first (``eval RUN --episodes N -
 Rows group runs by (task, denoiser): success mean +- std over the runs (seeds), parameters,
 DDIM inference ms per action chunk (mean of the runs' means, and their p95s). A Mamba denoiser
 trained without XMamba's attention sub-block (``policy.attention=false`` in the run's config.yaml)
-is its own row, ``<denoiser>_noattn`` (benchmarks/bc_diffusion_grid.py's variant name).
+is its own row, ``<denoiser>_noattn`` (benchmarks/bc_diffusion_grid.py's variant name); so are runs
+of one denoiser on schedules of different lengths (train.steps), ``<denoiser>@<steps>``.
 """
 from __future__ import annotations
 
@@ -56,7 +57,27 @@ def latest_result(run: Path, evaluate: bool, episodes: int | None) -> dict | Non
         return None
     result = {**json.loads(path.read_text()), "run": str(run)}
     result["denoiser"] = denoiser_label(run, result["denoiser"])
+    result["schedule_steps"] = run_config(run).get("train", {}).get("steps")
     return result
+
+
+def run_config(run: Path) -> dict:
+    """The run's config.yaml as a dict ({} without one)."""
+    import yaml
+
+    config = run / "config.yaml"
+    return (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+
+
+def split_by_schedule(results: list[dict]) -> list[dict]:
+    """Where one task's runs of a denoiser were trained on schedules of different lengths (train.steps:
+    the cosine decays to its end, so 7,200 and 14,400 steps are different runs, not one run's two
+    points), each length is its own row, ``<denoiser>@<steps>``; a single schedule keeps the plain name."""
+    lengths = defaultdict(set)
+    for r in results:
+        lengths[(r["task"], r["denoiser"])].add(r.get("schedule_steps"))
+    return [{**r, "denoiser": f"{r['denoiser']}@{r.get('schedule_steps')}"}
+            if len(lengths[(r["task"], r["denoiser"])]) > 1 else r for r in results]
 
 
 def variant_name(denoiser: str, attention: bool) -> str:
@@ -66,11 +87,7 @@ def variant_name(denoiser: str, attention: bool) -> str:
 
 def denoiser_label(run: Path, denoiser: str) -> str:
     """variant_name from the run's config.yaml (the eval json does not say whether attention was on)."""
-    import yaml
-
-    config = run / "config.yaml"
-    policy = (yaml.safe_load(config.read_text()) or {}).get("policy", {}) if config.is_file() else {}
-    return variant_name(denoiser, policy.get("attention"))
+    return variant_name(denoiser, run_config(run).get("policy", {}).get("attention"))
 
 
 @torch.no_grad()
@@ -165,7 +182,8 @@ def table(results: list[dict]) -> str:
                   "inference ms/chunk (mean) | p95 |" + (" open-loop action error |" if fit else "")
                   + (" held-out open-loop error |" if heldout else ""),
                   "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if fit else "") + ("---:|" if heldout else "")]
-        for (t, den), rs in sorted(groups.items(), key=lambda kv: order.get(kv[0][1], 9)):
+        for (t, den), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][1].split("@")[0], 9),
+                                                                   int(kv[0][1].partition("@")[2] or 0))):
             if t != task:
                 continue
             s = np.array([r["success_rate"] for r in rs])
@@ -199,7 +217,7 @@ def main(argv=None) -> int:
     if args.heldout is not None and not (args.heldout / "config.json").is_file():
         ap.error(f"--heldout {args.heldout}: no dataset there (expected {args.heldout}/config.json, "
                  "as `bc_diffusion.py generate --out DIR` writes)")
-    results = [r for r in (latest_result(run, args.evaluate, args.episodes) for run in args.runs) if r]
+    results = split_by_schedule([r for r in (latest_result(run, args.evaluate, args.episodes) for run in args.runs) if r])
     heldout_task = json.loads((args.heldout / "config.json").read_text())["task"] if args.heldout else None
     for r in results:   # one load of each run's policy for both errors
         keys = (["open_loop_error"] if args.fit else []) + \

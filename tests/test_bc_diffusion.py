@@ -568,6 +568,21 @@ def test_benchmark_table_groups_seeds():
     assert text.index("| unet |") < text.index("| mamba1 |")
 
 
+def test_benchmark_table_splits_schedules_of_different_lengths():
+    """Runs of one denoiser trained on 7,200- and 14,400-step schedules are two rows, not one mean."""
+    from benchmarks.bc_diffusion_table import split_by_schedule, table
+
+    base = {"task": "pick_place", "episodes": 10, "mean_episode_length": 40.0, "inference_ms_mean": 20.0,
+            "inference_ms_p95": 30.0, "params_total": 2_000_000}
+    rows = split_by_schedule([{**base, "denoiser": "unet", "success_rate": 0.6, "schedule_steps": 7200},
+                              {**base, "denoiser": "unet", "success_rate": 0.4, "schedule_steps": 14400},
+                              {**base, "denoiser": "mamba1", "success_rate": 0.5, "schedule_steps": 14400}])
+    assert [r["denoiser"] for r in rows] == ["unet@7200", "unet@14400", "mamba1"]
+    text = table(rows)
+    assert "| unet@7200 | 2.00M | 1 | 10 | 0.60 ± 0.00 |" in text and "| unet@14400 | 2.00M | 1 | 10 | 0.40 ± 0.00 |" in text
+    assert text.index("| unet@7200 |") < text.index("| unet@14400 |") < text.index("| mamba1 |")
+
+
 def test_warmup_cosine_is_torchs_curve_and_resumes_over_a_new_length():
     """warmup_cosine follows torch's LinearLR + CosineAnnealingLR (SequentialLR) step for step; a
     resumed run that asks for more steps decays over the new length, not the checkpoint's."""
