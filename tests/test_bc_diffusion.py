@@ -323,6 +323,28 @@ def test_cli_train_resume_eval(dataset, tmp_path, capsys):
     assert result["mean_episode_length"] >= 1 and result["params_total"] > result["params_denoiser"]
 
 
+def test_in_training_eval_logs_success_and_leaves_training_unchanged(dataset, tmp_path):
+    """train.eval_every_steps: closed-loop episodes of the EMA policy during training, logged as
+    eval/success_rate at those steps; the rollout seeds its own env and sampling noise, so the
+    trained weights equal those of the same run without it (and resume stays exact)."""
+    from agents.runtime.run_dir import RunDir
+
+    def train(root, *extra):
+        assert main(["train", "--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={root}", *extra]) == 0
+        (run,) = (root / "bc_diffusion").iterdir()
+        return run
+
+    with_eval = train(tmp_path / "a", "train.eval_every_steps=3", "eval.episodes=1")
+    plain = train(tmp_path / "b")
+    rows = [line.split(",") for line in
+            (with_eval / "bc_diffusion" / "scalars" / "eval" / "success_rate.csv").read_text().splitlines()]
+    assert [int(r[0]) for r in rows] == [3, 6] and all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    assert not (plain / "bc_diffusion" / "scalars" / "eval").exists()
+    a, b = (RunDir(r).load_checkpoint(RunDir(r).latest_checkpoint()) for r in (with_eval, plain))
+    for key in ("model", "ema_model"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in b[key]), key
+
+
 def test_cli_trains_hydra(dataset, tmp_path, capsys):
     """policy.denoiser=hydra on tiny.yaml: the parameter line names it, training writes checkpoints."""
     args = ["--config", str(TINY), f"data.path={dataset.path.parent}", f"run_root={tmp_path}", "policy.denoiser=hydra"]
