@@ -9,7 +9,8 @@ Per episode: ``placed`` (the env's success), else ``not lifted`` (the cube never
 failed), ``lifted, below the walls`` (it rose but never high enough to clear the bin's walls, or
 fell), ``lifted over the walls, not placed`` (high enough, then missed the bin or never let go).
 Also the step at which the cube first rose 1 cm (how quickly the grasp succeeds). Rows group
-runs by denoiser (``_noattn`` where the policy has no attention sub-block), as bc_diffusion_table.
+runs by denoiser (``_noattn`` where the policy has no attention sub-block; ``@<steps>`` where runs of
+one denoiser were trained on schedules of different lengths), as bc_diffusion_table.
 A run directory acts with its latest checkpoint, else its latest export; a file is used as given.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
+from benchmarks.bc_diffusion_table import split_by_schedule
+
 LIFTED = 0.01                                   # m above the cube's start height: off the table
 OUTCOMES = ("placed", "not lifted", "lifted, below the walls", "lifted over the walls, not placed")
 
@@ -39,7 +42,7 @@ def classify(heights: list[float], success: bool, wall: float) -> str:
 
 
 @torch.no_grad()
-def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, list[dict]]:
+def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, int, list[dict]]:
     from agents.bc_diffusion import acting_policy, rollout
     from agents.manipulation.config import Config
     from agents.runtime.config import from_dict
@@ -65,7 +68,7 @@ def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, list[dict]]:
         z = heights[ep]
         row.update(outcome=classify(z, row["success"], BIN_HEIGHT), max_rise_m=max(z) - z[0],
                    first_lift_step=next((i for i, h in enumerate(z) if h - z[0] >= LIFTED), None))
-    return variant_name(cfg.policy.denoiser, cfg.policy.attention), rows
+    return variant_name(cfg.policy.denoiser, cfg.policy.attention), cfg.train.steps, rows
 
 
 def table(groups: dict[str, list[list[dict]]]) -> str:
@@ -91,12 +94,16 @@ def main(argv=None) -> int:
         if not path.exists():
             raise SystemExit(f"{path}: no such run directory or file")
     torch.set_num_threads(1)
-    groups, per_run = defaultdict(list), {}
+    results = []
     for path in args.runs:
-        label, rows = episodes_of(path, args.episodes, args.seed)
-        groups[label].append(rows)
-        per_run[str(path)] = {"denoiser": label, "episodes": rows}
+        label, schedule, rows = episodes_of(path, args.episodes, args.seed)
+        results.append({"task": "pick_place", "denoiser": label, "schedule_steps": schedule, "run": str(path),
+                        "episodes": rows})
         print(f"{path}: {label}, placed {sum(r['outcome'] == OUTCOMES[0] for r in rows)}/{len(rows)}", flush=True)
+    groups, per_run = defaultdict(list), {}
+    for r in split_by_schedule(results):                      # <denoiser>@<steps> rows, as the table's
+        groups[r["denoiser"]].append(r["episodes"])
+        per_run[r["run"]] = {"denoiser": r["denoiser"], "episodes": r["episodes"]}
     print(table(groups))
     if args.out:
         from agents.runtime.atomic_io import write_text_atomic
