@@ -8,7 +8,8 @@ classified from the simulator's cube height over the episode:
 Per episode: ``placed`` (the env's success), else ``not lifted`` (the cube never rose 1 cm: the grasp
 failed), ``lifted, below the walls`` (it rose but never high enough to clear the bin's walls, or
 fell), ``lifted over the walls, not placed`` (high enough, then missed the bin or never let go).
-Also the step at which the cube first rose 1 cm (how quickly the grasp succeeds). Rows group
+Also the step at which the cube first rose 1 cm (how quickly the grasp succeeds), and where the
+episode left the cube: its height over its start, the finger opening, whether it is over the bin. Rows group
 runs by denoiser (``_noattn`` where the policy has no attention sub-block; ``@<steps>`` where runs of
 one denoiser were trained on schedules of different lengths), as bc_diffusion_table.
 A run directory acts with its latest checkpoint, else its latest export; a file is used as given.
@@ -48,7 +49,7 @@ def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, int, list[di
     from agents.runtime.config import from_dict
     from agents.runtime.run_dir import RunDir
     from benchmarks.bc_diffusion_table import acting_checkpoint, variant_name
-    from envs.manipulation.panda_env import BIN_HEIGHT
+    from envs.manipulation.panda_env import BIN_HEIGHT, BIN_INNER
 
     ckpt = acting_checkpoint(path) if path.is_dir() else path
     if ckpt is None or not ckpt.is_file():
@@ -58,16 +59,21 @@ def episodes_of(path: Path, episodes: int, seed: int) -> tuple[str, int, list[di
         raise SystemExit(f"{ckpt}: task {state['task']!r}; this probe classifies pick_place episodes")
     cfg = from_dict(Config, state["config"])
     heights = defaultdict(list)                               # episode -> cube centre z, reset and each step
+    last = {}                                                 # episode -> the simulator's state at its last step
 
     def on_step(ep, env):
-        heights[ep].append(float(env.privileged_state()["object_pos"][2]))
+        last[ep] = env.privileged_state()
+        heights[ep].append(float(last[ep]["object_pos"][2]))
 
     rows = []                                                 # rollout's {seed, success, steps} per episode
     rollout(cfg, acting_policy(cfg, state), "pick_place", episodes, seed, None, on_step=on_step, episode_rows=rows)
     for ep, row in enumerate(rows):
         z = heights[ep]
+        end = last[ep]                                        # where a "not placed" episode left the cube
         row.update(outcome=classify(z, row["success"], BIN_HEIGHT), max_rise_m=max(z) - z[0],
-                   first_lift_step=next((i for i, h in enumerate(z) if h - z[0] >= LIFTED), None))
+                   first_lift_step=next((i for i, h in enumerate(z) if h - z[0] >= LIFTED), None),
+                   end_rise_m=z[-1] - z[0], end_finger_width_m=float(end["finger_width"]),
+                   end_over_bin=bool(np.all(np.abs(end["object_pos"][:2] - end["goal_pos"][:2]) < BIN_INNER)))
     return variant_name(cfg.policy.denoiser, cfg.policy.attention), cfg.train.steps, rows
 
 

@@ -37,6 +37,9 @@ def test_failure_probe_agrees_with_eval_and_classifies_by_cube_height(tmp_path):
     (run,) = json.loads(out.read_text())["runs"].values()
     assert run["denoiser"] == "mamba1_noattn" and len(run["episodes"]) == 2
     assert sum(r["outcome"] == "placed" for r in run["episodes"]) / 2 == success
+    for r in run["episodes"]:                                              # a placed cube ends over the bin
+        assert r["end_over_bin"] or r["outcome"] != "placed"
+        assert r["end_finger_width_m"] >= 0.0 and r["end_rise_m"] <= r["max_rise_m"]
     z0 = 0.02
     assert classify([z0, z0 + 0.005], False, 0.05) == OUTCOMES[1]           # never off the table
     assert classify([z0, z0 + 0.03, z0], False, 0.05) == OUTCOMES[2]        # lifted, dropped below the walls
