@@ -50,8 +50,9 @@
 # one UNet run alone, 47 steps/s, 14,400 steps in 361 s, 398 s of wall. 1,687 device-s for the four calls.
 # Next (push, whose 7,200-step runs logged no held-out error; estimated from these rates, not run): the same
 # four calls with TASKS=push, the last one DENOISERS=unet SEEDS="0 1" STEPS=7200 (2 x 7,200 x ~21 ms = ~300 s
-# of GPU). Closed-loop success between the ends (pick_place's UNet fell from 66.0% at 7,200 to 54.5% at
-# 14,400 with a flat held-out error) needs EXTRA="train.eval_every_steps=3600 eval.episodes=50": the
+# of GPU). Closed-loop success between the ends (the held-out error does not rank it: pick_place's UNet
+# scored 66.0% at 7,200 and 54.5% at 14,400 with the same error, most of the drop cubes released into the bin
+# then an empty gripper closed, which the env's success rule misses) needs EXTRA="train.eval_every_steps=3600 eval.episodes=50": the
 # in-training eval, tested on the CPU only; smoke it first on the GPU (a scratch ROOT, STEPS=200,
 # train.eval_every_steps=100 eval.episodes=2), and budget ~40 s an eval (estimated). After each call, the status lines give every run's step and
 # the projected training seconds left at the measured rates.
